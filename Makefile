@@ -1,0 +1,30 @@
+# Quick start:  make demo   (sets up .venv, runs the main job)
+#               make test   (sets up .venv, runs the test suite)
+# TORCH pins the CPU build that CI installs; use your own with `make test TORCH=torch`.
+PYTHON ?= python3
+TORCH  ?= torch==2.13.0
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/sdebench demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m pytest bench/perf --benchmark-enable --benchmark-only -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -1,0 +1,25 @@
+"""Numerical solvers for score-based diffusion models behind one interface.
+
+    import solvers
+    model = solvers.ScoreModel(fn, solvers.VP(), prediction="eps", shape=(2,))
+    out = solvers.sample(model, "heun", steps=20, n=1000, seed=0)
+    out.x, out.nfe, out.times
+
+``solvers.available()`` lists the registered solvers, ``solvers.get(name)`` gives a solver
+class with its metadata, ``solvers.register`` adds your own.
+"""
+from . import ddim, langevin, ode, reverse_sde  # noqa: F401  (register the built-in solvers)
+from .base import Nodes, Solver
+from .errors import InputError, NonFiniteError
+from .grids import GRIDS, check_times, make_grid
+from .model import PREDICTIONS, ScoreModel
+from .noise import BrownianPath
+from .registry import available, get, register
+from .sampling import Sample, sample
+from .sde import EDM, SDE, SDES, VE, VP, DiscreteVP, SubVP
+
+__all__ = [
+    "sample", "Sample", "available", "get", "register", "Solver", "Nodes", "ScoreModel", "PREDICTIONS",
+    "SDE", "VP", "SubVP", "VE", "EDM", "DiscreteVP", "SDES", "GRIDS", "make_grid", "check_times",
+    "BrownianPath", "InputError", "NonFiniteError",
+]

@@ -1,0 +1,166 @@
+"""The solver contract: a small object with options, metadata and a ``step``.
+
+A solver is instantiated once per sampling call with the model and the time grid. Its
+``setup`` computes everything that depends only on the grid (alpha, sigma, lambda, step
+coefficients) once, in float64, as Python floats; ``step(i, x)`` advances x from
+``times[i]`` to ``times[i+1]`` with the network call plus a few fused tensor updates and
+never synchronises with the device. The loop over steps lives in ``solvers.sampling``.
+
+Metadata (class attributes, read by the registry, the tests and the harness):
+
+    name          registry key
+    kind          "ode" (probability-flow ODE), "sde" (reverse SDE) or "corrector"
+    order         convergence order: the ODE order for deterministic solvers, the strong
+                  order for stochastic ones; None where no order is claimed
+    weak_order    weak order for stochastic solvers (None if not claimed)
+    nfe_per_step  network evaluations per step (``expected_nfe`` gives the exact count)
+    stochastic    output is random given x_T (with the default options)
+    uses_brownian draws increments from the Brownian path (else only corrector noise)
+    options       {option: default} for this class; merged along the MRO
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import InputError
+
+__all__ = ["Solver", "Nodes"]
+
+
+class Nodes:
+    """Schedule quantities at a set of times, in float64, as Python floats.
+
+    ``t`` holds the times as a tensor in the sample dtype/device (what the network gets);
+    ``alpha``, ``sigma``, ``lam``, ``f``, ``g2`` are lists of floats."""
+
+    def __init__(self, sde, times: torch.Tensor, dtype, device):
+        times = times.to("cpu", torch.float64)
+        self.times = times.tolist()
+        self.alpha = sde.alpha(times).tolist()
+        self.sigma = sde.sigma(times).tolist()
+        self.lam = sde.lam(times).tolist()
+        self.f = sde.f(times).tolist()
+        self.g2 = sde.g2(times).tolist()
+        self.t = times.to(device=device, dtype=dtype)
+
+    def __len__(self):
+        return len(self.times)
+
+    def ode_coefs(self, k):
+        """(f, g^2 / (2 sigma)) at node k: the PF-ODE drift is f x + g^2/(2 sigma) eps."""
+        return self.f[k], self.g2[k] / (2 * self.sigma[k])
+
+
+def _options_of(cls) -> dict:
+    merged = {}
+    for c in reversed(cls.__mro__):
+        merged.update(c.__dict__.get("options", {}))
+    return merged
+
+
+def _check_type(cls_name, key, value, default):
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise InputError(f"solver {cls_name!r}: option {key}={value!r} must be of type "
+                         f"{type(default).__name__}")
+    return value
+
+
+class Solver:
+    """Base class of every solver; see the module docstring for the contract."""
+
+    name: str = ""
+    kind: str = "ode"
+    order: float | None = None
+    weak_order: float | None = None
+    nfe_per_step: int = 1
+    stochastic: bool = False
+    uses_brownian: bool = False
+    default_grid: str | None = None
+    #: denoise: after the last step, return Tweedie's x0 = E[x0 | x_eps] (one more NFE).
+    #: Off by default so every solver ends on the same grid point.
+    options = {"denoise": False}
+
+    def __init__(self, model, times: torch.Tensor, *, dtype=torch.float32, device="cpu", **options):
+        self.model, self.sde = model, model.sde
+        self.opts = self.resolve_options(options)
+        for k, v in self.opts.items():
+            setattr(self, k, v)
+        self.check()
+        self.times = times
+        self.steps = len(times) - 1
+        self.dtype, self.device = dtype, torch.device(device)
+        self.nodes = Nodes(self.sde, times, dtype, self.device)
+        self.h = [b - a for a, b in zip(self.nodes.times[:-1], self.nodes.times[1:])]
+        self.noise = None       # BrownianPath, set by the loop when uses_brownian
+        self.generator = None   # corrector generator, set by the loop
+        self.setup()
+
+    # --- options ---------------------------------------------------------------------
+    @classmethod
+    def option_defaults(cls) -> dict:
+        return _options_of(cls)
+
+    @classmethod
+    def resolve_options(cls, options: dict) -> dict:
+        defaults = cls.option_defaults()
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            raise InputError(f"solver {cls.name!r}: unknown option(s) {', '.join(unknown)}; "
+                             f"valid options: {', '.join(sorted(defaults)) or 'none'}")
+        return {k: _check_type(cls.name, k, options.get(k, d), d) for k, d in defaults.items()}
+
+    def check(self):
+        """Validate option values (raise InputError naming the option)."""
+
+    def require(self, cond: bool, message: str):
+        if not cond:
+            raise InputError(f"solver {self.name!r}: {message}")
+
+    @classmethod
+    def expected_nfe(cls, steps: int, **options) -> int:
+        """Network evaluations one call makes on ``steps`` steps with these options."""
+        opts = cls.resolve_options(options)
+        return cls.nfe_per_step * steps + int(opts["denoise"])
+
+    # --- the step --------------------------------------------------------------------
+    def setup(self):
+        """Precompute grid-only coefficients (float64 Python floats)."""
+
+    def step(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Advance x from times[i] to times[i+1]."""
+        raise NotImplementedError
+
+    def eval(self, x, k: int, kind: str = "eps", nodes: Nodes | None = None):
+        """One network evaluation at grid node k (or at node k of ``nodes``)."""
+        nd = self.nodes if nodes is None else nodes
+        return self.model(x, nd.t[k], kind, alpha=nd.alpha[k], sigma=nd.sigma[k])
+
+    def brownian_normal(self, i: int) -> torch.Tensor:
+        """Standard normal from the Brownian increment over step i (shared across grids)."""
+        t_hi, t_lo = self.nodes.times[i], self.nodes.times[i + 1]
+        return self.noise.normal(t_hi, t_lo)
+
+    def brownian_increment(self, i: int) -> torch.Tensor:
+        t_hi, t_lo = self.nodes.times[i], self.nodes.times[i + 1]
+        return self.noise.increment(t_hi, t_lo)
+
+    def randn(self, x) -> torch.Tensor:
+        """Corrector noise (independent of the Brownian path)."""
+        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+
+    @staticmethod
+    def sqrt(v: float) -> float:
+        return math.sqrt(max(v, 0.0))

@@ -1,0 +1,9 @@
+"""Exceptions raised for bad input; each message names the offending value."""
+
+
+class InputError(ValueError):
+    """A bad argument: unknown name, invalid option, wrong shape, bad grid."""
+
+
+class NonFiniteError(FloatingPointError):
+    """The model or a solver step produced NaN or inf."""

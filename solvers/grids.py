@@ -1,0 +1,87 @@
+"""Time grids: decreasing float64 tensors T = t_0 > t_1 > ... > t_N = eps.
+
+Built-in grids (``GRIDS``), by the coordinate in which they are uniform:
+
+- ``uniform``   uniform in t (Song et al. 2021).
+- ``quadratic`` uniform in sqrt(t) (DDIM's / DPM-Solver's "time_quadratic").
+- ``logsnr``    uniform in lambda_t = log(alpha_t / sigma_t) (DPM-Solver's "logSNR").
+- ``edm``       uniform in sigma^(1/rho) with sigma = sigma_t / alpha_t = exp(-lambda_t)
+                and rho = 7 (Karras et al. 2022, eq. 5); for the EDM SDE sigma = t.
+
+Aliases: time_uniform, time_quadratic, logSNR, karras.
+Any user grid is accepted by ``check_times``: a finite, strictly decreasing 1-D tensor
+inside [eps, T] of the SDE.
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+
+__all__ = ["GRIDS", "make_grid", "check_times"]
+
+
+def _uniform(sde, n, t_max, t_min):
+    return torch.linspace(t_max, t_min, n + 1, dtype=torch.float64)
+
+
+def _quadratic(sde, n, t_max, t_min):
+    return torch.linspace(t_max**0.5, t_min**0.5, n + 1, dtype=torch.float64) ** 2
+
+
+def _logsnr(sde, n, t_max, t_min):
+    lam = torch.linspace(float(sde.lam(t_max)), float(sde.lam(t_min)), n + 1, dtype=torch.float64)
+    return sde.t_of_lam(lam)
+
+
+def _edm(sde, n, t_max, t_min, rho=7.0):
+    s_max, s_min = float(torch.exp(-sde.lam(t_max))), float(torch.exp(-sde.lam(t_min)))
+    ramp = torch.linspace(0, 1, n + 1, dtype=torch.float64)
+    sig = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    return sde.t_of_lam(-torch.log(sig))
+
+
+GRIDS = {"uniform": _uniform, "quadratic": _quadratic, "logsnr": _logsnr, "edm": _edm}
+#: the names DPM-Solver / UniPC users know
+ALIASES = {"time_uniform": "uniform", "time_quadratic": "quadratic", "logSNR": "logsnr", "karras": "edm"}
+
+
+def make_grid(sde, steps: int, kind: str | None = None, *, t_max=None, t_min=None, **kw) -> torch.Tensor:
+    """A built-in grid of ``steps`` intervals from ``t_max`` (default T) to ``t_min`` (default eps).
+
+    The end points are set exactly (inverting lambda may move them by rounding)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps must be an integer >= 1, got {steps!r}")
+    kind = ALIASES.get(kind, kind or sde.default_grid)
+    if kind not in GRIDS:
+        raise InputError(f"unknown grid {kind!r}; valid grids: {', '.join([*GRIDS, *ALIASES])}")
+    t_max = sde.T if t_max is None else float(t_max)
+    t_min = sde.eps if t_min is None else float(t_min)
+    if kw and kind != "edm":
+        raise InputError(f"grid {kind!r} takes no options, got {sorted(kw)}")
+    if set(kw) - {"rho"}:
+        raise InputError(f"grid 'edm' takes only rho, got {sorted(kw)}")
+    times = GRIDS[kind](sde, steps, t_max, t_min, **kw)
+    times[0], times[-1] = t_max, t_min
+    return check_times(sde, times)
+
+
+def check_times(sde, times) -> torch.Tensor:
+    """Validate a user grid and return it as a float64 CPU tensor."""
+    try:
+        times = torch.as_tensor(times).detach().to("cpu", torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"times must be a 1-D sequence of numbers: {e}") from None
+    if times.ndim != 1 or times.numel() < 2:
+        raise InputError(f"times must be a 1-D tensor with at least 2 entries, got shape {tuple(times.shape)}")
+    if not bool(torch.isfinite(times).all()):
+        raise InputError("times contains NaN or inf")
+    if not bool((times[1:] < times[:-1]).all()):
+        k = int(torch.nonzero(times[1:] >= times[:-1])[0])
+        raise InputError(f"times must be strictly decreasing (T -> eps); times[{k}]={times[k].item():g} "
+                         f"<= times[{k + 1}]={times[k + 1].item():g}")
+    tol = 1e-9 * sde.T
+    if times[0] > sde.T + tol or times[-1] < sde.eps - tol:
+        raise InputError(f"times must lie in [eps, T] = [{sde.eps:g}, {sde.T:g}] of {sde!r}; "
+                         f"got [{times[-1].item():g}, {times[0].item():g}]")
+    return times
