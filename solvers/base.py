@@ -16,8 +16,14 @@ Metadata (class attributes, read by the registry, the tests and the harness):
     nfe_per_step  network evaluations per step (``expected_nfe`` gives the exact count)
     stochastic    output is random given x_T (with the default options)
     uses_brownian draws increments from the Brownian path (else only corrector noise)
-    options       {option: default} for this class; merged along the MRO
+    options       {option: default} for this class; merged along the MRO. Each option is
+                  also set as an instance attribute, except names of metadata (``order``),
+                  which are read from ``self.opts``
+    variants      option sets that the registry-driven tests check besides the defaults
+                  (e.g. ``({"order": 3},)``); ``declared_order(**options)`` gives the order
+                  each should show
 """
+
 from __future__ import annotations
 
 import math
@@ -78,6 +84,10 @@ def _check_type(cls_name, key, value, default):
     return value
 
 
+_METADATA = {"name", "kind", "order", "weak_order", "nfe_per_step", "stochastic", "uses_brownian",
+             "default_grid", "options", "variants"}
+
+
 class Solver:
     """Base class of every solver; see the module docstring for the contract."""
 
@@ -92,12 +102,14 @@ class Solver:
     #: denoise: after the last step, return Tweedie's x0 = E[x0 | x_eps] (one more NFE).
     #: Off by default so every solver ends on the same grid point.
     options = {"denoise": False}
+    variants: tuple = ()
 
     def __init__(self, model, times: torch.Tensor, *, dtype=torch.float32, device="cpu", **options):
         self.model, self.sde = model, model.sde
         self.opts = self.resolve_options(options)
         for k, v in self.opts.items():
-            setattr(self, k, v)
+            if k not in _METADATA:
+                setattr(self, k, v)
         self.check()
         self.times = times
         self.steps = len(times) - 1
@@ -128,6 +140,25 @@ class Solver:
     def require(self, cond: bool, message: str):
         if not cond:
             raise InputError(f"solver {self.name!r}: {message}")
+
+    @classmethod
+    def declared_order(cls, **options):
+        """The convergence order these options should show (``order`` unless overridden)."""
+        return cls.order
+
+    @classmethod
+    def is_stochastic(cls, **options) -> bool:
+        """Whether the output is random given x_T with these options."""
+        return cls.stochastic
+
+    @classmethod
+    def steps_for_nfe(cls, budget: int, **options) -> int:
+        """Most steps whose ``expected_nfe`` fits in ``budget`` (0 if none does)."""
+        lo, hi = 0, max(int(budget), 0)  # expected_nfe is increasing in steps: bisect
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if cls.expected_nfe(mid, **options) <= budget else (lo, mid - 1)
+        return lo
 
     @classmethod
     def expected_nfe(cls, steps: int, **options) -> int:

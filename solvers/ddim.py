@@ -88,6 +88,16 @@ class DDIM(_Posterior):
     weak_order = 1
     options = {"eta": 0.0}
 
+    variants = ({"eta": 1.0},)
+
+    @classmethod
+    def is_stochastic(cls, **options):
+        return cls.resolve_options(options)["eta"] > 0
+
+    @classmethod
+    def declared_order(cls, **options):
+        return None if cls.is_stochastic(**options) else cls.order
+
     def check(self):
         self.require(0.0 <= self.eta <= 1.0, f"eta must be in [0, 1], got {self.eta}")
         self.stochastic = self.uses_brownian = self.eta > 0
