@@ -84,6 +84,7 @@ class DDIM(_Posterior):
     """
 
     name = "ddim"
+    kind = "ode"  # with the default eta = 0; eta > 0 makes it an SDE sampler
     order = 1
     weak_order = 1
     options = {"eta": 0.0}

@@ -1,0 +1,74 @@
+"""pytest-benchmark cases: fixed-step sampling of the 2-D mixture vs bare network evaluations.
+
+Each sampling case records, in extra_info, its NFE and the overhead ratio
+wall / (NFE x one network evaluation), with the evaluation timed side by side in the same
+process (median of repeats). The physical limit of the ratio is 1.
+
+    make bench          # or: pytest bench/perf --benchmark-enable --benchmark-only
+"""
+import statistics
+import time
+
+import pytest
+import torch
+
+import solvers
+from bench import models
+
+SOLVERS = ["euler", "heun", "ddim", "euler_maruyama", "dpmpp_2m", "unipc", "dpm_solver_3"]
+BATCHES = [1_000, 100_000]
+STEPS = [50, 10]
+
+
+def _available(name):
+    return name in solvers.available()
+
+
+def _setup(batch):
+    m = models.load("gmm2d-vp")
+    x_T = m.sample_prior(batch, generator=torch.Generator().manual_seed(0))
+    return m, x_T
+
+
+def _one_eval_seconds(m, x_T, repeats=15):
+    t = torch.tensor(0.5).expand(x_T.shape[0])
+    m.fn(x_T, t)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        m.fn(x_T, t)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("name", SOLVERS)
+def test_sampling(benchmark, name, steps, batch):
+    if not _available(name):
+        pytest.skip(f"{name} is not registered")
+    if steps == 10 and name in ("euler", "heun", "ddim", "euler_maruyama"):
+        pytest.skip("classic solvers are tracked at 50 steps")
+    m, x_T = _setup(batch)
+    benchmark.group = f"sample gmm2d-vp batch={batch} steps={steps}"
+    run = lambda: solvers.sample(m, name, steps=steps, x_T=x_T, seed=0)  # noqa: E731
+    out = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    one = _one_eval_seconds(m, x_T)
+    wall = benchmark.stats.stats.median
+    benchmark.extra_info.update(nfe=out.nfe, one_eval_s=one, overhead=wall / (out.nfe * one),
+                                device=str(x_T.device), threads=torch.get_num_threads())
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_bare_evaluations(benchmark, batch):
+    """50 bare network evaluations: the floor every 50-NFE sampler is compared with."""
+    m, x_T = _setup(batch)
+    t = torch.tensor(0.5).expand(batch)
+    benchmark.group = f"sample gmm2d-vp batch={batch} steps=50"
+
+    def run():
+        for _ in range(50):
+            m.fn(x_T, t)
+
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(nfe=50, overhead=1.0, device="cpu", threads=torch.get_num_threads())
