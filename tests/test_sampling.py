@@ -261,3 +261,21 @@ def test_non_finite_model_output_is_reported_with_its_step():
     with pytest.raises(NonFiniteError, match=r"step 3"):
         solvers.sample(m, "euler_maruyama", times=grid, n=4, return_trajectory=True)
     assert m.nfe == 12, "the diagnostic replay is not counted"
+
+
+def test_ancestral_is_undefined_where_the_forward_kernel_is_not_a_diffusion():
+    class Shrinking(solvers.VE):  # sigma decreases in t: no forward kernel between grid times
+        def log_sigma(self, t):
+            return math.log(self.sigma_max) - torch.as_tensor(t, dtype=torch.float64) * self._log_ratio
+
+    m = ScoreModel(lambda x, t: x, Shrinking(), shape=(2,), name="shrinking")
+    with pytest.raises(InputError, match="ancestral.*negative variance"):
+        solvers.sample(m, "ancestral", steps=4, n=4)
+
+
+def test_solvers_never_imports_bench():
+    import pathlib
+    import re
+    root = pathlib.Path(solvers.__file__).parent
+    offenders = [p.name for p in root.glob("*.py") if re.search(r"^\s*(from|import)\s+bench\b", p.read_text(), re.M)]
+    assert not offenders, f"solvers must not import bench: {offenders}"
