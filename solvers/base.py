@@ -16,6 +16,8 @@ Metadata (class attributes, read by the registry, the tests and the harness):
     nfe_per_step  network evaluations per step (``expected_nfe`` gives the exact count)
     stochastic    output is random given x_T (with the default options)
     uses_brownian draws increments from the Brownian path (else only corrector noise)
+    adaptive      chooses its own steps: implements ``integrate(x)`` instead of ``step``;
+                  the grid then holds the output times (default [T, eps])
     options       {option: default} for this class; merged along the MRO. Each option is
                   also set as an instance attribute, except names of metadata (``order``),
                   which are read from ``self.opts``
@@ -85,7 +87,7 @@ def _check_type(cls_name, key, value, default):
 
 
 _METADATA = {"name", "kind", "order", "weak_order", "nfe_per_step", "stochastic", "uses_brownian",
-             "default_grid", "options", "variants"}
+             "adaptive", "default_grid", "options", "variants"}
 
 
 class Solver:
@@ -98,6 +100,7 @@ class Solver:
     nfe_per_step: int = 1
     stochastic: bool = False
     uses_brownian: bool = False
+    adaptive: bool = False
     default_grid: str | None = None
     #: denoise: after the last step, return Tweedie's x0 = E[x0 | x_eps] (one more NFE).
     #: Off by default so every solver ends on the same grid point.
@@ -172,6 +175,12 @@ class Solver:
 
     def step(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Advance x from times[i] to times[i+1]."""
+        raise NotImplementedError
+
+    def integrate(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Adaptive solvers: the states at every grid time after the first (len = steps).
+
+        May record ``self.stats`` (accepted/rejected steps ...), returned in ``Sample.stats``."""
         raise NotImplementedError
 
     def eval(self, x, k: int, kind: str = "eps", nodes: Nodes | None = None):

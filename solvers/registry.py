@@ -24,8 +24,8 @@ def register(cls=None, *, name: str | None = None, replace: bool = False):
             raise InputError(f"{c.__name__} has no name: set the class attribute `name`")
         if c.kind not in _KINDS:
             raise InputError(f"{c.__name__}.kind must be one of {_KINDS}, got {c.kind!r}")
-        if c.step is Solver.step:
-            raise InputError(f"{c.__name__} does not implement step(i, x)")
+        if c.step is Solver.step and not (c.adaptive and c.integrate is not Solver.integrate):
+            raise InputError(f"{c.__name__} does not implement step(i, x) (or, adaptive, integrate(x))")
         if key in _REGISTRY and not replace and _REGISTRY[key] is not c:
             raise InputError(f"a solver named {key!r} is already registered; pass replace=True")
         c.name = key

@@ -20,7 +20,8 @@ class Sample:
 
     x: the samples; nfe: network evaluations actually made (counted by the model);
     times: the float64 grid used; steps: its number of intervals; trajectory: the states at
-    every grid time, shape (steps + 1, *x.shape), when requested; options: resolved options.
+    every grid time, shape (steps + 1, *x.shape), when requested; options: resolved options;
+    stats: what an adaptive solver reports (accepted / rejected steps, ...).
     """
 
     x: torch.Tensor
@@ -31,6 +32,7 @@ class Sample:
     seed: int
     options: dict = field(default_factory=dict)
     trajectory: torch.Tensor | None = None
+    stats: dict = field(default_factory=dict)
 
 
 def _times(sde, steps, times, grid, solver_cls):
@@ -41,6 +43,8 @@ def _times(sde, steps, times, grid, solver_cls):
             raise InputError("grid names a built-in grid; it cannot be combined with times")
         return check_times(sde, times)
     if steps is None:
+        if solver_cls.adaptive:  # output at eps only; the solver picks its own steps
+            return check_times(sde, [sde.T, sde.eps])
         raise InputError("pass steps (number of intervals) or times (a decreasing grid)")
     return make_grid(sde, steps, grid or solver_cls.default_grid)
 
@@ -65,6 +69,11 @@ def _initial(model, x_T, n, seed, dtype, device):
 
 def _run(inst, x, trajectory):
     """The loop over steps: no host-device synchronisation inside."""
+    if inst.adaptive:
+        states = inst.integrate(x)
+        if trajectory is not None:
+            trajectory.extend(states)
+        return states[-1]
     for i in range(inst.steps):
         x = inst.step(i, x)
         if trajectory is not None:
@@ -124,7 +133,8 @@ def sample(model: ScoreModel, solver, *, steps: int | None = None, times=None, x
     if not bool(torch.isfinite(out).all()):  # the one synchronisation of the call
         _raise_non_finite(model, x, fresh, traj, times, out)
     return Sample(x=out, nfe=nfe, times=times, steps=len(times) - 1, solver=cls.name, seed=seed,
-                  options=inst.opts, trajectory=torch.stack(traj) if traj is not None else None)
+                  options=inst.opts, trajectory=torch.stack(traj) if traj is not None else None,
+                  stats=dict(getattr(inst, "stats", {})))
 
 
 def _raise_non_finite(model, x, fresh, traj, times, out):
@@ -133,6 +143,8 @@ def _raise_non_finite(model, x, fresh, traj, times, out):
     if not bool(torch.isfinite(x).all()):
         raise NonFiniteError("x_T contains NaN or inf")
     try:
+        if traj is None and fresh().adaptive:
+            traj = [x, *fresh().integrate(x)]
         if traj is None:
             inst, traj, y = fresh(), [x], x
             for i in range(inst.steps):
