@@ -1,12 +1,15 @@
 """The ``sdebench`` command.
 
-    sdebench demo                 sample the 2-D mixture with every solver, print error and NFE
-    sdebench list solvers|models  what is registered
-    sdebench sample MODEL SOLVER  sample once and print NFE, time and error against the exact target
+    sdebench run SUITE [--resume [RUN]] [--executor local|ray]   sweep a suite into the results store
+    sdebench list solvers|models|suites|runs                     what there is
+    sdebench export RUN [--csv PATH]                             a run's cells as CSV
+    sdebench sample MODEL SOLVER                                 sample once: NFE, time, error
+    sdebench demo                                                every solver on the 2-D mixture, printed
 """
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 import time
 
@@ -16,6 +19,9 @@ import torch
 import solvers
 from bench import metrics, models
 from bench.reference import ode_reference, sde_reference
+from bench.runner import run_suite
+from bench.store import Store, default_store_path
+from bench.suite import available_suites, load_suite
 
 
 def _exact_target(model, n, seed):
@@ -72,7 +78,45 @@ def demo(args) -> int:
     return 0
 
 
+def run(args) -> int:
+    suite = load_suite(args.suite)
+    if args.n is not None:
+        suite.n = args.n
+    store = Store(args.store)
+    resume = None
+    if args.resume is not None:
+        resume = store.latest_run(suite.name) if args.resume == "latest" else int(args.resume)
+        if resume is None:
+            raise solvers.InputError(f"--resume: no earlier run of suite {suite.name!r} in {store.path}")
+    run_id = run_suite(suite, store, executor=args.executor, address=args.address, resume=resume,
+                       progress=not args.quiet)
+    info = store.run(run_id)
+    df = store.cells(run_id)
+    failed = int(df["error"].notna().sum()) if not df.empty else 0
+    share = 1 - (info["solve_s"] or 0) / info["wall_s"] if info["wall_s"] else float("nan")
+    csv = store.to_csv(run_id, pathlib.Path(args.store).parent / f"run-{run_id}" / "cells.csv")
+    print(f"run {run_id}: {len(df)} cells ({failed} failed) in {info['wall_s']:.1f} s, "
+          f"{share:.0%} of it outside solving; store {store.path}; table {csv}")
+    return 1 if failed else 0
+
+
+def export(args) -> int:
+    store = Store(args.store)
+    path = args.csv or pathlib.Path(args.store).parent / f"run-{args.run}" / "cells.csv"
+    store.run(args.run)
+    print(store.to_csv(args.run, path))
+    return 0
+
+
 def list_(args) -> int:
+    if args.what == "suites":
+        for name in available_suites():
+            print(f"{name:10s} {load_suite(name).description}")
+        return 0
+    if args.what == "runs":
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(Store(args.store).runs().to_string(index=False))
+        return 0
     if args.what == "solvers":
         for name in solvers.available():
             c = solvers.get(name)
@@ -105,9 +149,25 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     d.set_defaults(fn=demo)
-    ls = sub.add_parser("list", help="list registered solvers or models")
-    ls.add_argument("what", choices=["solvers", "models"])
+    r = sub.add_parser("run", help="sweep a suite (a shipped name or a .toml path) into the results store")
+    r.add_argument("suite", help=f"shipped: {', '.join(available_suites())}; or a path to a .toml file")
+    r.add_argument("--store", default=str(default_store_path()), help="SQLite file (default %(default)s)")
+    r.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
+                   help="finish an interrupted run (default: the latest run of this suite)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    r.add_argument("--n", type=int, default=None, help="override the suite's number of samples")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.set_defaults(fn=run)
+    ls = sub.add_parser("list", help="list solvers, models, suites or stored runs")
+    ls.add_argument("what", choices=["solvers", "models", "suites", "runs"])
+    ls.add_argument("--store", default=str(default_store_path()))
     ls.set_defaults(fn=list_)
+    ex = sub.add_parser("export", help="write a run's cells to CSV")
+    ex.add_argument("run", type=int)
+    ex.add_argument("--csv", default=None)
+    ex.add_argument("--store", default=str(default_store_path()))
+    ex.set_defaults(fn=export)
     s = sub.add_parser("sample", help="sample one model with one solver")
     s.add_argument("model", choices=models.available())
     s.add_argument("solver")

@@ -1,34 +1,95 @@
-"""Sample-quality metrics, each with its formula.
+"""Sample-quality metrics: the one place their formulas are written down.
 
-- ``discretization_error``: median over samples of ||x_i - ref_i|| / sqrt(d), with ref the
-  reference solution from the same x_T (see ``bench.reference``). Model-agnostic.
-- ``sliced_wasserstein``: SW_p(P, Q) = ( E_theta[ W_p^p(theta#P, theta#Q) ] )^(1/p) with theta
-  uniform on the unit sphere (``projections`` directions from a fixed seed); the 1-D W_p
-  between equal-size empirical sets is the L_p distance between their sorted projections.
-  Its noise floor is the same metric between two independent exact sample sets of that size.
+x: samples (n, ...), y: exact samples of the target (m, ...), both flattened to (n, d).
+
+- ``discretization_error`` = median_i ||x_i - ref_i|| / sqrt(d), with ref the reference
+  solution from the same x_T (ODE: float64 dopri8; SDE: fine grid on the same Brownian path).
+  The median is robust to the heavy tail of mode-switching trajectories. Model-agnostic.
+- ``sliced_wasserstein`` SW_2 = ( E_theta W_2^2(theta#P, theta#Q) )^(1/2), theta uniform on the
+  sphere (``projections`` fixed by ``seed``); 1-D W_2 between equal-size sets = L2 distance of
+  the sorted projections.
+- ``mmd2`` unbiased MMD^2 with the RBF kernel k(a, b) = exp(-||a - b||^2 / (2 s^2)), s^2 the
+  (lower) median squared distance between distinct pooled points (median heuristic):
+  MMD^2_u = mean_{i!=j} k(x_i, x_j) + mean_{i!=j} k(y_i, y_j) - 2 mean_{i,j} k(x_i, y_j).
+  Can be negative when the distributions agree.
+- ``energy_distance`` E = 2 E||X - Y|| - E||X - X'|| - E||Y - Y'|| (V-statistic; >= 0).
+- ``w2`` exact W_2 between the empirical measures (uniform weights) by optimal transport
+  (POT's ``emd2`` on squared Euclidean costs), for small n only (O(n^3)).
+
+Each distribution metric has a noise floor: the same metric between two independent exact
+sample sets of the same sizes. A value at or below the floor is unresolved.
 """
 from __future__ import annotations
 
 import torch
 
-__all__ = ["discretization_error", "sliced_wasserstein"]
+__all__ = ["discretization_error", "sliced_wasserstein", "mmd2", "energy_distance", "w2",
+           "DISTRIBUTION_METRICS", "W2_MAX_N"]
+
+#: exact W2 is computed only up to this many samples
+W2_MAX_N = 2000
+
+
+def _flat(x):
+    return x.detach().double().flatten(1)
 
 
 def discretization_error(x: torch.Tensor, ref: torch.Tensor) -> float:
     """Median per-sample Euclidean error to ``ref``, divided by sqrt(dimension)."""
     d = x[0].numel()
-    return float((x.double() - ref.double()).flatten(1).norm(dim=1).median()) / d**0.5
+    return float((_flat(x) - _flat(ref)).norm(dim=1).median()) / d**0.5
 
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, projections: int = 256, p: int = 2,
-                       seed: int = 0) -> float:
-    """Sliced Wasserstein-p distance between two sample sets of equal size."""
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, projections: int = 256, seed: int = 0) -> float:
+    """Sliced Wasserstein-2 distance between two sample sets of equal size."""
+    x, y = _flat(x), _flat(y)
     if x.shape != y.shape:
         raise ValueError(f"sliced_wasserstein needs equal-size sets, got {tuple(x.shape)} and {tuple(y.shape)}")
-    x, y = x.double().flatten(1), y.double().flatten(1)
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(x.shape[1], projections, generator=g, dtype=torch.float64).to(x.device)
     theta = theta / theta.norm(dim=0, keepdim=True)
     px, _ = torch.sort(x @ theta, dim=0)
     py, _ = torch.sort(y @ theta, dim=0)
-    return float(((px - py).abs() ** p).mean() ** (1 / p))
+    return float(((px - py) ** 2).mean().sqrt())
+
+
+def _sqdist(a, b):
+    return torch.cdist(a, b).pow(2)
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased MMD^2, RBF kernel, median-heuristic bandwidth on the pooled sample."""
+    x, y = _flat(x), _flat(y)
+    n, m = len(x), len(y)
+    if n < 2 or m < 2:
+        raise ValueError("mmd2 needs at least 2 samples in each set")
+    z = torch.cat([x, y])
+    d2 = _sqdist(z, z)
+    s2 = d2[torch.triu(torch.ones_like(d2, dtype=torch.bool), 1)].median()
+    k = torch.exp(-d2 / (2 * s2))
+    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
+    return float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+                 + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+
+
+def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| (V-statistic)."""
+    x, y = _flat(x), _flat(y)
+    return float(2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean())
+
+
+def w2(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Exact Wasserstein-2 between the two empirical measures (POT ``emd2``)."""
+    import ot  # POT: optional at import time, required for this metric
+
+    x, y = _flat(x), _flat(y)
+    if max(len(x), len(y)) > W2_MAX_N:
+        raise ValueError(f"exact w2 is O(n^3): at most {W2_MAX_N} samples, got {len(x)} and {len(y)}")
+    a = torch.full((len(x),), 1 / len(x), dtype=torch.float64)
+    b = torch.full((len(y),), 1 / len(y), dtype=torch.float64)
+    cost = _sqdist(x, y).cpu()
+    return float(ot.emd2(a.numpy(), b.numpy(), cost.numpy(), numItermax=10_000_000)) ** 0.5
+
+
+#: name -> function(x, exact) for the distribution metrics a suite may ask for
+DISTRIBUTION_METRICS = {"sliced_w2": sliced_wasserstein, "mmd2": mmd2, "energy": energy_distance, "w2": w2}

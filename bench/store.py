@@ -1,0 +1,174 @@
+"""The results store: an embedded SQLite database (default ``results/sdebench.sqlite``).
+
+    runs(id, uuid, suite, suite_text, git_commit, started, finished, status, host, device,
+         torch, cuda, dtype, threads, executor, wall_s, solve_s)
+    cells(run_id, key, task, model, solver, options, grid, budget, steps, seed, n, nfe,
+          metrics, timing, stats, error, cell_s, solve_s, created)   UNIQUE(run_id, key)
+
+Each finished cell is committed at once (one transaction), so a run killed at any moment,
+SIGKILL included, loses at most the cell in flight; ``--resume`` skips the cells already in
+the store, and the UNIQUE key makes a duplicate impossible. WAL journaling and a busy timeout
+let several runs write to one store at the same time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import pathlib
+import platform
+import socket
+import sqlite3
+import subprocess
+import uuid
+
+import pandas as pd
+import torch
+
+from solvers import InputError
+
+__all__ = ["Store", "DEFAULT_STORE", "environment"]
+
+DEFAULT_STORE = pathlib.Path("results") / "sdebench.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT UNIQUE, suite TEXT, suite_text TEXT,
+    git_commit TEXT, started TEXT, finished TEXT, status TEXT, host TEXT, device TEXT,
+    torch TEXT, cuda TEXT, dtype TEXT, threads INTEGER, executor TEXT, wall_s REAL, solve_s REAL);
+CREATE TABLE IF NOT EXISTS cells (
+    run_id INTEGER NOT NULL REFERENCES runs(id), key TEXT NOT NULL, task TEXT, model TEXT,
+    solver TEXT, options TEXT, grid TEXT, budget INTEGER, steps INTEGER, seed INTEGER, n INTEGER,
+    nfe INTEGER, metrics TEXT, timing TEXT, stats TEXT, error TEXT, cell_s REAL, solve_s REAL,
+    created TEXT, UNIQUE(run_id, key));
+"""
+
+
+def _git_commit() -> str:
+    here = pathlib.Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return f"cpu: {platform.processor() or platform.machine()}"
+
+
+def environment(device: str, dtype: str, threads: int | None) -> dict:
+    """What a figure needs to be reproduced: commit, host, device, versions, threads."""
+    return {"git_commit": _git_commit(), "host": socket.gethostname(), "device": _device_name(device),
+            "torch": torch.__version__, "cuda": torch.version.cuda or "none", "dtype": dtype,
+            "threads": threads or torch.get_num_threads()}
+
+
+def _now():
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    def __init__(self, path=DEFAULT_STORE):
+        self.path = pathlib.Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=60000")
+        self.db.executescript(SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    # --- runs ------------------------------------------------------------------------
+    def start_run(self, suite, executor: str) -> int:
+        env = environment(suite.device, suite.dtype, suite.threads)
+        cur = self.db.execute(
+            "INSERT INTO runs (uuid, suite, suite_text, started, status, executor, git_commit, host, device,"
+            " torch, cuda, dtype, threads) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (uuid.uuid4().hex, suite.name, suite.text, _now(), "running", executor, env["git_commit"],
+             env["host"], env["device"], env["torch"], env["cuda"], env["dtype"], env["threads"]))
+        return int(cur.lastrowid)
+
+    def set_status(self, run_id: int, status: str):
+        finished = _now() if status == "complete" else None
+        self.db.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (finished, status, run_id))
+
+    def run(self, run_id: int) -> dict:
+        cur = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise InputError(f"no run {run_id} in {self.path}")
+        return dict(zip([c[0] for c in cur.description], row))
+
+    def latest_run(self, suite: str) -> int | None:
+        row = self.db.execute("SELECT id FROM runs WHERE suite=? ORDER BY id DESC LIMIT 1", (suite,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def runs(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT id, suite, status, started, finished, git_commit, device, torch, threads,"
+                                 " wall_s, solve_s, (SELECT COUNT(*) FROM cells WHERE run_id=runs.id) AS cells"
+                                 " FROM runs ORDER BY id", self.db)
+
+    # --- cells -----------------------------------------------------------------------
+    def done_keys(self, run_id: int) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT key FROM cells WHERE run_id=?", (run_id,))}
+
+    def add_cell(self, run_id: int, key: str, cell: dict, result: dict, wall_s: float = 0.0) -> bool:
+        """Commit one finished cell (and the run's time spent on it) in one transaction;
+        False if it was already there."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            added = self._insert(run_id, key, cell, result)
+            if added:
+                self.db.execute("UPDATE runs SET wall_s=COALESCE(wall_s, 0) + ?, solve_s=COALESCE(solve_s, 0) + ?"
+                                " WHERE id=?", (wall_s, result.get("solve_s") or 0.0, run_id))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return added
+
+    def _insert(self, run_id, key, cell, result) -> bool:
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO cells (run_id, key, task, model, solver, options, grid, budget, steps, seed,"
+            " n, nfe, metrics, timing, stats, error, cell_s, solve_s, created)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, key, cell["task"], cell["model"], cell["solver"], json.dumps(cell["options"], sort_keys=True),
+             cell.get("grid"), cell.get("budget"), result.get("steps"), cell["seed"], cell["n"], result.get("nfe"),
+             json.dumps(result.get("metrics", {})), json.dumps(result.get("timing", {})),
+             json.dumps(result.get("stats", {}), default=str), result.get("error"), result.get("cell_s"),
+             result.get("solve_s"), _now()))
+        return cur.rowcount == 1
+
+    def cells(self, run_id: int) -> pd.DataFrame:
+        """One row per cell; metrics and timing expanded into columns."""
+        df = pd.read_sql_query("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", self.db, params=(run_id,))
+        if df.empty:
+            return df
+        parts = [df.drop(columns=["metrics", "timing", "stats"])]
+        for col in ("metrics", "timing"):
+            expanded = pd.json_normalize(df[col].map(json.loads).tolist())
+            parts.append(expanded.add_prefix("time_" if col == "timing" else ""))
+        return pd.concat(parts, axis=1)
+
+    def to_csv(self, run_id: int, path) -> pathlib.Path:
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.cells(run_id).to_csv(path, index=False)
+        return path
+
+
+def default_store_path() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("SDEBENCH_STORE", DEFAULT_STORE))

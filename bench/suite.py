@@ -1,0 +1,241 @@
+"""Suites: TOML files naming models x solvers (with options) x step counts x seeds x metrics.
+
+    name = "quick"
+    models = ["gmm2d-vp"]
+    exact_prior = true          # x_T from the exact p_T (no prior mismatch)
+    n = 1000                    # samples per cell
+    seeds = [0]
+    nfe = [10, 20, 50]          # NFE budgets (steps = the most that fit), or steps = [...]
+    metrics = ["discretization", "sliced_w2", "mmd2", "energy", "w2"]
+    device = "auto"             # cpu | cuda | auto
+    dtype = "float32"
+    repeats = 3                 # timed repeats after `warmup` untimed runs
+    warmup = 1
+
+    [[solvers]]
+    name = "pc"
+    corrector = "langevin"
+    snr = 0.16                  # any other key is a solver option; a list makes one cell per value
+    [[solvers]]
+    name = "dopri5"
+    rtol = [1e-2, 1e-3]         # adaptive solvers ignore steps/nfe
+
+    [[likelihood]]              # exact log-likelihood through the probability-flow ODE
+    solver = "dopri5"
+    rtol = [1e-3, 1e-5]
+    trace = "exact"
+
+Each entry of ``solvers`` may also set ``grid``, ``steps`` or ``nfe`` for itself.
+A bad file raises ``SuiteError`` naming the file, the key and what is allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import pathlib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+import torch
+
+import solvers
+from bench import models
+from solvers import InputError
+
+__all__ = ["Suite", "SuiteError", "load_suite", "available_suites", "SUITES_DIR", "cell_key"]
+
+SUITES_DIR = pathlib.Path(__file__).parent / "suites"
+METRICS = ("discretization", "sliced_w2", "mmd2", "energy", "w2")
+DTYPES = ("float32", "float64")
+TOP = {"name": str, "description": str, "models": list, "exact_prior": bool, "n": int, "seeds": list,
+       "steps": list, "nfe": list, "grid": str, "metrics": list, "device": str, "dtype": str,
+       "repeats": int, "warmup": int, "threads": int, "solvers": list, "likelihood": list,
+       "reference": dict}
+REFERENCE = {"ode_rtol": float, "sde_steps": int}
+LIKELIHOOD = {"solver": str, "rtol": (float, list), "atol": (float, list), "trace": (str, list),
+              "probes": (int, list), "n": int, "prior": str}
+ENTRY = ("name", "grid", "steps", "nfe")
+
+
+class SuiteError(InputError):
+    """A malformed suite file."""
+
+
+def available_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def cell_key(cell: dict) -> str:
+    """Stable identity of a cell: the hash of its canonical JSON."""
+    return hashlib.sha1(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _expand(options: dict) -> list[dict]:
+    """One dict per combination of list-valued options."""
+    keys = sorted(options)
+    values = [v if isinstance(v, list) else [v] for v in (options[k] for k in keys)]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+class Suite:
+    """A parsed, validated suite; ``cells()`` lists the work."""
+
+    def __init__(self, data: dict, source: str = "<suite>", text: str = ""):
+        self.source, self.text = source, text
+        self.err = lambda key, msg: SuiteError(f"{source}: {key}: {msg}")
+        self._validate_top(data)
+        self.name = data.get("name", pathlib.Path(source).stem)
+        self.description = data.get("description", "")
+        self.models = data["models"]
+        self.exact_prior = data.get("exact_prior", True)
+        self.n = data.get("n", 1000)
+        self.seeds = data.get("seeds", [0])
+        self.steps, self.nfe = data.get("steps"), data.get("nfe")
+        self.grid = data.get("grid")
+        self.metrics = data.get("metrics", list(METRICS))
+        self.device = self._device(data.get("device", "cpu"))
+        self.dtype = data.get("dtype", "float32")
+        self.repeats, self.warmup = data.get("repeats", 3), data.get("warmup", 1)
+        self.threads = data.get("threads")
+        self.reference = {"ode_rtol": 1e-10, "sde_steps": 2048, **data.get("reference", {})}
+        self.solver_entries = data.get("solvers", [])
+        self.likelihood_entries = data.get("likelihood", [])
+        self._validate_rest()
+
+    # --- validation ------------------------------------------------------------------
+    def _validate_top(self, data):
+        for key, value in data.items():
+            if key not in TOP:
+                raise self.err(key, f"unknown key; allowed: {', '.join(sorted(TOP))}")
+            want = TOP[key]
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise self.err(key, f"must be a {want.__name__}, got {type(value).__name__} {value!r}")
+        if "models" not in data:
+            raise self.err("models", f"required; available: {', '.join(models.available())}")
+        if "steps" in data and "nfe" in data:
+            raise self.err("steps", "give steps or nfe (budgets), not both")
+        if not data.get("solvers") and not data.get("likelihood"):
+            raise self.err("solvers", "a suite needs at least one [[solvers]] or [[likelihood]] entry")
+
+    def _ints(self, key, values, low=1):
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in values):
+            raise self.err(key, f"must be a non-empty list of integers >= {low}, got {values!r}")
+
+    def _device(self, device):
+        if device not in ("cpu", "cuda", "auto"):
+            raise self.err("device", f"must be cpu, cuda or auto, got {device!r}")
+        if device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise self.err("device", "cuda requested but torch.cuda.is_available() is False; use cpu or auto")
+        return device
+
+    def _validate_rest(self):
+        for m in self.models:
+            if m not in models.available():
+                raise self.err("models", f"unknown model {m!r}; available: {', '.join(models.available())}")
+        self._ints("seeds", self.seeds, low=0)
+        if self.n < 2:
+            raise self.err("n", f"must be >= 2, got {self.n}")
+        for key in ("steps", "nfe"):
+            if getattr(self, key) is not None:
+                self._ints(key, getattr(self, key))
+        bad = [m for m in self.metrics if m not in METRICS]
+        if bad:
+            raise self.err("metrics", f"unknown {bad}; allowed: {', '.join(METRICS)}")
+        if self.dtype not in DTYPES:
+            raise self.err("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.repeats < 1 or self.warmup < 0:
+            raise self.err("repeats", "repeats must be >= 1 and warmup >= 0")
+        for key, value in self.reference.items():
+            if key not in REFERENCE or not isinstance(value, (int, float)):
+                raise self.err(f"reference.{key}", f"allowed keys: {', '.join(REFERENCE)} (numbers)")
+        for i, entry in enumerate(self.solver_entries):
+            self._check_solver_entry(i, entry)
+        for i, entry in enumerate(self.likelihood_entries):
+            if not isinstance(entry, dict):
+                raise self.err(f"likelihood[{i}]", "must be a table")
+            for key in entry:
+                if key not in LIKELIHOOD:
+                    raise self.err(f"likelihood[{i}].{key}", f"unknown key; allowed: {', '.join(LIKELIHOOD)}")
+
+    def _check_solver_entry(self, i, entry):
+        where = f"solvers[{i}]"
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise self.err(where, "each [[solvers]] entry needs name = \"<solver>\"")
+        try:
+            cls = solvers.get(entry["name"])
+        except InputError as e:
+            raise self.err(f"{where}.name", str(e)) from None
+        options = {k: v for k, v in entry.items() if k not in ENTRY}
+        model = models.load(self.models[0])
+        for combo in _expand(options):
+            try:  # a dry instance on a 2-step grid runs every option check
+                cls(model, solvers.make_grid(model.sde, 2), dtype=torch.float64, **combo)
+            except InputError as e:
+                raise self.err(where, str(e)) from None
+        if not cls.adaptive and not (entry.get("steps") or entry.get("nfe") or self.steps or self.nfe):
+            raise self.err(where, f"{entry['name']} needs steps or nfe (in the entry or at the top level)")
+        for key in ("steps", "nfe"):
+            if key in entry:
+                self._ints(f"{where}.{key}", entry[key])
+
+    # --- cells -----------------------------------------------------------------------
+    def _common(self, model, seed):
+        return {"model": model, "exact_prior": self.exact_prior, "seed": seed, "n": self.n,
+                "device": self.device, "dtype": self.dtype, "threads": self.threads}
+
+    def cells(self) -> list[dict]:
+        out = []
+        for model, seed in itertools.product(self.models, self.seeds):
+            common = self._common(model, seed)
+            for entry in self.solver_entries:
+                cls = solvers.get(entry["name"])
+                options = {k: v for k, v in entry.items() if k not in ENTRY}
+                grid = entry.get("grid", self.grid)
+                for opts in _expand(options):
+                    base = {**common, "task": "sample", "solver": cls.name, "options": opts, "grid": grid,
+                            "metrics": self.metrics, "repeats": self.repeats, "warmup": self.warmup,
+                            "reference": self.reference}
+                    if cls.adaptive:
+                        out.append({**base, "budget": None, "steps": None})
+                        continue
+                    budgets = entry.get("nfe") or (None if entry.get("steps") else self.nfe)
+                    if budgets:
+                        for b in budgets:
+                            steps = cls.steps_for_nfe(b, **opts)
+                            if steps >= 1:
+                                out.append({**base, "budget": b, "steps": steps})
+                    else:
+                        for s in entry.get("steps") or self.steps:
+                            out.append({**base, "budget": None, "steps": s})
+            for entry in self.likelihood_entries:
+                n = entry.get("n", min(self.n, 500))
+                opts = {k: v for k, v in entry.items() if k != "n"}
+                for combo in _expand(opts):
+                    out.append({**common, "n": n, "task": "likelihood", "solver": combo.pop("solver", "dopri5"),
+                                "options": combo, "grid": None, "budget": None, "steps": None,
+                                "metrics": ["likelihood"], "repeats": 1, "warmup": 0, "reference": {}})
+        return out
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A shipped suite by name (``available_suites()``) or a TOML file by path."""
+    path = pathlib.Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = SUITES_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise SuiteError(f"unknown suite {name_or_path!r}; shipped suites: {', '.join(available_suites())} "
+                             "(or give a path to a .toml file)")
+    if not path.exists():
+        raise SuiteError(f"{path}: no such file")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(f"{path}: not valid TOML: {e}") from None
+    return Suite(data, str(path), text)

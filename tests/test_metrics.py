@@ -1,0 +1,72 @@
+"""Hand-written metrics checked against well-kept libraries or direct definitions."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench import metrics
+
+
+def sets(n=200, d=3, shift=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, d, generator=g, dtype=torch.float64),
+            torch.randn(n, d, generator=g, dtype=torch.float64) + shift)
+
+
+def test_sliced_wasserstein_matches_pot_on_the_same_projections():
+    ot = pytest.importorskip("ot")
+    x, y = sets()
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(3, 256, generator=g, dtype=torch.float64)
+    theta = theta / theta.norm(dim=0, keepdim=True)
+    ref = ot.sliced_wasserstein_distance(x.numpy(), y.numpy(), n_projections=256, p=2, projections=theta.numpy())
+    assert metrics.sliced_wasserstein(x, y, projections=256, seed=0) == pytest.approx(float(ref), rel=1e-10)
+
+
+def test_w2_matches_an_assignment_solution():
+    scipy = pytest.importorskip("scipy.optimize")
+    x, y = sets(n=60)
+    cost = torch.cdist(x, y).pow(2).numpy()
+    r, c = scipy.linear_sum_assignment(cost)
+    assert metrics.w2(x, y) == pytest.approx(math.sqrt(cost[r, c].mean()), rel=1e-9)
+
+
+def test_mmd2_matches_the_definition():
+    x, y = sets(n=40, d=2)
+    z = torch.cat([x, y])
+    d2 = [float(((a - b) ** 2).sum()) for i, a in enumerate(z) for b in z[i + 1:]]
+    s2 = float(np.sort(d2)[(len(d2) - 1) // 2])  # the lower median, as torch.median
+    k = lambda a, b: math.exp(-float(((a - b) ** 2).sum()) / (2 * s2))  # noqa: E731
+    n = len(x)
+    kxx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    kyy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    kxy = sum(k(a, b) for a in x for b in y) / n**2
+    assert metrics.mmd2(x, y) == pytest.approx(kxx + kyy - 2 * kxy, rel=1e-9)
+
+
+def test_energy_distance_matches_scipy_in_1d():
+    stats = pytest.importorskip("scipy.stats")
+    x, y = sets(n=300, d=1)
+    assert metrics.energy_distance(x, y) == pytest.approx(stats.energy_distance(x[:, 0], y[:, 0]) ** 2, rel=1e-9)
+
+
+def test_metrics_separate_different_distributions_from_the_noise_floor():
+    a, b = sets(n=500, shift=0.0, seed=1)
+    _, c = sets(n=500, shift=1.0, seed=2)
+    for name, fn in metrics.DISTRIBUTION_METRICS.items():
+        assert fn(a, c) > 2 * abs(fn(a, b)), name
+
+
+def test_discretization_error_is_median_per_dimension():
+    x = torch.zeros(5, 4, dtype=torch.float64)
+    ref = torch.tensor([[1.0, 0, 0, 0]] * 3 + [[100.0, 0, 0, 0]] * 2, dtype=torch.float64)
+    assert metrics.discretization_error(x, ref) == pytest.approx(1.0 / 2)
+
+
+def test_metric_input_errors():
+    x, y = sets()
+    with pytest.raises(ValueError, match="equal-size"):
+        metrics.sliced_wasserstein(x, y[:10])
+    with pytest.raises(ValueError, match="at most"):
+        metrics.w2(torch.zeros(metrics.W2_MAX_N + 1, 2), torch.zeros(metrics.W2_MAX_N + 1, 2))
