@@ -8,7 +8,7 @@
 ``solvers.available()`` lists the registered solvers, ``solvers.get(name)`` gives a solver
 class with its metadata, ``solvers.register`` adds your own.
 """
-from . import ddim, edm, langevin, ode, reverse_sde  # noqa: F401  (register the built-in solvers)
+from . import ddim, dpm_solver, edm, langevin, multistep, ode, reverse_sde  # noqa: F401  (register the built-in solvers)
 from .base import Nodes, Solver
 from .errors import InputError, NonFiniteError
 from .grids import GRIDS, check_times, make_grid

@@ -24,6 +24,8 @@ Metadata (class attributes, read by the registry, the tests and the harness):
     variants      option sets that the registry-driven tests check besides the defaults
                   (e.g. ``({"order": 3},)``); ``declared_order(**options)`` gives the order
                   each should show
+    convergence_steps  (optional) the dyadic step counts of the asymptotic range, where a
+                  method needs finer steps than the tests' default to show its order
 """
 
 from __future__ import annotations

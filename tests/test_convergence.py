@@ -40,7 +40,8 @@ def ode_problem(name):
 
 
 def step_counts(order):
-    return [16, 32, 64, 128] if order <= 2 else [8, 16, 32, 64]
+    # third and higher orders settle into their asymptotic rate only from ~32 steps
+    return [16, 32, 64, 128] if order <= 2 else [32, 64, 128, 256]
 
 
 @pytest.mark.parametrize("model_name", list(MODELS))
@@ -50,7 +51,7 @@ def test_deterministic_order(case, model_name):
     cls = solvers.get(name)
     order = cls.declared_order(**opts)
     m, x_T, ref = ode_problem(model_name)
-    steps = step_counts(order)
+    steps = list(getattr(cls, "convergence_steps", None) or step_counts(order))
     errs = [median_error(solvers.sample(m, name, steps=s, x_T=x_T, **opts).x, ref) for s in steps]
     slope = fit_order(steps, errs)
     assert abs(slope - order) <= 0.25, f"{name} {opts} on {model_name}: errors {errs} -> slope {slope:.2f}, declared {order}"
