@@ -369,7 +369,7 @@ class DPMSolverFast(_SingleStep):
 
 
 @register
-class DPMSolverPP2S(_SingleStep):
+class DPMSolverPP2S(DPMSolver2):
     """DPM-Solver++(2S) (Lu et al. 2022b, "DPM-Solver++", Algorithm 1): single-step, data
     prediction, one intermediate point at lambda_s + r1 h:
 
@@ -382,21 +382,7 @@ class DPMSolverPP2S(_SingleStep):
     """
 
     name = "dpmpp_2s"
-    order = 2
-    nfe_per_step = 2
     prediction = "x0"
-    options = {"r1": 0.5, "solver_type": "dpmsolver"}
-    variants = ({"solver_type": "taylor"},)
-
-    def check(self):
-        self.check_solver_type()
-        self.require(0.0 < self.r1 <= 1.0, f"r1 must be in (0, 1], got {self.r1}")
-
-    def step_orders(self):
-        return [2] * self.steps
-
-    def step_fractions(self, order):
-        return self.r1, 0.0
 
 
 # =============================================================================================
