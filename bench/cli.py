@@ -3,6 +3,7 @@
     sdebench run SUITE [--resume [RUN]] [--executor local|ray]   sweep a suite into the results store
     sdebench list solvers|models|suites|runs                     what there is
     sdebench export RUN [--csv PATH]                             a run's cells as CSV
+    sdebench compare BASE HEAD                                   regression gate (exit 1 quality/NFE, 3 time)
     sdebench sample MODEL SOLVER                                 sample once: NFE, time, error
     sdebench demo                                                every solver on the 2-D mixture, printed
 """
@@ -108,6 +109,21 @@ def export(args) -> int:
     return 0
 
 
+def compare_(args) -> int:
+    from bench.compare import compare, load_cells
+
+    store = Store(args.store)
+    base, head = load_cells(args.base, store), load_cells(args.head, store)
+    table, code = compare(base, head, rtol=args.rtol, time_factor=None if args.no_time else args.time_factor,
+                          min_time_s=args.min_time)
+    with pd.option_context("display.width", 200, "display.max_rows", 1000, "display.max_colwidth", 80):
+        print(table.to_string(index=False) if len(table) else "no changes")
+    verdict = {0: "OK: no regression", 1: "FAIL: quality/NFE/coverage regression", 3: "FAIL: timing regression"}
+    print(f"{len(base)} base cells, {len(head)} head cells; rtol={args.rtol}, "
+          f"time factor={'off' if args.no_time else args.time_factor}. {verdict[code]}")
+    return code
+
+
 def list_(args) -> int:
     if args.what == "suites":
         for name in available_suites():
@@ -168,6 +184,16 @@ def main(argv=None) -> int:
     ex.add_argument("--csv", default=None)
     ex.add_argument("--store", default=str(default_store_path()))
     ex.set_defaults(fn=export)
+    cp = sub.add_parser("compare", help="compare two runs (ids or CSV exports); exit 1 on a quality/NFE "
+                        "regression, 3 on a timing regression only, 0 otherwise")
+    cp.add_argument("base", help="run id or CSV (e.g. results/baselines/ci.csv)")
+    cp.add_argument("head", help="run id or CSV")
+    cp.add_argument("--rtol", type=float, default=0.05, help="allowed relative worsening of quality (default 0.05)")
+    cp.add_argument("--time-factor", type=float, default=2.0, help="allowed slowdown factor (default 2.0)")
+    cp.add_argument("--min-time", type=float, default=0.02, help="cells faster than this (s) are not timed-gated")
+    cp.add_argument("--no-time", action="store_true", help="gate on quality and NFE only")
+    cp.add_argument("--store", default=str(default_store_path()))
+    cp.set_defaults(fn=compare_)
     s = sub.add_parser("sample", help="sample one model with one solver")
     s.add_argument("model", choices=models.available())
     s.add_argument("solver")

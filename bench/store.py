@@ -112,8 +112,12 @@ class Store:
             raise InputError(f"no run {run_id} in {self.path}")
         return dict(zip([c[0] for c in cur.description], row))
 
-    def latest_run(self, suite: str) -> int | None:
-        row = self.db.execute("SELECT id FROM runs WHERE suite=? ORDER BY id DESC LIMIT 1", (suite,)).fetchone()
+    def latest_run(self, suite: str | None = None) -> int | None:
+        """The newest run (of ``suite``, if given)."""
+        if suite is None:
+            row = self.db.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        else:
+            row = self.db.execute("SELECT id FROM runs WHERE suite=? ORDER BY id DESC LIMIT 1", (suite,)).fetchone()
         return None if row is None else int(row[0])
 
     def runs(self) -> pd.DataFrame:

@@ -1,0 +1,130 @@
+"""``sdebench compare BASE HEAD``: a regression gate between two runs.
+
+BASE and HEAD are run ids in the store ("latest" for the newest) or CSV files written by ``sdebench export`` (e.g. a
+committed baseline in results/baselines/). Cells are matched by their key (the hash of the
+cell's definition), so the same suite gives the same keys on any machine.
+
+A matched cell regresses when
+  - its NFE changed (any change: it is a change of algorithm, not of noise);
+  - a quality metric got worse by more than ``rtol`` relative (default 5%):
+        head > base * (1 + rtol)  and  head - base > atol (default 1e-12),
+    except where both values are at or below the metric's noise floor (unresolved: no
+    difference can be claimed); quality metrics are the discretization error, the
+    distribution metrics and the likelihood error;
+  - it failed in HEAD but not in BASE;
+  - (timing, when not disabled) its median wall time grew by more than ``time_factor``
+    (default 2.0), for cells whose BASE time is at least ``min_time_s`` (default 20 ms;
+    shorter cells are too noisy to gate on).
+A cell of BASE missing from HEAD is a regression too (the suite lost coverage).
+
+Exit codes: 0 no regression; 1 quality, NFE, failure or coverage regression; 3 timing
+regression only; 2 bad input (unknown run, unreadable file).
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import pandas as pd
+
+from solvers import InputError
+
+__all__ = ["load_cells", "compare", "QUALITY", "EXIT_OK", "EXIT_QUALITY", "EXIT_TIME"]
+
+QUALITY = ("discretization", "sliced_w2", "mmd2", "energy", "w2", "logp_error_per_dim")
+EXIT_OK, EXIT_QUALITY, EXIT_TIME = 0, 1, 3
+
+
+def load_cells(ref, store=None) -> pd.DataFrame:
+    """Cells of a run id (from ``store``) or of a CSV export."""
+    path = pathlib.Path(str(ref))
+    if path.suffix == ".csv" or path.exists():
+        if not path.exists():
+            raise InputError(f"{path}: no such baseline file")
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+            raise InputError(f"{path}: not a cells CSV: {e}") from None
+    else:
+        if store is None:
+            raise InputError("a run id needs a store")
+        if ref == "latest":
+            ref = store.latest_run()
+            if ref is None:
+                raise InputError(f"no runs in {store.path}")
+        try:
+            run_id = int(ref)
+        except ValueError:
+            raise InputError(f"{ref!r} is neither a run id, 'latest', nor a CSV file") from None
+        store.run(run_id)
+        df = store.cells(run_id)
+    if "key" not in df.columns:
+        raise InputError(f"{ref}: no 'key' column; export runs with `sdebench export`")
+    return df.set_index("key")
+
+
+def _num(row, col):
+    v = row.get(col) if col in row else None
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def _label(row):
+    opts = row.get("options")
+    opts = "" if not isinstance(opts, str) or opts == "{}" else " " + " ".join(
+        f"{k}={v}" for k, v in json.loads(opts).items())
+    size = f" nfe<={int(row['budget'])}" if _num(row, "budget") == _num(row, "budget") else ""
+    return f"{row.get('model')} {row.get('solver')}{opts}{size} seed={row.get('seed')}"
+
+
+def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol: float = 1e-12,
+            time_factor: float | None = 2.0, min_time_s: float = 0.02):
+    """Return (table of changes, exit code)."""
+    if rtol < 0 or (time_factor is not None and time_factor <= 1):
+        raise InputError("rtol must be >= 0 and time_factor > 1")
+    rows, code = [], EXIT_OK
+
+    def flag(cell, what, b, h, verdict):
+        rows.append({"cell": cell, "what": what, "base": b, "head": h, "verdict": verdict})
+
+    for key, b in base.iterrows():
+        cell = _label(b)
+        if key not in head.index:
+            flag(cell, "cell", "present", "missing", "REGRESSION")
+            code = EXIT_QUALITY
+            continue
+        h = head.loc[key]
+        b_err, h_err = b.get("error"), h.get("error")
+        if isinstance(h_err, str) and not isinstance(b_err, str):
+            flag(cell, "error", "", h_err, "REGRESSION")
+            code = EXIT_QUALITY
+            continue
+        bn, hn = _num(b, "nfe"), _num(h, "nfe")
+        if not (math.isnan(bn) and math.isnan(hn)) and bn != hn:
+            flag(cell, "nfe", bn, hn, "REGRESSION")
+            code = EXIT_QUALITY
+        for m in QUALITY:
+            bv, hv = _num(b, m), _num(h, m)
+            if math.isnan(bv) and math.isnan(hv):
+                continue
+            floor = max(_num(b, m + "_floor"), _num(h, m + "_floor"))
+            below = not math.isnan(floor) and bv <= floor and hv <= floor
+            worse = math.isnan(hv) or (hv > bv * (1 + rtol) and hv - bv > atol)
+            better = hv < bv * (1 - rtol) and bv - hv > atol
+            if worse and not below:
+                flag(cell, m, bv, hv, "REGRESSION")
+                code = EXIT_QUALITY
+            elif better and not below:
+                flag(cell, m, bv, hv, "improved")
+        if time_factor is not None:
+            bt, ht = _num(b, "time_median_s"), _num(h, "time_median_s")
+            if bt >= min_time_s and ht > bt * time_factor:
+                flag(cell, "time_median_s", bt, ht, "SLOWER")
+                code = code or EXIT_TIME
+    for key in head.index.difference(base.index):
+        flag(_label(head.loc[key]), "cell", "missing", "present", "new")
+    return pd.DataFrame(rows, columns=["cell", "what", "base", "head", "verdict"]), code
