@@ -160,7 +160,7 @@ def test_malformed_suites_are_rejected_naming_file_and_key(tmp_path, body, match
 
 
 def test_unknown_suite_name_lists_the_shipped_ones():
-    with pytest.raises(SuiteError, match="shipped suites: full, quick"):
+    with pytest.raises(SuiteError, match="shipped suites: ci, full, quick"):
         load_suite("quik")
 
 
