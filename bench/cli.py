@@ -101,11 +101,24 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
+def _run_id(store, ref) -> int:
+    if ref == "latest":
+        run_id = store.latest_run()
+        if run_id is None:
+            raise solvers.InputError(f"no runs in {store.path}")
+        return run_id
+    try:
+        return int(ref)
+    except ValueError:
+        raise solvers.InputError(f"{ref!r} is not a run id (or 'latest')") from None
+
+
 def export(args) -> int:
     store = Store(args.store)
-    path = args.csv or pathlib.Path(args.store).parent / f"run-{args.run}" / "cells.csv"
-    store.run(args.run)
-    print(store.to_csv(args.run, path))
+    run_id = _run_id(store, args.run)
+    store.run(run_id)
+    path = args.csv or pathlib.Path(args.store).parent / f"run-{run_id}" / "cells.csv"
+    print(store.to_csv(run_id, path))
     return 0
 
 
@@ -180,7 +193,7 @@ def main(argv=None) -> int:
     ls.add_argument("--store", default=str(default_store_path()))
     ls.set_defaults(fn=list_)
     ex = sub.add_parser("export", help="write a run's cells to CSV")
-    ex.add_argument("run", type=int)
+    ex.add_argument("run", help="run id or 'latest'")
     ex.add_argument("--csv", default=None)
     ex.add_argument("--store", default=str(default_store_path()))
     ex.set_defaults(fn=export)
