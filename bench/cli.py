@@ -3,6 +3,7 @@
     sdebench run SUITE [--resume [RUN]] [--executor local|ray]   sweep a suite into the results store
     sdebench list solvers|models|suites|runs                     what there is
     sdebench export RUN [--csv PATH]                             a run's cells as CSV
+    sdebench report RUN [RUN...] [--out DIR]                     HTML + Markdown report with figures
     sdebench compare BASE HEAD                                   regression gate (exit 1 quality/NFE, 3 time)
     sdebench sample MODEL SOLVER                                 sample once: NFE, time, error
     sdebench demo                                                every solver on the 2-D mixture, printed
@@ -98,7 +99,12 @@ def run(args) -> int:
     csv = store.to_csv(run_id, pathlib.Path(args.store).parent / f"run-{run_id}" / "cells.csv")
     print(f"run {run_id}: {len(df)} cells ({failed} failed) in {info['wall_s']:.1f} s, "
           f"{share:.0%} of it outside solving; store {store.path}; table {csv}")
-    return 1 if failed else 0
+    if not args.no_report:
+        from bench.report import write_report
+
+        out = write_report(store, [run_id])
+        print(f"report: {out['html']}  (open in a browser; Markdown: {out['markdown']})")
+    return 0  # failed cells are results (recorded, listed in the report), not a failed run
 
 
 def _run_id(store, ref) -> int:
@@ -119,6 +125,16 @@ def export(args) -> int:
     store.run(run_id)
     path = args.csv or pathlib.Path(args.store).parent / f"run-{run_id}" / "cells.csv"
     print(store.to_csv(run_id, path))
+    return 0
+
+
+def report(args) -> int:
+    from bench.report import write_report
+
+    store = Store(args.store)
+    runs = [_run_id(store, r) for r in args.runs]
+    out = write_report(store, runs, pathlib.Path(args.out) if args.out else None)
+    print(f"report: {out['html']}  (self-contained; open in a browser)\n        {out['markdown']}")
     return 0
 
 
@@ -187,6 +203,7 @@ def main(argv=None) -> int:
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     r.add_argument("--n", type=int, default=None, help="override the suite's number of samples")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     r.set_defaults(fn=run)
     ls = sub.add_parser("list", help="list solvers, models, suites or stored runs")
     ls.add_argument("what", choices=["solvers", "models", "suites", "runs"])
@@ -197,6 +214,11 @@ def main(argv=None) -> int:
     ex.add_argument("--csv", default=None)
     ex.add_argument("--store", default=str(default_store_path()))
     ex.set_defaults(fn=export)
+    rp = sub.add_parser("report", help="write an HTML and a Markdown report of one or more runs")
+    rp.add_argument("runs", nargs="+", help="run ids (or 'latest')")
+    rp.add_argument("--out", default=None, help="output folder (default results/run-<first run>/)")
+    rp.add_argument("--store", default=str(default_store_path()))
+    rp.set_defaults(fn=report)
     cp = sub.add_parser("compare", help="compare two runs (ids or CSV exports); exit 1 on a quality/NFE "
                         "regression, 3 on a timing regression only, 0 otherwise")
     cp.add_argument("base", help="run id or CSV (e.g. results/baselines/ci.csv)")

@@ -11,6 +11,9 @@
     dtype = "float32"
     repeats = 3                 # timed repeats after `warmup` untimed runs
     warmup = 1
+    threads = 1                 # torch CPU threads (recorded); more threads than free cores
+                                # make CPU timings meaningless (BLAS/OpenMP threads wait on
+                                # descheduled peers: 100x slowdowns seen on a loaded 2-core box)
 
     [[solvers]]
     name = "pc"

@@ -1,0 +1,240 @@
+"""The report: built from a small real run (and a second one), every section present, figures
+valid PNGs of real content, the HTML self-contained and escaped, failed cells listed, two runs
+in one report, and the convergence / ranking logic on hand-made cells."""
+import html.parser
+import io
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bench import report, runner
+from bench.store import Store
+from bench.suite import load_suite
+from solvers import InputError
+
+EVIL = "<script>alert('x')</script>"
+
+SUITE = """
+name = "tiny-report{evil}"
+models = ["gmm2d-vp"]
+n = 64
+seeds = [0]
+nfe = {nfe}
+metrics = ["discretization", "sliced_w2", "mmd2", "energy", "w2"]
+repeats = 1
+warmup = 0
+threads = 1
+reference = {{ ode_rtol = 1e-8, sde_steps = 256 }}
+
+[[solvers]]
+name = "euler"
+[[solvers]]
+name = "heun"
+[[solvers]]
+name = "euler_maruyama"
+{extra}
+"""
+LIKELIHOOD = """
+[[likelihood]]
+solver = "dopri5"
+rtol = [1e-2, 1e-4]
+n = 16
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run 1: three solvers at NFE 5/10/20 plus likelihood cells, plus two injected cells (one
+    failed, one with a hostile option string). Run 2: the same solvers at NFE 5/10 only."""
+    tmp = tmp_path_factory.mktemp("report")
+    store = Store(tmp / "results" / "s.sqlite")
+    p1 = tmp / "one.toml"
+    p1.write_text(SUITE.format(evil=EVIL, nfe="[5, 10, 20]", extra=LIKELIHOOD))
+    r1 = runner.run_suite(load_suite(str(p1)), store, progress=False)
+    cell = {"task": "sample", "model": "gmm2d-vp", "solver": "heun", "seed": 0, "n": 64, "grid": None, "budget": None}
+    store.add_cell(r1, "injected-ok", {**cell, "options": {"note": EVIL}, "steps": 3},
+                   {"nfe": 6, "steps": 3, "metrics": {"discretization": 0.1, "sliced_w2": 0.3, "sliced_w2_floor": 0.05},
+                    "timing": {"median_s": 0.01}, "error": None})
+    store.add_cell(r1, "injected-failed", {**cell, "solver": "euler", "options": {"note": EVIL}, "steps": 7},
+                   {"nfe": None, "steps": 7, "error": f"NonFiniteError: boom {EVIL}"})
+    p2 = tmp / "two.toml"
+    p2.write_text(SUITE.format(evil="", nfe="[5, 10]", extra=""))
+    r2 = runner.run_suite(load_suite(str(p2)), store, progress=False)
+    return store, r1, r2
+
+
+@pytest.fixture(scope="module")
+def single(runs):
+    store, r1, _ = runs
+    return report.write_report(store, [r1])  # default out_dir
+
+
+@pytest.fixture(scope="module")
+def double(runs, tmp_path_factory):
+    store, r1, r2 = runs
+    return report.write_report(store, [r1, r2], tmp_path_factory.mktemp("two"), trajectories=False)
+
+
+class _Collect(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.urls, self.h2, self.tags = [], [], [], []
+        self._in_h2 = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        a = dict(attrs)
+        if tag == "section":
+            self.ids.append(a.get("id"))
+        self._in_h2 = tag == "h2"
+        for k in ("src", "href", "action", "data", "poster"):
+            if k in a:
+                self.urls.append(a[k])
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.h2.append(data)
+            self._in_h2 = False
+
+
+def _parse(path):
+    p = _Collect()
+    p.feed(path.read_text(encoding="utf-8"))
+    p.close()
+    return p
+
+
+def test_single_run_report_has_every_section_in_both_formats(runs, single):
+    store, r1, _ = runs
+    assert single["html"] == store.path.parent / f"run-{r1}" / "report.html"
+    assert single["markdown"].parent == single["html"].parent and single["markdown"].exists()
+    parsed = _parse(single["html"])
+    assert parsed.ids == [sid for sid, _ in report.SECTIONS]
+    assert parsed.h2 == [title for _, title in report.SECTIONS]
+    md = single["markdown"].read_text(encoding="utf-8")
+    for sid, title in report.SECTIONS:
+        assert f'<a id="{sid}"></a>' in md and f"\n## {title}\n" in md
+    names = {p.name for p in single["figures"]}
+    assert {"fig-quality-vs-nfe-gmm2d-vp.png", "fig-work-precision-gmm2d-vp.png", "fig-likelihood.png",
+            "fig-trajectories-gmm2d-vp.png"} <= names
+    for p in single["figures"]:  # Markdown references the PNGs beside it
+        assert f"]({p.name})" in md and p.parent == single["markdown"].parent
+    text = single["html"].read_text(encoding="utf-8")
+    assert "no likelihood cells" not in text and "dopri5" in text
+    assert text.count("<img ") == len(single["figures"])
+
+
+def test_figures_are_valid_png_of_real_content(single):
+    assert single["figures"]
+    for p in single["figures"]:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", p
+        assert len(data) > 10_000, p
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        a = np.asarray(img.convert("RGB"))
+        assert a.shape[0] > 200 and a.shape[1] > 400, p
+        assert len(np.unique(a[::3, ::3].reshape(-1, 3), axis=0)) > 50, f"{p} is (nearly) one colour"
+
+
+def test_html_is_self_contained(single, double):
+    for out in (single, double):
+        text = out["html"].read_text(encoding="utf-8")
+        urls = _parse(out["html"]).urls
+        assert urls and all(u.startswith("data:image/png;base64,") or u.startswith("#") for u in urls), \
+            [u[:40] for u in urls if not u.startswith(("data:", "#"))]
+        assert not re.search(r"<link\b|@import|url\(|<iframe|<script", text, re.I)
+        srcs = [u for u in urls if u.startswith("data:")]
+        assert len(srcs) == len(out["figures"])
+
+
+def test_names_from_suites_and_options_are_escaped(single):
+    text = single["html"].read_text(encoding="utf-8")
+    assert "<script" not in text.lower()
+    assert html.escape(EVIL, quote=True) in text  # the suite name, the option and the error, escaped
+    md = single["markdown"].read_text(encoding="utf-8")
+    assert "&lt;script&gt;" in md
+    prose = re.sub(r"\n(`{3,})text\n.*?\n\1\n", "\n", md, flags=re.S)  # fenced code renders literally
+    assert "<script" not in prose.lower() and "[[solvers]]" not in prose and "<script" in md
+    # the suite text in the environment appendix keeps the name, escaped
+    env = text[text.index('<section id="environment">'):]
+    assert "tiny-report" + html.escape(EVIL, quote=True) in env
+
+
+def test_failed_cells_are_listed_not_dropped(runs, single):
+    store, r1, _ = runs
+    text = single["html"].read_text(encoding="utf-8")
+    failed = text[text.index('<section id="failed-cells">'):text.index('<section id="all-cells">')]
+    assert "NonFiniteError: boom" in failed and "no failed cells" not in failed
+    assert failed.count("<tr") == 1 + int(store.cells(r1)["error"].notna().sum())
+    cells = text[text.index('<section id="all-cells">'):text.index('<section id="environment">')]
+    assert cells.count("<tr") == 1 + len(store.cells(r1))
+
+
+def test_convergence_orders_and_environment(runs, single):
+    store, r1, _ = runs
+    df = report.load_cells(store, [r1])
+    conv = report.convergence_table(df, {r1: store.run(r1)}).set_index("solver")
+    assert 0.6 < conv.loc["euler", "fitted_value"] < 1.4 and conv.loc["euler", "declared"] == "1"
+    assert conv.loc["heun", "declared"] == "2" and math.isfinite(conv.loc["heun", "fitted_value"])
+    assert conv.loc["euler_maruyama", "order of"].startswith("strong")
+    assert conv.loc["euler", "order of"].startswith("ODE")
+    hostile = conv.loc[f"heun note={EVIL}"]
+    assert hostile["fitted"].startswith("unresolved")  # one step count: no fit, no crash
+    text = single["html"].read_text(encoding="utf-8")
+    env = text[text.index('<section id="environment">'):]
+    info = store.run(r1)
+    for key in ("git_commit", "device", "torch", "threads", "host"):
+        assert html.escape(str(info[key])) in env
+    assert "seaborn" in env and "[[solvers]]" in env
+
+
+def test_two_runs_in_one_report(runs, double):
+    store, r1, r2 = runs
+    text = double["html"].read_text(encoding="utf-8")
+    assert _parse(double["html"]).ids == [sid for sid, _ in report.SECTIONS]
+    env = text[text.index('<section id="environment">'):]
+    assert f"<h3>run {r1}</h3>" in env and f"<h3>run {r2}</h3>" in env
+    best = text[text.index('<section id="best-solver">'):text.index('<section id="failed-cells">')]
+    assert f"(run {r1})" in best and f"(run {r2})" in best
+    conv = text[text.index('<section id="convergence-order">'):text.index('<section id="trajectories">')]
+    assert "unresolved (2 of 3 points)" in conv  # run 2 has only two step counts per solver
+    assert "fig-trajectories-gmm2d-vp.png" not in {p.name for p in double["figures"]}
+    assert "fig-quality-vs-nfe-gmm2d-vp.png" in {p.name for p in double["figures"]}
+
+
+def test_run_without_likelihood_cells_says_so(runs, tmp_path):
+    store, _, r2 = runs
+    out = report.write_report(store, [r2], tmp_path, trajectories=False)
+    text = out["html"].read_text(encoding="utf-8")
+    assert "no likelihood cells in this run" in text and "no failed cells in this run" in text
+    assert "no likelihood cells in this run" in out["markdown"].read_text(encoding="utf-8")
+    with pytest.raises(InputError):
+        report.write_report(store, [r2 + 100], tmp_path)
+
+
+def _cells(rows):
+    df = pd.DataFrame(rows)
+    for c in ("energy", "w2", "mmd2"):
+        df[c] = np.nan
+    df["energy_floor"] = df["w2_floor"] = df["mmd2_floor"] = np.nan
+    return df.assign(run_id=1, model="m", task="sample", ok=True, seed=0)
+
+
+def test_best_per_budget_ties_values_below_the_noise_floor():
+    rows = []
+    for label, nfe, v, t in [("a", 5, 0.04, 0.3), ("b", 5, 0.03, 0.1), ("c", 5, 0.5, 0.1), ("d", 5, 0.2, 0.1),
+                             ("a", 10, 0.01, 0.5), ("e", 12, 0.001, 0.1)]:
+        rows.append({"label": label, "nfe": float(nfe), "steps": float(nfe), "sliced_w2": v, "sliced_w2_floor": 0.05,
+                     "discretization": 0.1, "time_median_s": t})
+    (entry,) = report.best_per_budget(_cells(rows), budgets=(5, 10))
+    assert entry["metric"] == "sliced_w2"
+    five = [(r["rank"], r["solver"]) for r in entry["tables"][5]]
+    assert five == [("1=", "b"), ("1=", "a"), ("2", "d"), ("3", "c")]  # ties ordered by wall time
+    ten = {r["solver"]: r for r in entry["tables"][10]}
+    assert ten["a"]["nfe"] == 10 and ten["a"]["value"] == 0.01 and "e" not in ten  # e needs 12 NFE
+    assert all("unresolved" in r["note"] for r in entry["tables"][5][:2])
