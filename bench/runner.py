@@ -76,12 +76,20 @@ def _ode_ref(cell):
     return _cached(key, lambda: ode_reference(_model(cell), _x_T(cell, torch.float64).cpu(), rtol=tol, atol=tol))
 
 
-def _sde_ref(cell):
-    key = ("sde_ref", cell["model"], cell["exact_prior"], cell["n"], cell["seed"], cell["reference"]["sde_steps"])
+def _sde_ref(cell, cls):
+    """(path, fine-grid reference) for the kind of Brownian path the solver queries; every path is
+    a function of the seed alone, so all cells see the same Brownian motion."""
+    kind = "counter" if cls.per_sample_noise else ("levy" if cls.needs_levy else "plain")
+    key = ("sde_ref", kind, cell["model"], cell["exact_prior"], cell["n"], cell["seed"],
+           cell["reference"]["sde_steps"])
 
     def make():
         m, x = _model(cell), _x_T(cell, torch.float64).cpu()
-        path = solvers.BrownianPath.for_sde(m.sde, x.shape, seed=cell["seed"], dtype=torch.float64, exact=True)
+        if kind == "counter":
+            path = solvers.CounterBrownianPath.for_sde(m.sde, x.shape, seed=cell["seed"], dtype=torch.float64)
+        else:
+            path = solvers.BrownianPath.for_sde(m.sde, x.shape, seed=cell["seed"], dtype=torch.float64, exact=True,
+                                                levy_area=kind == "levy")
         return path, sde_reference(m, x, path, steps=int(cell["reference"]["sde_steps"]))
 
     return _cached(key, make)
@@ -105,7 +113,7 @@ def _discretization(cell, cls, opts):
         return metrics.discretization_error(solvers.sample(m, cls.name, x_T=x64, **kw).x, _ode_ref(cell))
     if cls.kind == "corrector":
         return math.nan  # corrector-only samplers have no pathwise reference
-    path, ref = _sde_ref(cell)
+    path, ref = _sde_ref(cell, cls)
     return metrics.discretization_error(solvers.sample(m, cls.name, x_T=x64, brownian=path, **kw).x, ref)
 
 
@@ -132,7 +140,7 @@ def _sample_cell(cell):
             if not cls.is_stochastic(**opts):  # references are cached and are not solving time
                 _ode_ref(cell)
             elif cls.kind != "corrector":
-                _sde_ref(cell)
+                _sde_ref(cell, cls)
             t0 = time.perf_counter()
             res["discretization"] = _discretization(cell, cls, opts)
             t_solve += time.perf_counter() - t0  # the float64 solve of the cell is solving

@@ -8,12 +8,14 @@
 ``solvers.available()`` lists the registered solvers, ``solvers.get(name)`` gives a solver
 class with its metadata, ``solvers.register`` adds your own.
 """
-from . import ddim, dpm_solver, edm, langevin, multistep, ode, reverse_sde  # noqa: F401  (register the built-in solvers)
+from . import (adaptive, ddim, dpm_solver, edm, langevin, multistep, ode, reverse_sde,  # noqa: F401
+               torchsde_solvers)  # (importing registers the built-in solvers)
 from .base import Nodes, Solver
 from .errors import InputError, NonFiniteError
 from .grids import GRIDS, check_times, make_grid
 from .model import PREDICTIONS, ScoreModel
-from .noise import BrownianPath
+from .likelihood import Likelihood, decode, encode, log_likelihood
+from .noise import BrownianPath, CounterBrownianPath
 from .registry import available, get, register
 from .sampling import Sample, sample
 from .sde import EDM, SDE, SDES, VE, VP, DiscreteVP, SubVP
@@ -21,5 +23,6 @@ from .sde import EDM, SDE, SDES, VE, VP, DiscreteVP, SubVP
 __all__ = [
     "sample", "Sample", "available", "get", "register", "Solver", "Nodes", "ScoreModel", "PREDICTIONS",
     "SDE", "VP", "SubVP", "VE", "EDM", "DiscreteVP", "SDES", "GRIDS", "make_grid", "check_times",
-    "BrownianPath", "InputError", "NonFiniteError",
+    "BrownianPath", "CounterBrownianPath", "InputError", "NonFiniteError",
+    "log_likelihood", "encode", "decode", "Likelihood",
 ]

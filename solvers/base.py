@@ -16,6 +16,8 @@ Metadata (class attributes, read by the registry, the tests and the harness):
     nfe_per_step  network evaluations per step (``expected_nfe`` gives the exact count)
     stochastic    output is random given x_T (with the default options)
     uses_brownian draws increments from the Brownian path (else only corrector noise)
+    needs_levy    also needs the path's space-time Levy area (the default path then has it)
+    per_sample_noise  queries the path at per-sample times (a ``CounterBrownianPath``)
     adaptive      chooses its own steps: implements ``integrate(x)`` instead of ``step``;
                   the grid then holds the output times (default [T, eps])
     options       {option: default} for this class; merged along the MRO. Each option is
@@ -89,7 +91,7 @@ def _check_type(cls_name, key, value, default):
 
 
 _METADATA = {"name", "kind", "order", "weak_order", "nfe_per_step", "stochastic", "uses_brownian",
-             "adaptive", "default_grid", "options", "variants"}
+             "needs_levy", "per_sample_noise", "adaptive", "default_grid", "options", "variants"}
 
 
 class Solver:
@@ -102,6 +104,8 @@ class Solver:
     nfe_per_step: int = 1
     stochastic: bool = False
     uses_brownian: bool = False
+    needs_levy: bool = False
+    per_sample_noise: bool = False
     adaptive: bool = False
     default_grid: str | None = None
     #: denoise: after the last step, return Tweedie's x0 = E[x0 | x_eps] (one more NFE).

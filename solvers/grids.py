@@ -69,7 +69,9 @@ def make_grid(sde, steps: int, kind: str | None = None, *, t_max=None, t_min=Non
 def check_times(sde, times) -> torch.Tensor:
     """Validate a user grid and return it as a float64 CPU tensor."""
     try:
-        times = torch.as_tensor(times).detach().to("cpu", torch.float64)
+        if not isinstance(times, torch.Tensor):  # Python floats are float64: keep every digit
+            times = torch.as_tensor(times, dtype=torch.float64)
+        times = times.detach().to("cpu", torch.float64)
     except (TypeError, ValueError, RuntimeError) as e:
         raise InputError(f"times must be a 1-D sequence of numbers: {e}") from None
     if times.ndim != 1 or times.numel() < 2:

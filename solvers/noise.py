@@ -9,6 +9,11 @@ grids): every query is answered from the same Brownian motion. By default the pa
 depends on the order of queries (torchsde's fast mode): the same seed and the same grid
 give identical samples. ``exact=True`` builds torchsde's dyadic ("halfway") tree instead,
 whose path is fixed by the seed alone, whatever is queried (about 10x slower to query).
+``levy_area=True`` also samples space-time Levy area (torchsde's SRK needs it; the increments
+then differ from a path without it).
+
+``CounterBrownianPath`` is a stateless path (Levy-Ciesielski construction on counter-based
+normals) that answers a different time for every sample, as per-sample adaptive steps need.
 """
 from __future__ import annotations
 
@@ -17,20 +22,23 @@ import math
 import torch
 import torchsde
 
-__all__ = ["BrownianPath", "corrector_generator"]
+from .errors import InputError
+
+__all__ = ["BrownianPath", "CounterBrownianPath", "corrector_generator"]
 
 
 class BrownianPath:
     """Brownian motion W on [t0, t1] (sample shape ``shape``) keyed by ``seed``."""
 
     def __init__(self, shape, *, t0: float, t1: float, seed: int = 0, dtype=torch.float32,
-                 device="cpu", exact: bool = False):
+                 device="cpu", exact: bool = False, levy_area: bool = False):
         self.shape, self.dtype, self.device = tuple(shape), dtype, torch.device(device)
         self.t0, self.t1, self.seed, self.exact = float(t0), float(t1), int(seed), exact
+        self.levy_area = levy_area
         kw = dict(halfway_tree=True, tol=1e-10 * (t1 - t0)) if exact else {}
         self._bm = torchsde.BrownianInterval(t0=self.t0, t1=self.t1, size=self.shape, dtype=dtype,
                                              device=self.device, entropy=self.seed,
-                                             levy_area_approximation="none", **kw)
+                                             levy_area_approximation="space-time" if levy_area else "none", **kw)
 
     @classmethod
     def for_sde(cls, sde, shape, **kw) -> "BrownianPath":
@@ -51,6 +59,149 @@ class BrownianPath:
     def torchsde(self):
         """The underlying ``torchsde.BrownianInterval`` (for torchsde's own solvers)."""
         return self._bm
+
+
+# ----------------------------------------------------------------------------------------------
+# a stateless Brownian path that answers per-sample times
+# ----------------------------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+
+
+def _s64(c: int) -> int:
+    """An unsigned 64-bit constant as the signed int64 torch stores."""
+    c &= _MASK64
+    return c - (1 << 64) if c >= (1 << 63) else c
+
+
+_GOLDEN, _MIX1, _MIX2 = _s64(0x9E3779B97F4A7C15), _s64(0xBF58476D1CE4E5B9), _s64(0x94D049BB133111EB)
+
+
+def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser (Steele, Lea & Flood 2014): a bijective 64-bit hash. int64 products
+    wrap modulo 2^64 on every torch backend."""
+    z = z + _GOLDEN
+    z = (z ^ _srl(z, 30)) * _MIX1
+    z = (z ^ _srl(z, 27)) * _MIX2
+    return z ^ _srl(z, 31)
+
+
+def _normal(h: torch.Tensor) -> torch.Tensor:
+    """Standard normals from 64-bit hashes (Box-Muller on the two 32-bit halves), float64."""
+    u1 = (_srl(h, 32) + 1).double() * 2.0**-32          # (0, 1]
+    u2 = (h & 0xFFFFFFFF).double() * 2.0**-32           # [0, 1)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2 * math.pi) * u2)
+
+
+class CounterBrownianPath:
+    """Brownian motion W on [t0, t1] (sample shape ``shape``, W(t0) = 0) that answers a different
+    time for every sample, keyed by ``seed``.
+
+    Built by the Levy-Ciesielski construction (Brownian bridges on dyadic intervals):
+
+        W(t0 + u D) = u W(t1) + sqrt(D) sum_{l<depth} xi_{l,k_l(u)} 2^{-l/2} min(v_l, 1 - v_l),
+
+    D = t1 - t0, k_l = floor(u 2^l), v_l = u 2^l - k_l, whose normals xi come from a
+    counter-based hash of (seed, sample, coordinate, dyadic node). The path is a fixed function
+    of the seed: no state, any query order, exact Brownian finite-dimensional distributions at
+    dyadic times of level <= ``depth`` (default 24: resolution D / 2^24) and linear between them.
+    A query costs O(depth x batch x dim).
+
+    It has the interface of ``solvers.BrownianPath`` (``increment``, ``normal``, ``matches``),
+    so one object can drive ``euler_maruyama`` (or any solver using the Brownian path) and
+    ``adaptive_sde`` on the same Brownian motion for strong-error measurement; ``value`` and
+    ``increment_per_sample`` take per-sample times.
+    """
+
+    exact = True
+
+    def __init__(self, shape, *, t0: float, t1: float, seed: int = 0, dtype=torch.float32, device="cpu",
+                 depth: int = 24):
+        if not (t1 > t0):
+            raise InputError(f"CounterBrownianPath: need t0 < t1, got t0={t0}, t1={t1}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 40:
+            raise InputError(f"CounterBrownianPath: depth must be an integer in [1, 40], got {depth!r}")
+        self.shape, self.dtype, self.device = tuple(shape), dtype, torch.device(device)
+        self.t0, self.t1, self.seed, self.depth = float(t0), float(t1), int(seed), depth
+        self._span = self.t1 - self.t0
+        n, dim = self.shape[0], math.prod(self.shape[1:])
+        self._n, self._dim = n, dim
+        dev = self.device
+        seed_key = int(_mix(torch.tensor([_s64(self.seed * 0x2545F4914F6CDD1D + 0x632BE59BD9B4E019)]))[0])
+        self._elem = _mix(torch.arange(n * dim, dtype=torch.int64, device=dev).reshape(n, dim) ^ seed_key)
+        lev = torch.arange(depth, dtype=torch.int64, device=dev)
+        self._pow = (2.0 ** lev.double()).unsqueeze(1)                  # (L, 1): 2^l
+        self._heap = (torch.ones_like(lev) << lev).unsqueeze(1)         # (L, 1): first node id of level l
+        self._amp = (2.0 ** (-0.5 * lev.double())).unsqueeze(1)         # (L, 1): 2^{-l/2}
+        self._node_salt = _mix(torch.tensor(seed_key ^ 0x1F2E3D4C, dtype=torch.int64, device=dev))
+        top = _mix(_mix(torch.zeros((), dtype=torch.int64, device=dev) ^ self._node_salt) ^ self._elem)
+        self._top = _normal(top)                                         # xi for W(t1) / sqrt(D), (n, dim)
+        self._last = None
+
+    @classmethod
+    def for_sde(cls, sde, shape, **kw) -> "CounterBrownianPath":
+        return cls(shape, t0=sde.eps, t1=sde.T, **kw)
+
+    def _value(self, t: torch.Tensor, rows) -> torch.Tensor:
+        """W at float64 times t of shape (m,) for the samples ``rows`` (None: t is (1,), all rows)."""
+        u = ((t - self.t0) / self._span).clamp(0.0, 1.0)                # (m,)
+        us = u.unsqueeze(0) * self._pow                                  # (L, m)
+        k = torch.minimum(torch.floor(us), self._pow - 1)
+        v = us - k
+        weight = torch.minimum(v, 1 - v) * self._amp                     # (L, m)
+        node = _mix(_mix(k.long() + self._heap) ^ self._node_salt)       # (L, m)
+        elem = self._elem if rows is None else self._elem[rows]          # (m or n, dim)
+        top = self._top if rows is None else self._top[rows]
+        xi = _normal(_mix(node.unsqueeze(-1) ^ elem))                    # (L, m or n, dim)
+        w = torch.einsum("lm,lmd->md", weight, xi) if rows is not None else \
+            torch.einsum("l,lnd->nd", weight[:, 0], xi)
+        w = w + u.unsqueeze(1) * top
+        return w * math.sqrt(self._span)
+
+    def value(self, t, rows=None) -> torch.Tensor:
+        """W(t): ``t`` a float (all samples) or a (m,) tensor of per-sample times for the samples
+        ``rows`` (an index tensor; default all). Returns (m, *sample_shape) in ``dtype``."""
+        if isinstance(t, torch.Tensor) and t.ndim == 1:
+            t = t.to(device=self.device, dtype=torch.float64)
+            if rows is None:
+                rows = torch.arange(self._n, device=self.device)
+            w = self._value(t, rows)
+            m = t.shape[0]
+        else:
+            w = self._value(torch.tensor([float(t)], dtype=torch.float64, device=self.device), None)
+            m = self._n
+        return w.to(self.dtype).reshape(m, *self.shape[1:])
+
+    def increment(self, t_hi: float, t_lo: float) -> torch.Tensor:
+        """W(t_hi) - W(t_lo) for all samples (scalar times; caches the last value, so a pass over
+        a grid costs one evaluation per grid time)."""
+        t_hi, t_lo = float(t_hi), float(t_lo)
+        vals = {}
+        if self._last is not None:
+            vals[self._last[0]] = self._last[1]
+        for s in (t_hi, t_lo):
+            if s not in vals:
+                vals[s] = self.value(s)
+        self._last = (t_lo, vals[t_lo])
+        return vals[t_hi] - vals[t_lo]
+
+    def increment_per_sample(self, t_hi: torch.Tensor, t_lo: torch.Tensor, rows=None) -> torch.Tensor:
+        return self.value(t_hi, rows) - self.value(t_lo, rows)
+
+    def normal(self, t_hi: float, t_lo: float) -> torch.Tensor:
+        return self.increment(t_hi, t_lo) * (1.0 / math.sqrt(t_hi - t_lo))
+
+    def matches(self, x: torch.Tensor) -> bool:
+        return tuple(x.shape) == self.shape and x.dtype == self.dtype and x.device == self.device
+
+    def __repr__(self):
+        return (f"CounterBrownianPath(shape={self.shape}, t0={self.t0}, t1={self.t1}, seed={self.seed}, "
+                f"depth={self.depth})")
 
 
 def corrector_generator(seed: int, device) -> torch.Generator:

@@ -114,7 +114,8 @@ def sample(model: ScoreModel, solver, *, steps: int | None = None, times=None, x
         inst = cls(model, times, dtype=x.dtype, device=x.device, **options)
         if inst.uses_brownian:
             if brownian is None:
-                inst.noise = BrownianPath.for_sde(model.sde, x.shape, seed=seed, dtype=x.dtype, device=x.device)
+                inst.noise = BrownianPath.for_sde(model.sde, x.shape, seed=seed, dtype=x.dtype, device=x.device,
+                                                  levy_area=inst.needs_levy)
             elif not brownian.matches(x):
                 raise InputError(f"brownian path has shape {brownian.shape}, {brownian.dtype} on "
                                  f"{brownian.device}; x_T has {tuple(x.shape)}, {x.dtype} on {x.device}")

@@ -4,6 +4,10 @@ import torch
 import solvers
 from bench import models
 
+# The tests' batches are small: one thread is fastest, and on a loaded machine more threads than
+# free cores make BLAS/OpenMP wait on descheduled peers (50-100x slowdowns seen here).
+torch.set_num_threads(1)
+
 
 def solver_cases():
     """(name, options) for every registered solver and each of its declared variants."""

@@ -69,7 +69,7 @@ def test_strong_order(case):
     order = cls.declared_order(**opts)
     m = models.load("gmm2d-vp")
     x_T = m.sample_prior(200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    path = solvers.BrownianPath.for_sde(m.sde, x_T.shape, seed=3, dtype=torch.float64)
+    path = solvers.BrownianPath.for_sde(m.sde, x_T.shape, seed=3, dtype=torch.float64, levy_area=cls.needs_levy)
     ref = sde_reference(m, x_T, path, steps=4096)
     steps = [16, 32, 64, 128]
     errs = [median_error(solvers.sample(m, name, steps=s, grid="uniform", x_T=x_T, brownian=path, **opts).x, ref)

@@ -26,7 +26,12 @@ def test_nfe_is_what_was_spent_and_what_was_declared(case, denoise):
     for steps in (1, 3, 7):
         model, fn = counted()
         out = solvers.sample(model, name, steps=steps, n=16, seed=1, denoise=denoise, **opts)
-        assert out.nfe == fn.calls == cls.expected_nfe(steps, denoise=denoise, **opts), (name, steps)
+        expected = cls.expected_nfe(steps, denoise=denoise, **opts)
+        assert out.nfe == fn.calls, (name, steps)
+        if expected is None:  # adaptive: the tolerance sets the NFE; counted, not declared
+            assert cls.adaptive and out.nfe >= 1, (name, steps)
+        else:
+            assert out.nfe == expected, (name, steps)
         assert out.steps == steps and out.times.shape == (steps + 1,)
         assert out.x.shape == (16, 2) and bool(torch.isfinite(out.x).all())
 
@@ -218,7 +223,7 @@ def test_register_rejects_non_solvers():
 # ---- bad input ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, err, match", [
-    (dict(solver="eulr", steps=5, n=4), InputError, "unknown solver 'eulr'; available: ancestral"),
+    (dict(solver="eulr", steps=5, n=4), InputError, "unknown solver 'eulr'; available: .*ancestral"),
     (dict(solver="euler", steps=5, n=4, etaa=0.1), InputError, "unknown option.*etaa.*valid options: denoise"),
     (dict(solver="ddim", steps=5, n=4, eta=2.0), InputError, r"eta must be in \[0, 1\]"),
     (dict(solver="ddim", steps=5, n=4, eta="one"), InputError, "eta='one' must be of type float"),
