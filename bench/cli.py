@@ -95,16 +95,26 @@ def run(args) -> int:
     info = store.run(run_id)
     df = store.cells(run_id)
     failed = int(df["error"].notna().sum()) if not df.empty else 0
-    share = 1 - (info["solve_s"] or 0) / info["wall_s"] if info["wall_s"] else float("nan")
     csv = store.to_csv(run_id, pathlib.Path(args.store).parent / f"run-{run_id}" / "cells.csv")
-    print(f"run {run_id}: {len(df)} cells ({failed} failed) in {info['wall_s']:.1f} s, "
-          f"{share:.0%} of it outside solving; store {store.path}; table {csv}")
+    print(f"run {run_id}: {len(df)} cells ({failed} failed) in {info['wall_s']:.1f} s; store {store.path}; "
+          f"table {csv}\n{_time_shares(df, info['wall_s'])}")
     if not args.no_report:
         from bench.report import write_report
 
         out = write_report(store, [run_id])
         print(f"report: {out['html']}  (open in a browser; Markdown: {out['markdown']})")
     return 0  # failed cells are results (recorded, listed in the report), not a failed run
+
+
+def _time_shares(df, wall) -> str:
+    """Where the run's wall time went: solving, references, metrics, the rest (store, bookkeeping)."""
+    if df.empty or not wall:
+        return ""
+    parts = {"solving": df["solve_s"].fillna(0).sum()}
+    for key, col in (("references", "time_reference_s"), ("metrics", "time_metrics_s")):
+        parts[key] = df[col].fillna(0).sum() if col in df else 0.0
+    parts["store and bookkeeping"] = max(wall - sum(parts.values()), 0.0)
+    return "time: " + ", ".join(f"{k} {v:.1f} s ({v / wall:.0%})" for k, v in parts.items())
 
 
 def _run_id(store, ref) -> int:
