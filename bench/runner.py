@@ -192,6 +192,10 @@ def execute_cell(cell: dict) -> dict:
     ``metrics_s``; ``solve_s`` is the time in solvers (timed runs and the float64 solve)."""
     if cell.get("threads"):
         torch.set_num_threads(int(cell["threads"]))
+    if cell.get("imports"):  # a Ray worker registers the suite's plugin solvers too
+        from bench.suite import import_plugins
+
+        import_plugins(cell["imports"])
     t0, ref0 = time.perf_counter(), _SPENT["reference"]
     try:
         result = _likelihood_cell(cell) if cell["task"] == "likelihood" else _sample_cell(cell)

@@ -23,6 +23,8 @@
     name = "dopri5"
     rtol = [1e-2, 1e-3]         # adaptive solvers ignore steps/nfe
 
+    imports = ["my_package.my_solvers"]   # modules to import first: they register your solvers
+
     [[likelihood]]              # exact log-likelihood through the probability-flow ODE
     solver = "dopri5"
     rtol = [1e-3, 1e-5]
@@ -57,7 +59,7 @@ DTYPES = ("float32", "float64")
 TOP = {"name": str, "description": str, "models": list, "exact_prior": bool, "n": int, "seeds": list,
        "steps": list, "nfe": list, "grid": str, "metrics": list, "device": str, "dtype": str,
        "repeats": int, "warmup": int, "threads": int, "solvers": list, "likelihood": list,
-       "reference": dict}
+       "reference": dict, "imports": list}
 REFERENCE = {"ode_rtol": float, "sde_steps": int}
 LIKELIHOOD = {"solver": str, "rtol": (float, list), "atol": (float, list), "trace": (str, list),
               "probes": (int, list), "n": int, "prior": str}
@@ -66,6 +68,18 @@ ENTRY = ("name", "grid", "steps", "nfe")
 
 class SuiteError(InputError):
     """A malformed suite file."""
+
+
+def import_plugins(modules, error=None):
+    """Import modules that register solvers (``solvers.register``), e.g. a user's own."""
+    import importlib
+
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except Exception as e:  # noqa: BLE001 - reported with the module's name
+            msg = f"cannot import {mod!r}: {type(e).__name__}: {e}"
+            raise (error(msg) if error else InputError(msg)) from None
 
 
 def available_suites() -> list[str]:
@@ -91,6 +105,8 @@ class Suite:
         self.source, self.text = source, text
         self.err = lambda key, msg: SuiteError(f"{source}: {key}: {msg}")
         self._validate_top(data)
+        self.imports = data.get("imports", [])
+        import_plugins(self.imports, lambda msg: self.err("imports", msg))
         self.name = data.get("name", pathlib.Path(source).stem)
         self.description = data.get("description", "")
         self.models = data["models"]
@@ -190,7 +206,8 @@ class Suite:
     # --- cells -----------------------------------------------------------------------
     def _common(self, model, seed):
         return {"model": model, "exact_prior": self.exact_prior, "seed": seed, "n": self.n,
-                "device": self.device, "dtype": self.dtype, "threads": self.threads}
+                "device": self.device, "dtype": self.dtype, "threads": self.threads,
+                **({"imports": self.imports} if self.imports else {})}
 
     def cells(self) -> list[dict]:
         out = []

@@ -1,12 +1,19 @@
+import os
+
 import pytest
 import torch
 
 import solvers
 from bench import models
+from bench.suite import import_plugins
 
 # The tests' batches are small: one thread is fastest, and on a loaded machine more threads than
 # free cores make BLAS/OpenMP wait on descheduled peers (50-100x slowdowns seen here).
 torch.set_num_threads(1)
+
+# Your own solvers join every registry-driven test (NFE, float64, orders):
+#   SDEBENCH_PLUGINS=my_package.my_solvers make test
+import_plugins([m for m in os.environ.get("SDEBENCH_PLUGINS", "").split(",") if m])
 
 
 def solver_cases():

@@ -15,7 +15,14 @@ import torch
 import solvers
 from bench import models
 
-SOLVERS = ["euler", "heun", "ddim", "euler_maruyama", "dpmpp_2m", "unipc", "dpm_solver_3"]
+import os
+
+from bench.suite import import_plugins
+
+# SDEBENCH_PLUGINS=my_package.my_solvers SDEBENCH_PERF_SOLVERS=my_solver make bench
+import_plugins([m for m in os.environ.get("SDEBENCH_PLUGINS", "").split(",") if m])
+SOLVERS = ["euler", "heun", "ddim", "euler_maruyama", "dpmpp_2m", "unipc", "dpm_solver_3"] + [
+    s for s in os.environ.get("SDEBENCH_PERF_SOLVERS", "").split(",") if s]
 BATCHES = [1_000, 100_000]
 STEPS = [50, 10]
 
@@ -47,7 +54,7 @@ def _one_eval_seconds(m, x_T, repeats=15):
 def test_sampling(benchmark, name, steps, batch):
     if not _available(name):
         pytest.skip(f"{name} is not registered")
-    if steps == 10 and name in ("euler", "heun", "ddim", "euler_maruyama"):
+    if steps == 10 and name in ("euler", "heun", "ddim", "euler_maruyama", *SOLVERS[7:]):
         pytest.skip("classic solvers are tracked at 50 steps")
     m, x_T = _setup(batch)
     benchmark.group = f"sample gmm2d-vp batch={batch} steps={steps}"
