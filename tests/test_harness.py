@@ -213,3 +213,15 @@ def test_ray_executor_matches_local_on_deterministic_cells(tmp_path):
     assert len(merged) == len(det) > 0
     for c in cols:
         assert (merged[c + "_l"] - merged[c + "_r"]).abs().max() < 1e-12, c
+
+
+def test_cli_sample_and_likelihood(capsys):
+    assert cli.main(["sample", "gmm2d-vp", "heun", "--steps", "5", "--n", "100"]) == 0
+    assert "nfe=10" in capsys.readouterr().out
+    assert cli.main(["likelihood", "gmm2d-vp", "--n", "50", "--rtol", "1e-4", "--atol", "1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "nats/dim" in out and "bits/dim" in out
+    assert cli.main(["likelihood", "gmm2d-vp", "--rtol", "0"]) == 2
+    assert "rtol" in capsys.readouterr().err
+    assert cli.main(["list", "solvers"]) == 0
+    assert "dopri5" in capsys.readouterr().out
