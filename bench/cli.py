@@ -33,16 +33,18 @@ def _exact_target(model, n, seed):
 
 def _row(model, name, opts, budget, x_T, refs, target, seed):
     cls = solvers.get(name)
-    steps = cls.steps_for_nfe(budget, **opts)
-    if steps < 1:
+    steps = None if cls.adaptive else cls.steps_for_nfe(budget, **opts)
+    if steps is not None and steps < 1:
         return None
-    ode_ref, path, sde_ref = refs
+    ode_ref, path, sde_ref = refs[:3]
+    if cls.per_sample_noise or cls.needs_levy:
+        path, sde_ref = refs[3] if cls.per_sample_noise else refs[4]
     out = solvers.sample(model, name, steps=steps, x_T=x_T, seed=seed, brownian=path, **opts)
     nan = float("nan")
     inst_noise = cls.is_stochastic(**opts) and name not in solvers.available("corrector")
     return {
         "solver": name + "".join(f" {k}={v}" for k, v in opts.items()),
-        "kind": cls.kind, "budget": budget, "steps": steps, "nfe": out.nfe,
+        "kind": cls.kind, "budget": "adaptive" if cls.adaptive else budget, "steps": out.steps, "nfe": out.nfe,
         "ode_error": nan if cls.is_stochastic(**opts) else metrics.discretization_error(out.x, ode_ref),
         "sde_error": metrics.discretization_error(out.x, sde_ref) if inst_noise else nan,
         "sliced_w2": metrics.sliced_wasserstein(out.x, target),
@@ -56,14 +58,18 @@ def demo(args) -> int:
     x_T = model.sample_prior(args.n, generator=g, dtype=torch.float64)
     print(f"sdebench demo: {model.name} ({model.sde!r}), n={args.n}, x_T from the exact p_T, seed={args.seed}",
           flush=True)
-    path = solvers.BrownianPath.for_sde(model.sde, x_T.shape, seed=args.seed, dtype=x_T.dtype)
-    refs = (ode_reference(model, x_T), path, sde_reference(model, x_T, path, steps=4096))
+    def shared(path_cls, **kw):  # a Brownian path of a kind the solvers query, and the reference on it
+        p = path_cls.for_sde(model.sde, x_T.shape, seed=args.seed, dtype=x_T.dtype, **kw)
+        return p, sde_reference(model, x_T, p, steps=4096)
+
+    refs = (ode_reference(model, x_T), *shared(solvers.BrownianPath),
+            shared(solvers.CounterBrownianPath), shared(solvers.BrownianPath, levy_area=True))
     target = _exact_target(model, args.n, args.seed)
     floor = metrics.sliced_wasserstein(_exact_target(model, args.n, args.seed + 100), target)
     rows = []
     names = solvers.available()
     for i, name in enumerate(names):
-        for budget in args.nfe:
+        for budget in args.nfe[:1] if solvers.get(name).adaptive else args.nfe:
             row = _row(model, name, {}, budget, x_T, refs, target, args.seed)
             if row:
                 rows.append(row)

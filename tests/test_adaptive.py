@@ -267,3 +267,7 @@ def test_adaptive_sde_reports_an_unreachable_tolerance():
                      exact.sde, shape=(2,), name="blowup")
     with pytest.raises(solvers.NonFiniteError, match="step size underflow.*t=0.5"):
         solvers.sample(bad, "adaptive_sde", n=4, dtype=torch.float64)
+
+
+def test_adaptive_sde_declares_per_sample_noise():
+    assert solvers.get("adaptive_sde").per_sample_noise and not solvers.get("euler_maruyama").per_sample_noise
