@@ -21,6 +21,8 @@ from bench.suite import import_plugins
 
 # SDEBENCH_PLUGINS=my_package.my_solvers SDEBENCH_PERF_SOLVERS=my_solver make bench
 import_plugins([m for m in os.environ.get("SDEBENCH_PLUGINS", "").split(",") if m])
+# one thread by default: more threads than free cores make CPU timings meaningless
+torch.set_num_threads(int(os.environ.get("SDEBENCH_THREADS", "1")))
 SOLVERS = ["euler", "heun", "ddim", "euler_maruyama", "dpmpp_2m", "unipc", "dpm_solver_3"] + [
     s for s in os.environ.get("SDEBENCH_PERF_SOLVERS", "").split(",") if s]
 BATCHES = [1_000, 100_000]
