@@ -8,6 +8,7 @@
     sdebench sample MODEL SOLVER                                 sample once: NFE, time, error
     sdebench likelihood MODEL                                    ODE log-likelihood vs the exact one
     sdebench demo                                                every solver on the 2-D mixture, printed
+    sdebench train NAME... [--out DIR] [--seed S]                reproduce a shipped checkpoint
 """
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ from bench.suite import available_suites, load_suite
 
 
 def _exact_target(model, n, seed):
-    return model.exact_sample(n, model.sde.eps, generator=torch.Generator().manual_seed(seed + 1))
+    """Exact samples of p_eps, or held-out data for a trained model."""
+    g = torch.Generator().manual_seed(seed + 1)
+    if not hasattr(model, "exact_sample"):
+        return model.data_sample(min(n, int(min(model.data_size(0), 1e9))), g)
+    return model.exact_sample(n, model.sde.eps, generator=g)
 
 
 def _row(model, name, opts, budget, x_T, refs, target, seed):
@@ -195,23 +200,30 @@ def sample(args) -> int:
     out = solvers.sample(model, args.solver, steps=args.steps, n=args.n, seed=args.seed, grid=args.grid)
     wall = time.perf_counter() - t0
     target = _exact_target(model, args.n, args.seed)
+    x = out.x[: len(target)]
     print(f"{args.solver} on {args.model}: steps={out.steps} nfe={out.nfe} wall={wall:.3f}s "
-          f"sliced_w2={metrics.sliced_wasserstein(out.x, target):.4g}")
+          f"sliced_w2={metrics.sliced_wasserstein(x, target[: len(x)]):.4g} (against "
+          f"{'exact samples' if models.is_exact(args.model) else 'held-out data'})")
     return 0
 
 
 def likelihood(args) -> int:
     model = models.load(args.model)
+    exact = models.is_exact(args.model)
+    if args.prior == "exact" and not exact:
+        args.prior = "sde"  # a trained model has no exact p_T
     x = _exact_target(model, args.n, args.seed)
     prior = (lambda z: model.exact_log_prob(z, model.sde.T)) if args.prior == "exact" else None
+    kw = {"bin_width": model.bin_width} if getattr(model, "bin_width", None) else {}
     t0 = time.perf_counter()
     out = solvers.log_likelihood(model, x, solver=args.solver, rtol=args.rtol, atol=args.atol, trace=args.trace,
-                                 probes=args.probes, seed=args.seed, prior=prior)
+                                 probes=args.probes, seed=args.seed, prior=prior, **kw)
     wall = time.perf_counter() - t0
     d = x[0].numel()
-    err = (out.logp.double() - model.exact_log_prob(x, out.t0)).abs().mean().item() / d
+    err = (out.logp.double() - model.exact_log_prob(x, out.t0)).abs().mean().item() / d if exact else float("nan")
     extra = f" stderr={float(out.stderr.mean()):.3g}" if getattr(out, "stderr", None) is not None else ""
-    print(f"{args.model}: {args.n} exact samples of p_eps, {args.solver} rtol={args.rtol} atol={args.atol} "
+    what = "exact samples of p_eps" if exact else "held-out data points"
+    print(f"{args.model}: {len(x)} {what}, {args.solver} rtol={args.rtol} atol={args.atol} "
           f"trace={args.trace} prior={args.prior}\n  mean log p = {out.logp.mean().item():.6g} nats, "
           f"bits/dim = {out.bpd.mean().item():.6g}, |error| = {err:.3g} nats/dim, nfe = {out.nfe}, "
           f"wall = {wall:.2f} s{extra}")
@@ -223,7 +235,7 @@ def main(argv=None) -> int:
                                 "score-based diffusion models on models with exact answers.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="sample the 2-D mixture with every solver; print error and NFE")
-    d.add_argument("--model", default="gmm2d-vp", choices=models.available())
+    d.add_argument("--model", default="gmm2d-vp", choices=[m for m in models.available() if models.is_exact(m)])
     d.add_argument("--n", type=int, default=2000, help="samples (default 2000)")
     d.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50], help="NFE budgets (default 10 20 50)")
     d.add_argument("--seed", type=int, default=0)
@@ -286,6 +298,12 @@ def main(argv=None) -> int:
     lk.add_argument("--seed", type=int, default=0)
     lk.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: reliable on a shared machine)")
     lk.set_defaults(fn=likelihood)
+    sub.add_parser("train", add_help=False, help="reproduce a shipped checkpoint (sdebench train --help)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from bench.train import main as train_main
+
+        return train_main(argv[1:])
     args = p.parse_args(argv)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)

@@ -168,3 +168,35 @@ def load(name: str, *, exact_prior: bool = False, **sde_kw) -> ExactModel:
         raise InputError(f"unknown model {name!r}; available: {', '.join(available())}")
     mixture, sde_cls = MODELS[name]
     return ExactModel(mixture(), sde_cls(**sde_kw), name=name, exact_prior=exact_prior)
+
+
+# --- trained models (issue 7): the shipped checkpoints load by name here too ----------------------
+from bench import trained as _trained  # noqa: E402  (bench.trained does not import this module)
+
+_exact_available, _exact_load = available, load
+
+
+def is_exact(name: str) -> bool:
+    """Whether ``name`` is an analytic model (exact_sample / exact_log_prob / exact_prior);
+    trained models (``bench.trained``) instead give ``data_sample`` and have no exact p_T."""
+    return name in MODELS
+
+
+def available() -> list[str]:  # noqa: F811 - extends the exact models with the trained ones
+    return _exact_available() + _trained.available()
+
+
+def load(name: str, *, exact_prior: bool = False, **sde_kw):  # noqa: F811
+    """An exact model (``load("gmm2d-vp")``, ``sde_kw`` go to its SDE) or a trained checkpoint
+    (``load("digits-vp")``; its SDE is the one it was trained with, and it has no exact prior)."""
+    if name in MODELS:
+        return _exact_load(name, exact_prior=exact_prior, **sde_kw)
+    if name in _trained.available():
+        if exact_prior:
+            raise InputError(f"model {name!r} is a trained model: it has no exact p_T, so exact_prior=True is "
+                             "not available (its prior is the SDE's Gaussian)")
+        if sde_kw:
+            raise InputError(f"model {name!r} is a trained model: its SDE is fixed by its checkpoint; got "
+                             f"SDE options {sorted(sde_kw)}")
+        return _trained.load(name)
+    raise InputError(f"unknown model {name!r}; available: {', '.join(available())}")

@@ -62,11 +62,32 @@ def _x_T(cell, dtype=None):
 
 
 def _exact(cell, which):
-    """Exact samples of p_eps: which=0 the target, which=1 an independent set for the floor."""
+    """The target: exact samples of p_eps (exact models) or held-out data (trained models);
+    which=0 the target, which=1 an independent set of the same size for the noise floor."""
     m = _model(cell)
     key = ("exact", cell["model"], cell["n"], cell["seed"], which)
     seed = 1_000_003 * (cell["seed"] + 1) + which
+    if not models.is_exact(cell["model"]):
+        return _cached(key, lambda: m.data_sample(cell["n"], torch.Generator().manual_seed(seed), part=which))
     return _cached(key, lambda: m.exact_sample(cell["n"], m.sde.eps, generator=torch.Generator().manual_seed(seed)))
+
+
+def _fd_digits(cell, x):
+    """FD-digits (Frechet distance in the shipped digits classifier's features; not Inception FID),
+    precision and recall against held-out digits, each with its real-vs-real floor."""
+    from bench import fd
+
+    target, other = _exact(cell, 0), _exact(cell, 1)
+
+    def stats(samples):
+        fx, fy = fd.digits_features(samples), fd.digits_features(target)
+        p, r = fd.precision_recall(fx, fy)
+        return {"fd_digits": fd.frechet_distance(fx, fy), "precision": p, "recall": r}
+
+    floor = _cached(("fd_floor", cell["model"], cell["n"], cell["seed"]), lambda: stats(other))
+    out = stats(x)
+    out.update({k + "_floor": v for k, v in floor.items()})
+    return out
 
 
 def _floor(cell, name):
@@ -152,6 +173,9 @@ def _sample_cell(cell):
             t_disc = time.perf_counter() - t0  # the float64 solve of the cell is solving
         elif name == "w2" and cell["n"] > metrics.W2_MAX_N:
             continue
+        elif name == "fd_digits":
+            if getattr(m, "data", None) == "digits" and finite:
+                res.update(_fd_digits(cell, x))
         else:
             fn = metrics.DISTRIBUTION_METRICS[name]
             res[name] = fn(x, _exact(cell, 0)) if finite else math.nan
@@ -166,20 +190,29 @@ def _likelihood_cell(cell):
     from solvers.likelihood import log_likelihood  # issue 4: the likelihood module
 
     m = _model(cell)
+    exact_model = models.is_exact(cell["model"])
     x = _exact(cell, 0)[: cell["n"]]
     opts = dict(cell["options"])
-    prior = opts.pop("prior", "exact")
+    prior = opts.pop("prior", "exact" if exact_model else "sde")
     if prior == "exact":
+        if not exact_model:
+            raise solvers.InputError(f"model {cell['model']!r} has no exact p_T: use prior = \"sde\"")
         opts["prior"] = lambda z: m.exact_log_prob(z, m.sde.T)
+    if getattr(m, "bin_width", None):
+        opts.setdefault("bin_width", m.bin_width)
     t0 = time.perf_counter()
     out = log_likelihood(m, x, solver=cell["solver"], seed=cell["seed"], **opts)
     wall = time.perf_counter() - t0
-    exact = m.exact_log_prob(x, out.t0)
     d = x[0].numel()
-    err = (out.logp.double() - exact) / d
-    res = {"logp_error_per_dim": float(err.abs().mean()), "logp_bias_per_dim": float(err.mean())}
-    if getattr(out, "stderr", None) is not None:
-        res["logp_stderr"] = float(torch.as_tensor(out.stderr).double().mean())
+    if exact_model:
+        err = (out.logp.double() - m.exact_log_prob(x, out.t0)) / d
+        res = {"logp_error_per_dim": float(err.abs().mean()), "logp_bias_per_dim": float(err.mean())}
+    else:  # trained: no exact density; the NLL itself
+        res = {"nll_per_dim": float(-out.logp.double().mean()) / d, "bpd": float(out.bpd.double().mean()),
+               "bpd_sem": float(out.bpd.double().std() / len(x) ** 0.5)}
+    stderr = getattr(out, "stderr", None)
+    if stderr is not None and bool(torch.isfinite(torch.as_tensor(stderr)).all()):
+        res["logp_stderr"] = float(torch.as_tensor(stderr).double().mean())
     return {"nfe": out.nfe, "steps": None, "stats": {}, "metrics": res,
             "timing": {"median_s": wall, "min_s": wall, "max_s": wall, "repeats": 1}, "solve_s": wall}
 

@@ -54,7 +54,7 @@ from solvers import InputError
 __all__ = ["Suite", "SuiteError", "load_suite", "available_suites", "SUITES_DIR", "cell_key"]
 
 SUITES_DIR = pathlib.Path(__file__).parent / "suites"
-METRICS = ("discretization", "sliced_w2", "mmd2", "energy", "w2")
+METRICS = ("discretization", "sliced_w2", "mmd2", "energy", "w2", "fd_digits")
 DTYPES = ("float32", "float64")
 TOP = {"name": str, "description": str, "models": list, "exact_prior": bool, "n": int, "seeds": list,
        "steps": list, "nfe": list, "grid": str, "metrics": list, "device": str, "dtype": str,
@@ -171,8 +171,11 @@ class Suite:
         if self.repeats < 1 or self.warmup < 0:
             raise self.err("repeats", "repeats must be >= 1 and warmup >= 0")
         for key, value in self.reference.items():
-            if key not in REFERENCE or not isinstance(value, (int, float)):
-                raise self.err(f"reference.{key}", f"allowed keys: {', '.join(REFERENCE)} (numbers)")
+            table = value if isinstance(value, dict) and key in self.models else {key: value}
+            for k, v in table.items():
+                if k not in REFERENCE or not isinstance(v, (int, float)):
+                    raise self.err(f"reference.{key}", f"allowed keys: {', '.join(REFERENCE)} (numbers), or a "
+                                   "table of them named after one of the suite's models")
         for i, entry in enumerate(self.solver_entries):
             self._check_solver_entry(i, entry)
         for i, entry in enumerate(self.likelihood_entries):
@@ -204,8 +207,16 @@ class Suite:
                 self._ints(f"{where}.{key}", entry[key])
 
     # --- cells -----------------------------------------------------------------------
+    def _reference(self, model):
+        """The suite's reference settings, with a per-model table overriding them, e.g.
+        reference = { ode_rtol = 1e-10, "digits-vp" = { ode_rtol = 1e-7 } }."""
+        ref = {k: v for k, v in self.reference.items() if not isinstance(v, dict)}
+        return {**ref, **self.reference.get(model, {})}
+
     def _common(self, model, seed):
-        return {"model": model, "exact_prior": self.exact_prior, "seed": seed, "n": self.n,
+        exact = models.is_exact(model)
+        n = self.n if exact else min(self.n, int(min(models.load(model).data_size(0), 1e9)))
+        return {"model": model, "exact_prior": self.exact_prior and exact, "seed": seed, "n": n,
                 "device": self.device, "dtype": self.dtype, "threads": self.threads,
                 **({"imports": self.imports} if self.imports else {})}
 
@@ -220,7 +231,7 @@ class Suite:
                 for opts in _expand(options):
                     base = {**common, "task": "sample", "solver": cls.name, "options": opts, "grid": grid,
                             "metrics": self.metrics, "repeats": self.repeats, "warmup": self.warmup,
-                            "reference": self.reference}
+                            "reference": self._reference(model)}
                     if cls.adaptive:
                         out.append({**base, "budget": None, "steps": None})
                         continue

@@ -225,3 +225,25 @@ def test_cli_sample_and_likelihood(capsys):
     assert "rtol" in capsys.readouterr().err
     assert cli.main(["list", "solvers"]) == 0
     assert "dopri5" in capsys.readouterr().out
+
+
+def test_trained_models_run_through_the_harness(tmp_path):
+    """Trained models: no exact prior, held-out data as the target, NLL for likelihood cells."""
+    p = tmp_path / "t.toml"
+    p.write_text('models = ["checkerboard-vp", "digits-vp"]\nn = 16\nnfe = [4]\nrepeats = 1\nwarmup = 0\n'
+                 'metrics = ["discretization", "sliced_w2", "fd_digits"]\n'
+                 'reference = { ode_rtol = 1e-5, sde_steps = 64 }\n'
+                 '[[solvers]]\nname = "dpmpp_2m"\n[[solvers]]\nname = "euler_maruyama"\n'
+                 '[[likelihood]]\nsolver = "dopri5"\nrtol = 1e-3\natol = 1e-3\ntrace = "hutchinson"\nn = 8\n')
+    suite = load_suite(str(p))
+    assert all(not c["exact_prior"] for c in suite.cells())
+    store = Store(tmp_path / "s.sqlite")
+    df = store.cells(runner.run_suite(suite, store, progress=False))
+    assert df["error"].isna().all(), df["error"].dropna().tolist()
+    sample = df[df.task == "sample"]
+    assert sample["discretization"].notna().all() and sample["sliced_w2_floor"].notna().all()
+    digits = sample[sample.model == "digits-vp"]
+    assert digits["fd_digits"].notna().all() and digits["fd_digits_floor"].notna().all()
+    assert sample[sample.model == "checkerboard-vp"]["fd_digits"].isna().all()
+    lik = df[df.task == "likelihood"]
+    assert len(lik) == 2 and lik["bpd"].notna().all()
