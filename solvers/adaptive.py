@@ -137,17 +137,6 @@ class TorchdiffeqODE(Solver):
         self.require(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}")
         self.require(self.max_num_steps >= 1, f"max_num_steps must be >= 1, got {self.max_num_steps}")
 
-    @classmethod
-    def expected_nfe(cls, steps, **options):
-        """Unknown in advance (set by the tolerance): None. ``Sample.nfe`` holds the count."""
-        cls.resolve_options(options)
-        return None
-
-    @classmethod
-    def steps_for_nfe(cls, budget, **options):
-        raise InputError(f"solver {cls.name!r} is adaptive: its NFE is set by rtol/atol, not by steps; "
-                         "sweep the tolerance instead of an NFE budget")
-
     def integrate(self, x):
         func = PFODE(self.model)
         nfe = self.model.nfe
@@ -258,17 +247,6 @@ class AdaptiveSDE(Solver):
         self.require(0 < self.safety <= 1, f"safety must be in (0, 1], got {self.safety}")
         self.require(self.exponent > 0, f"exponent must be > 0, got {self.exponent}")
         self.require(self.max_iters >= 1, f"max_iters must be >= 1, got {self.max_iters}")
-
-    @classmethod
-    def expected_nfe(cls, steps, **options):
-        """Unknown in advance: None (always even: two evaluations per attempted step)."""
-        cls.resolve_options(options)
-        return None
-
-    @classmethod
-    def steps_for_nfe(cls, budget, **options):
-        raise InputError(f"solver {cls.name!r} is adaptive: its NFE is set by rtol/atol, not by steps; "
-                         "sweep the tolerance instead of an NFE budget")
 
     def brownian(self, x) -> CounterBrownianPath:
         noise = self.noise

@@ -163,6 +163,9 @@ class Solver:
     @classmethod
     def steps_for_nfe(cls, budget: int, **options) -> int:
         """Most steps whose ``expected_nfe`` fits in ``budget`` (0 if none does)."""
+        if cls.adaptive:
+            raise InputError(f"solver {cls.name!r} is adaptive: its NFE is set by rtol/atol, not by steps; "
+                             "sweep the tolerance instead of an NFE budget")
         lo, hi = 0, max(int(budget), 0)  # expected_nfe is increasing in steps: bisect
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -170,9 +173,12 @@ class Solver:
         return lo
 
     @classmethod
-    def expected_nfe(cls, steps: int, **options) -> int:
-        """Network evaluations one call makes on ``steps`` steps with these options."""
+    def expected_nfe(cls, steps: int, **options) -> int | None:
+        """Network evaluations one call makes on ``steps`` steps with these options (None for
+        adaptive solvers: the tolerance sets it, and ``Sample.nfe`` holds the count)."""
         opts = cls.resolve_options(options)
+        if cls.adaptive:
+            return None
         return cls.nfe_per_step * steps + int(opts["denoise"])
 
     # --- the step --------------------------------------------------------------------

@@ -33,14 +33,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torchsde
 from torchsde._brownian import BaseBrownian
 from torchsde._core.base_sde import ForwardSDE
 from torchsde._core.methods import select
 
 from .adaptive import check_tolerances, schedule_at
 from .base import Solver
-from .errors import InputError
 from .noise import BrownianPath
 from .registry import register
 
@@ -267,15 +265,6 @@ class TorchsdeAdaptive(_TorchsdeBase):
         base = _ADAPTIVE_METHODS[self.opts["method"]]
         self.method, self.noise_type, self.sde_type = base.method, base.noise_type, base.sde_type
         self.needs_levy = base.needs_levy
-
-    @classmethod
-    def expected_nfe(cls, steps, **options):
-        cls.resolve_options(options)
-        return None
-
-    @classmethod
-    def steps_for_nfe(cls, budget, **options):
-        raise InputError(f"solver {cls.name!r} is adaptive: its NFE is set by rtol/atol, not by steps")
 
     def integrate(self, x):
         n = x.shape[0]

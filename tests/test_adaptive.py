@@ -7,7 +7,6 @@ import torch
 
 import solvers
 import solvers.adaptive as A
-import solvers.torchsde_solvers as TS
 from bench import models
 from bench.convergence import fit_order, median_error
 from bench.reference import ode_reference, sde_reference

@@ -1,13 +1,11 @@
 """The harness end to end: suites, the runner, the SQLite store, resume after SIGKILL,
 concurrent writers, the Ray executor, CLI and progress."""
 import io
-import math
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest

@@ -1,9 +1,6 @@
-import math
-
 import pytest
 import torch
 
-import solvers
 from solvers import EDM, VE, VP, DiscreteVP, SubVP
 
 DDPM_BETAS = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
