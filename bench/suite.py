@@ -26,6 +26,7 @@
     imports = ["my_package.my_solvers"]   # modules to import first: they register your solvers
 
     [[likelihood]]              # exact log-likelihood through the probability-flow ODE
+    models = ["gmm2d-vp"]       # optional: only these of the suite's models
     solver = "dopri5"
     rtol = [1e-3, 1e-5]
     trace = "exact"
@@ -62,7 +63,7 @@ TOP = {"name": str, "description": str, "models": list, "exact_prior": bool, "n"
        "reference": dict, "imports": list}
 REFERENCE = {"ode_rtol": float, "sde_steps": int}
 LIKELIHOOD = {"solver": str, "rtol": (float, list), "atol": (float, list), "trace": (str, list),
-              "probes": (int, list), "n": int, "prior": str}
+              "probes": (int, list), "n": int, "prior": str, "models": list}
 ENTRY = ("name", "grid", "steps", "nfe")
 
 
@@ -184,6 +185,9 @@ class Suite:
             for key in entry:
                 if key not in LIKELIHOOD:
                     raise self.err(f"likelihood[{i}].{key}", f"unknown key; allowed: {', '.join(LIKELIHOOD)}")
+            for m in entry.get("models", []):
+                if m not in self.models:
+                    raise self.err(f"likelihood[{i}].models", f"{m!r} is not one of the suite's models")
 
     def _check_solver_entry(self, i, entry):
         where = f"solvers[{i}]"
@@ -245,8 +249,10 @@ class Suite:
                         for s in entry.get("steps") or self.steps:
                             out.append({**base, "budget": None, "steps": s})
             for entry in self.likelihood_entries:
+                if model not in entry.get("models", [model]):
+                    continue
                 n = entry.get("n", min(self.n, 500))
-                opts = {k: v for k, v in entry.items() if k != "n"}
+                opts = {k: v for k, v in entry.items() if k not in ("n", "models")}
                 for combo in _expand(opts):
                     out.append({**common, "n": n, "task": "likelihood", "solver": combo.pop("solver", "dopri5"),
                                 "options": combo, "grid": None, "budget": None, "steps": None,
