@@ -22,7 +22,7 @@ import torch
 
 import solvers
 from bench import metrics, models
-from bench.reference import ode_reference, sde_reference
+from bench.reference import brownian_path_for, ode_reference, path_kind, sde_reference
 from bench.runner import run_suite
 from bench.store import Store, default_store_path
 from bench.suite import available_suites, load_suite
@@ -36,14 +36,12 @@ def _exact_target(model, n, seed):
     return model.exact_sample(n, model.sde.eps, generator=g)
 
 
-def _row(model, name, opts, budget, x_T, refs, target, seed):
+def _row(model, name, opts, budget, x_T, ode_ref, sde_refs, target, seed):
     cls = solvers.get(name)
     steps = None if cls.adaptive else cls.steps_for_nfe(budget, **opts)
     if steps is not None and steps < 1:
         return None
-    ode_ref, path, sde_ref = refs[:3]
-    if cls.per_sample_noise or cls.needs_levy:
-        path, sde_ref = refs[3] if cls.per_sample_noise else refs[4]
+    path, sde_ref = sde_refs(cls)
     out = solvers.sample(model, name, steps=steps, x_T=x_T, seed=seed, brownian=path, **opts)
     nan = float("nan")
     inst_noise = cls.is_stochastic(**opts) and name not in solvers.available("corrector")
@@ -63,19 +61,22 @@ def demo(args) -> int:
     x_T = model.sample_prior(args.n, generator=g, dtype=torch.float64)
     print(f"sdebench demo: {model.name} ({model.sde!r}), n={args.n}, x_T from the exact p_T, seed={args.seed}",
           flush=True)
-    def shared(path_cls, **kw):  # a Brownian path of a kind the solvers query, and the reference on it
-        p = path_cls.for_sde(model.sde, x_T.shape, seed=args.seed, dtype=x_T.dtype, **kw)
-        return p, sde_reference(model, x_T, p, steps=4096)
+    ode_ref, shared = ode_reference(model, x_T), {}
 
-    refs = (ode_reference(model, x_T), *shared(solvers.BrownianPath),
-            shared(solvers.CounterBrownianPath), shared(solvers.BrownianPath, levy_area=True))
+    def sde_refs(cls):  # one Brownian path per kind the solvers query, and the reference on it
+        kind = path_kind(cls)
+        if kind not in shared:
+            p = brownian_path_for(cls, model.sde, x_T.shape, seed=args.seed, dtype=x_T.dtype)
+            shared[kind] = (p, sde_reference(model, x_T, p, steps=4096))
+        return shared[kind]
+
     target = _exact_target(model, args.n, args.seed)
     floor = metrics.sliced_wasserstein(_exact_target(model, args.n, args.seed + 100), target)
     rows = []
     names = solvers.available()
     for i, name in enumerate(names):
         for budget in args.nfe[:1] if solvers.get(name).adaptive else args.nfe:
-            row = _row(model, name, {}, budget, x_T, refs, target, args.seed)
+            row = _row(model, name, {}, budget, x_T, ode_ref, sde_refs, target, args.seed)
             if row:
                 rows.append(row)
         print(f"  [{i + 1}/{len(names)}] {name}", flush=True)

@@ -11,7 +11,7 @@ import torchdiffeq
 
 import solvers
 
-__all__ = ["ode_reference", "sde_reference"]
+__all__ = ["ode_reference", "sde_reference", "path_kind", "brownian_path_for"]
 
 
 def ode_reference(model: solvers.ScoreModel, x_T: torch.Tensor, t_end: float | None = None, *,
@@ -32,6 +32,20 @@ def ode_reference(model: solvers.ScoreModel, x_T: torch.Tensor, t_end: float | N
                              options={"step_t": ts})[-1]  # never step past t_end
     model.nfe = nfe  # the reference is not part of any measured call
     return out
+
+
+def path_kind(cls) -> str:
+    """The kind of Brownian path a solver class queries: "counter" (per-sample times),
+    "levy" (with space-time Levy area) or "plain"."""
+    return "counter" if cls.per_sample_noise else ("levy" if cls.needs_levy else "plain")
+
+
+def brownian_path_for(cls, sde, shape, *, seed: int, dtype=torch.float64, exact: bool = False):
+    """A Brownian path the solver class can use, keyed by ``seed`` (``exact``: fixed by the seed
+    alone, whatever is queried; the counter-based path always is)."""
+    if cls.per_sample_noise:
+        return solvers.CounterBrownianPath.for_sde(sde, shape, seed=seed, dtype=dtype)
+    return solvers.BrownianPath.for_sde(sde, shape, seed=seed, dtype=dtype, exact=exact, levy_area=cls.needs_levy)
 
 
 def sde_reference(model, x_T, brownian, *, steps: int = 4096) -> torch.Tensor:

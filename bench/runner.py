@@ -26,7 +26,7 @@ import torch
 
 import solvers
 from bench import metrics, models
-from bench.reference import ode_reference, sde_reference
+from bench.reference import brownian_path_for, ode_reference, path_kind, sde_reference
 from bench.timing import time_call
 
 __all__ = ["execute_cell", "run_cells", "run_suite", "Progress"]
@@ -104,17 +104,12 @@ def _ode_ref(cell):
 def _sde_ref(cell, cls):
     """(path, fine-grid reference) for the kind of Brownian path the solver queries; every path is
     a function of the seed alone, so all cells see the same Brownian motion."""
-    kind = "counter" if cls.per_sample_noise else ("levy" if cls.needs_levy else "plain")
-    key = ("sde_ref", kind, cell["model"], cell["exact_prior"], cell["n"], cell["seed"],
+    key = ("sde_ref", path_kind(cls), cell["model"], cell["exact_prior"], cell["n"], cell["seed"],
            cell["reference"]["sde_steps"])
 
     def make():
         m, x = _model(cell), _x_T(cell, torch.float64).cpu()
-        if kind == "counter":
-            path = solvers.CounterBrownianPath.for_sde(m.sde, x.shape, seed=cell["seed"], dtype=torch.float64)
-        else:
-            path = solvers.BrownianPath.for_sde(m.sde, x.shape, seed=cell["seed"], dtype=torch.float64, exact=True,
-                                                levy_area=kind == "levy")
+        path = brownian_path_for(cls, m.sde, x.shape, seed=cell["seed"], exact=True)
         return path, sde_reference(m, x, path, steps=int(cell["reference"]["sde_steps"]))
 
     return _cached(key, make)

@@ -144,15 +144,16 @@ def _raise_non_finite(model, x, fresh, traj, times, out):
     if not bool(torch.isfinite(x).all()):
         raise NonFiniteError("x_T contains NaN or inf")
     try:
-        if traj is None and fresh().adaptive:
-            traj = [x, *fresh().integrate(x)]
-        if traj is None:
+        if traj is None:  # replay with a check after every step
             inst, traj, y = fresh(), [x], x
-            for i in range(inst.steps):
-                y = inst.step(i, y)
-                traj.append(y)
-                if not bool(torch.isfinite(y).all()):
-                    break
+            if inst.adaptive:
+                traj.extend(inst.integrate(x))
+            else:
+                for i in range(inst.steps):
+                    y = inst.step(i, y)
+                    traj.append(y)
+                    if not bool(torch.isfinite(y).all()):
+                        break
         for i, y in enumerate(traj[1:]):
             if not bool(torch.isfinite(y).all()):
                 frac = 1 - torch.isfinite(y).float().mean().item()

@@ -11,12 +11,6 @@ SOLVERS = [s for s in ("euler", "heun", "ddim", "euler_maruyama", "ancestral", "
            if s in solvers.available()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def discrete_mixture_eps(gmm, betas):

@@ -19,14 +19,6 @@ ADAPTIVE_TOL = [n for n in solvers.available() if solvers.get(n).adaptive
                 and {"rtol", "atol"} <= set(solvers.get(n).option_defaults())]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention (MKL's threaded exp/log on a shared
-    CPU costs 10-100x); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def counted(name="gmm2d-vp"):

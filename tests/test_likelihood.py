@@ -11,13 +11,6 @@ from solvers import InputError, ScoreModel
 from solvers.likelihood import EXACT_TRACE_MAX_DIM, log_likelihood, encode, decode
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared CPU; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def data(name, n, seed=0):

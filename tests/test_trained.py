@@ -19,13 +19,6 @@ SOLVERS = [s for s in ("euler", "heun", "ddim", "euler_maruyama", "ancestral", "
            if s in solvers.available()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks: intra-op threads only add contention on a shared CPU; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
