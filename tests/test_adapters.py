@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import solvers
-from bench import adapters, models
+from bench.zoo import adapters, models
 from solvers import InputError
 
 SOLVERS = [s for s in ("euler", "heun", "ddim", "euler_maruyama", "ancestral", "dpmpp_2m", "unipc")

@@ -7,9 +7,9 @@ import torch
 
 import solvers
 import solvers.adaptive as A
-from bench import models
-from bench.convergence import fit_order, median_error
-from bench.reference import ode_reference, sde_reference
+from bench.zoo import models
+from bench.harness.convergence import fit_order, median_error
+from bench.harness.reference import ode_reference, sde_reference
 from solvers import InputError, ScoreModel
 
 from conftest import CountingFn

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from bench import cli
-from bench.compare import EXIT_OK, EXIT_QUALITY, EXIT_TIME, compare, load_cells
+from bench.report.compare import EXIT_OK, EXIT_QUALITY, EXIT_TIME, compare, load_cells
 
 
 def cells(changes=None):

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import solvers
-from bench import models
-from bench.convergence import fit_order, median_error
-from bench.reference import ode_reference, sde_reference
+from bench.zoo import models
+from bench.harness.convergence import fit_order, median_error
+from bench.harness.reference import ode_reference, sde_reference
 
 from conftest import case_id, solver_cases
 

@@ -19,7 +19,7 @@ import torch
 
 import solvers
 import solvers.dpm_solver  # noqa: F401  (registers the classes)
-from bench.models import load
+from bench.zoo.models import load
 from solvers import InputError
 from solvers.dpm_solver import DPMSolverFast, psi
 

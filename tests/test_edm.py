@@ -5,7 +5,7 @@ import torch
 
 import solvers
 import solvers.edm  # noqa: F401
-from bench import models
+from bench.zoo import models
 
 
 def edm_algorithm2(D, x, sigmas, z, S_churn, S_min, S_max, S_noise):

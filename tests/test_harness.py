@@ -11,9 +11,10 @@ import time
 import pytest
 import torch
 
-from bench import cli, runner
-from bench.store import Store
-from bench.suite import SuiteError, available_suites, cell_key, load_suite
+from bench import cli
+from bench.harness import runner
+from bench.harness.store import Store
+from bench.harness.suite import SuiteError, available_suites, cell_key, load_suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -176,7 +177,7 @@ def test_cuda_is_refused_cleanly_when_absent(tmp_path):
     p = write_suite(tmp_path, extra='device = "cuda"')
     with pytest.raises(SuiteError, match="cuda requested but torch.cuda.is_available"):
         load_suite(str(p))
-    from bench.timing import time_call
+    from bench.harness.timing import time_call
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         time_call(lambda: None, device="cuda")
 

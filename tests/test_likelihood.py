@@ -6,7 +6,7 @@ import torch
 
 import solvers
 import solvers.adaptive  # noqa: F401  (registers dopri5 & co.)
-from bench import models
+from bench.zoo import models
 from solvers import InputError, ScoreModel
 from solvers.likelihood import EXACT_TRACE_MAX_DIM, log_likelihood, encode, decode
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import metrics
+from bench.harness import metrics
 
 
 def sets(n=200, d=3, shift=0.3, seed=0):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import solvers
-from bench import models
+from bench.zoo import models
 from solvers import PREDICTIONS, ScoreModel
 
 

@@ -20,7 +20,7 @@ from scipy.integrate import quad
 
 import solvers
 import solvers.multistep  # noqa: F401  (registers unipc, deis, ipndm)
-from bench import models
+from bench.zoo import models
 
 TOL = 1e-10
 

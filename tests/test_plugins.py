@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import solvers
-from bench import runner
-from bench.store import Store
-from bench.suite import load_suite
+from bench.harness import runner
+from bench.harness.store import Store
+from bench.harness.suite import load_suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN = '''
@@ -46,7 +46,7 @@ def test_bad_import_is_reported_with_the_module(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text('imports = ["no_such_module_xyz"]\nmodels = ["gmm2d-vp"]\nnfe = [4]\n[[solvers]]\nname = "euler"\n')
     import pytest
-    from bench.suite import SuiteError
+    from bench.harness.suite import SuiteError
     with pytest.raises(SuiteError, match="imports: cannot import 'no_such_module_xyz'"):
         load_suite(str(suite))
 

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench import report, runner
-from bench.store import Store
-from bench.suite import load_suite
+from bench import report
+from bench.harness import runner
+from bench.harness.store import Store
+from bench.harness.suite import load_suite
 from solvers import InputError
 
 EVIL = "<script>alert('x')</script>"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import solvers
-from bench import models
+from bench.zoo import models
 from solvers import InputError, NonFiniteError, ScoreModel, Solver
 
 from conftest import CountingFn, case_id, solver_cases

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import solvers
-from bench import data, fd, models, trained
-from bench.reference import ode_reference
-from bench.train import RECIPES, train
-from bench.trained import CHECKPOINTS, CheckpointError, TrainedModel
+from bench.zoo import data, fd, models, trained
+from bench.harness.reference import ode_reference
+from bench.zoo.train import RECIPES, train
+from bench.zoo.trained import CHECKPOINTS, CheckpointError, TrainedModel
 from solvers import InputError
 
 SHIPPED = ("checkerboard-vp", "checkerboard-edm", "digits-vp")
@@ -171,7 +171,7 @@ def test_corrupt_checkpoint_gets_an_error_naming_the_file(tmp_path):
 
 
 def test_mismatched_shapes_get_an_error_naming_the_file(tmp_path):
-    from bench.nets import ToyMLP
+    from bench.zoo.nets import ToyMLP
     from safetensors.torch import save_file
 
     card, weights = copy_checkpoint("checkerboard-vp", tmp_path)
@@ -221,7 +221,7 @@ def test_training_is_reproducible_from_the_seed(tmp_path, name, steps):
 
 
 def test_train_cli_and_bad_recipe(tmp_path, capsys):
-    from bench.train import main
+    from bench.zoo.train import main
 
     assert main(["checkerboard-vp", "--steps", "3", "--out", str(tmp_path), "--seed", "1"]) == 0
     assert (tmp_path / "checkerboard-vp.safetensors").exists()

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import solvers
-from bench import models
+from bench.zoo import models
 
 import os
 
-from bench.suite import import_plugins
+from bench.harness.suite import import_plugins
 
 # SDEBENCH_PLUGINS=my_package.my_solvers SDEBENCH_PERF_SOLVERS=my_solver make bench
 import_plugins([m for m in os.environ.get("SDEBENCH_PLUGINS", "").split(",") if m])

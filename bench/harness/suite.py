@@ -49,7 +49,7 @@ except ModuleNotFoundError:  # Python < 3.11
 import torch
 
 import solvers
-from bench import models
+from bench.zoo import models
 from solvers import InputError
 
 __all__ = ["Suite", "SuiteError", "load_suite", "available_suites", "SUITES_DIR", "cell_key"]

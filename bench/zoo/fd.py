@@ -62,7 +62,7 @@ def _images(x: torch.Tensor, who: str) -> torch.Tensor:
         x = x.reshape(-1, 1, 8, 8)
     if x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8):
         raise InputError(f"{who}: expected digits images of shape (n, 1, 8, 8) or (n, 64) in model units "
-                         f"([-1, 1], see bench.data), got {tuple(x.shape)}")
+                         f"([-1, 1], see bench.zoo.data), got {tuple(x.shape)}")
     if x.shape[0] < 2:
         raise InputError(f"{who}: need at least 2 images, got {x.shape[0]}")
     if not bool(torch.isfinite(x).all()):
@@ -153,7 +153,7 @@ def inception_fid(x: torch.Tensor, y: torch.Tensor, *, weights_path=None, batch:
     if weights_path is None:
         raise InputError("inception_fid needs Inception-v3 FID weights on disk (e.g. torch-fidelity's "
                          "weights-inception-2015-12-05-6726825d.pth): pass weights_path=...; this project never "
-                         "downloads weights. For the digits models use bench.fd.fd_digits (FD-digits, not FID).")
+                         "downloads weights. For the digits models use bench.zoo.fd.fd_digits (FD-digits, not FID).")
     path = pathlib.Path(weights_path)
     if not path.is_file():
         raise InputError(f"inception_fid: {path}: no such weights file")

@@ -171,14 +171,14 @@ def load(name: str, *, exact_prior: bool = False, **sde_kw) -> ExactModel:
 
 
 # --- trained models (issue 7): the shipped checkpoints load by name here too ----------------------
-from bench import trained as _trained  # noqa: E402  (bench.trained does not import this module)
+from bench.zoo import trained as _trained  # noqa: E402  (bench.zoo.trained does not import this module)
 
 _exact_available, _exact_load = available, load
 
 
 def is_exact(name: str) -> bool:
     """Whether ``name`` is an analytic model (exact_sample / exact_log_prob / exact_prior);
-    trained models (``bench.trained``) instead give ``data_sample`` and have no exact p_T."""
+    trained models (``bench.zoo.trained``) instead give ``data_sample`` and have no exact p_T."""
     return name in MODELS
 
 

@@ -1,7 +1,7 @@
 """Training the shipped checkpoints: continuous-time denoising score matching, seeded.
 
     sdebench train NAME [--seed 0] [--steps N] [--out DIR] [--threads 1]
-    python -m bench.train NAME ...
+    python -m bench.zoo.train NAME ...
 
 Recipes (``RECIPES``; each reproduces the shipped checkpoint from its seed on one CPU thread):
 
@@ -53,7 +53,7 @@ _DIGITS_DATA = {"name": "digits", "source": "sklearn.datasets.load_digits (bundl
                 "levels": _data.DIGITS_LEVELS, "bin_width": _data.DIGITS_BIN_WIDTH,
                 "split": f"randperm(seed={_data.SPLIT_SEED}); first {_data.DIGITS_TEST} held out "
                          f"(test_a, test_b halves), the rest train"}
-_CHECKER_DATA = {"name": "checkerboard", "source": "exact sampler (bench.data.checkerboard)",
+_CHECKER_DATA = {"name": "checkerboard", "source": "exact sampler (bench.zoo.data.checkerboard)",
                  "scaling": "uniform on the squares (i, j), i + j even, of the 4x4 board on [-2, 2]^2; used as is",
                  "std": _data.CHECKERBOARD_STD}
 

@@ -25,9 +25,10 @@ import traceback
 import torch
 
 import solvers
-from bench import metrics, models
-from bench.reference import brownian_path_for, ode_reference, path_kind, sde_reference
-from bench.timing import time_call
+from bench.harness import metrics
+from bench.zoo import models
+from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
+from bench.harness.timing import time_call
 
 __all__ = ["execute_cell", "run_cells", "run_suite", "Progress"]
 
@@ -75,7 +76,7 @@ def _exact(cell, which):
 def _fd_digits(cell, x):
     """FD-digits (Frechet distance in the shipped digits classifier's features; not Inception FID),
     precision and recall against held-out digits, each with its real-vs-real floor."""
-    from bench import fd
+    from bench.zoo import fd
 
     target, other = _exact(cell, 0), _exact(cell, 1)
 
@@ -221,7 +222,7 @@ def execute_cell(cell: dict) -> dict:
     if cell.get("threads"):
         torch.set_num_threads(int(cell["threads"]))
     if cell.get("imports"):  # a Ray worker registers the suite's plugin solvers too
-        from bench.suite import import_plugins
+        from bench.harness.suite import import_plugins
 
         import_plugins(cell["imports"])
     t0, ref0 = time.perf_counter(), _SPENT["reference"]
@@ -280,7 +281,7 @@ def run_cells(cells, executor: str = "local", address: str | None = None):
         for cell in cells:
             yield cell, execute_cell(cell)
     elif executor == "ray":
-        from bench.ray_executor import run_ray
+        from bench.harness.executors import run_ray
 
         yield from run_ray(cells, address=address)
     else:
@@ -291,7 +292,7 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
               progress: bool = True, stream=None) -> int:
     """Run (or resume) ``suite`` into ``store``; returns the run id. Cells already in the store
     for that run are skipped; each finished cell is committed at once."""
-    from bench.suite import cell_key
+    from bench.harness.suite import cell_key
 
     stream = stream or sys.stderr
     cells = suite.cells()

@@ -7,7 +7,7 @@ A checkpoint is two files in ``bench/checkpoints/`` (or any directory):
 
 The card (``format`` 1) holds: ``name``; ``kind`` ("score" or "classifier"); ``weights`` (the
 weights file, next to the card; ``.safetensors``, or ``.pt``/``.pth`` read with
-``torch.load(weights_only=True)``) and its ``sha256``; ``arch`` (a name in ``bench.nets.ARCHS``)
+``torch.load(weights_only=True)``) and its ``sha256``; ``arch`` (a name in ``bench.zoo.nets.ARCHS``)
 and ``arch_args``; for score models ``sde`` (a name in ``solvers.SDES``) and ``sde_args``,
 ``prediction`` (eps | x0 | v | score), ``time_input`` and ``preconditioning`` (below), ``shape``
 (one sample); ``data`` (name, scaling, dequantization); ``training`` (seed, steps, batch,
@@ -136,7 +136,7 @@ class TrainedModel(ScoreModel):
         digits: ``part=0`` draws from the 600 held-out images (never used in training),
         ``part=1`` from the 1,197 training images (real data too, disjoint from part 0); drawn
         without replacement (n at most 600, resp. 1,197; ``data_size(part)``) and uniformly
-        dequantized like the training data (see ``bench.data``).
+        dequantized like the training data (see ``bench.zoo.data``).
         checkerboard: fresh exact samples; part k is the k-th of two independent sets drawn
         from ``generator``, so parts 0 and 1 differ for one generator state too."""
         if part not in (0, 1):

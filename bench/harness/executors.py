@@ -12,7 +12,7 @@ def run_ray(cells, address: str | None = None):
         import ray
     except ImportError:
         raise InputError("--executor ray needs Ray: pip install 'sdebench[ray]'") from None
-    from bench.runner import execute_cell
+    from bench.harness.runner import execute_cell
 
     started = not ray.is_initialized()
     if started:

@@ -1,9 +1,9 @@
 """Small networks for the shipped trained models: a time-conditioned MLP for 2-D toys, a small
 convolutional U-Net for the 8x8 digits scikit-learn ships, and a digits classifier whose
-penultimate layer is the feature space of FD-digits (``bench.fd``).
+penultimate layer is the feature space of FD-digits (``bench.zoo.fd``).
 
 Every score network has the signature ``net(x, c)``: ``x`` a batch of states, ``c`` a (batch,)
-tensor, the *noise conditioning* that the model wrapper (``bench.trained``) computes from the
+tensor, the *noise conditioning* that the model wrapper (``bench.zoo.trained``) computes from the
 continuous time once, in one documented way per SDE family (``1000 t`` on VP, ``250 log sigma``
 on sigma-time/VE). Networks know nothing of SDEs; they run in the dtype they are cast to
 (float32 for training, float64 for reference solves).

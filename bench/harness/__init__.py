@@ -1,0 +1,2 @@
+"""The harness: suites, typed cells, execution, executors, references, timing, metrics and the
+results store."""

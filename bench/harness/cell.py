@@ -1,0 +1,105 @@
+"""The unit of work: one typed, frozen cell, its stable key and its JSON form.
+
+A cell is everything that defines what one measurement runs: the task (``sample`` or
+``likelihood``), model, solver and its resolved options, grid, NFE budget and steps, samples,
+seed, exact prior, device, dtype, threads, metrics, timing repeats, the *resolved* reference
+settings of its model, and the plugin modules it needs. ``Cell.key`` is the hash of that
+definition; the stored row keeps ``Cell.to_json()`` whole (definition, key, format and the
+solver's metadata at definition time: declared order, kind, stochastic, adaptive, NFE per step),
+and every consumer (resume, export, report, compare, history) reads it back with
+``Cell.from_json`` instead of re-deriving anything from a suite's text.
+
+The key hashes the definition only (not the solver metadata), with the same canonical JSON as
+format 0 stores, so a cell defined the same way has the same key in every store and baseline.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+__all__ = ["Cell", "CELL_FORMAT", "solver_meta"]
+
+#: version of the JSON form; 0 = cells of stores written before cells were stored whole
+CELL_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    task: str                      # "sample" | "likelihood"
+    model: str
+    solver: str
+    options: dict                  # resolved solver options (one value each)
+    grid: str | None
+    budget: int | None             # NFE budget the steps were derived from, if any
+    steps: int | None              # None: adaptive (tolerance-controlled) or likelihood
+    n: int
+    seed: int
+    exact_prior: bool
+    device: str
+    dtype: str
+    threads: int | None
+    metrics: tuple = ()
+    repeats: int = 3
+    warmup: int = 1
+    reference: dict = dataclasses.field(default_factory=dict)  # this model's ode_rtol, sde_steps
+    imports: tuple = ()
+    solver_meta: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    __hash__ = None  # dict fields: identity is ``key``
+
+    def definition(self) -> dict:
+        """What the key hashes: every field that changes what runs."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "solver_meta"}
+        d["metrics"] = list(self.metrics)
+        d["imports"] = list(self.imports)
+        if not d["imports"]:
+            del d["imports"]  # format-0 keys had no imports entry without plugins
+        return d
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(self.definition(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return {"format": CELL_FORMAT, "key": self.key, **self.definition(), "solver_meta": dict(self.solver_meta)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, default=str)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Cell":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw: dict[str, Any] = {k: v for k, v in d.items() if k in names}
+        kw["metrics"] = tuple(kw.get("metrics") or ())
+        kw["imports"] = tuple(kw.get("imports") or ())
+        kw.setdefault("options", {})
+        kw.setdefault("reference", {})
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Cell":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes) -> "Cell":
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """One line for progress and messages."""
+        opts = " ".join(f"{k}={v}" for k, v in self.options.items())
+        size = f"nfe<={self.budget}" if self.budget else (f"steps={self.steps}" if self.steps else "")
+        return " ".join(p for p in (self.task, self.model, self.solver, opts, f"grid={self.grid}" if self.grid else "",
+                                    size, f"seed={self.seed}") if p)
+
+
+def solver_meta(cls, options: dict) -> dict:
+    """A solver class's metadata for these options, as a cell records it at definition time."""
+    meta = {"kind": cls.kind, "adaptive": bool(cls.adaptive), "nfe_per_step": cls.nfe_per_step,
+            "weak_order": getattr(cls, "weak_order", None)}
+    try:
+        meta["declared_order"] = cls.declared_order(**options)
+        meta["stochastic"] = bool(cls.is_stochastic(**options))
+    except Exception:  # noqa: BLE001 - a likelihood cell's options are not the solver's
+        meta["declared_order"], meta["stochastic"] = None, bool(getattr(cls, "stochastic", False))
+    return meta

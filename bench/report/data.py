@@ -1,0 +1,97 @@
+"""The report's data: stored cells as one frame, with labels and parsed options."""
+from __future__ import annotations
+
+import json
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+import numpy as np
+import pandas as pd
+
+import solvers
+from bench.harness.store import Store
+from solvers import InputError
+
+__all__ = ["load_cells", "solver_label", "discretization_floor", "TOLERANCE_KEYS"]
+
+TOLERANCE_KEYS = ("rtol", "atol")
+DEFAULT_REFERENCE = {"ode_rtol": 1e-10, "sde_steps": 2048}
+QUALITY_METRICS = ("discretization", "sliced_w2", "mmd2", "energy", "w2")
+
+
+def _loads(s):
+    if isinstance(s, dict):
+        return s
+    try:
+        v = json.loads(s) if isinstance(s, str) and s else {}
+    except ValueError:
+        return {"options": str(s)}
+    return v if isinstance(v, dict) else {"options": v}
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return str(v)
+
+
+def solver_label(solver, options: dict, grid=None) -> str:
+    """``solver k=v ...`` (options sorted), with ``grid=...`` when the cell set one."""
+    parts = [str(solver)] + [f"{k}={_fmt_value(options[k])}" for k in sorted(options)]
+    if isinstance(grid, str) and grid:
+        parts.append(f"grid={grid}")
+    return " ".join(parts)
+
+
+def _solver_cls(name):
+    try:
+        return solvers.get(name)
+    except (InputError, TypeError):
+        return None
+
+
+def load_cells(store: Store, run_ids) -> pd.DataFrame:
+    """The cells of every run, one frame: ``run_id``, parsed ``opts``, ``label`` (solver and
+    options), ``series`` (the label without tolerances for cells without a step count, so a
+    tolerance sweep is one line), ``ok`` (no error), metric/timing columns as floats."""
+    frames = [store.cells(r) for r in run_ids]
+    frames = [f for f in frames if not f.empty]
+    base = ["run_id", "task", "model", "solver", "options", "grid", "budget", "steps", "seed", "n", "nfe", "error"]
+    df = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(columns=base)
+    numeric = ["budget", "steps", "seed", "n", "nfe", "time_median_s", "time_min_s", "time_max_s",
+               "time_overhead", "time_one_eval_s", "time_peak_mem_bytes", "logp_error_per_dim",
+               "logp_bias_per_dim", "logp_stderr"]
+    numeric += [m for m in QUALITY_METRICS] + [m + "_floor" for m in QUALITY_METRICS]
+    for c in base + numeric:
+        if c not in df.columns:
+            df[c] = np.nan
+    for c in numeric:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    df["run_id"] = df["run_id"].astype(int)
+    df["opts"] = [_loads(o) for o in df["options"]]
+    df["grid"] = [g if isinstance(g, str) and g else None for g in df["grid"]]
+    df["label"] = [solver_label(s, o, g) for s, o, g in zip(df["solver"], df["opts"], df["grid"])]
+    df["series"] = [solver_label(s, {k: v for k, v in o.items() if k not in TOLERANCE_KEYS} if pd.isna(st) else o, g)
+                    for s, o, g, st in zip(df["solver"], df["opts"], df["grid"], df["steps"])]
+    df["ok"] = df["error"].isna()
+    return df
+
+
+def _reference(run: dict) -> dict:
+    try:
+        ref = tomllib.loads(run.get("suite_text") or "").get("reference", {})
+    except (tomllib.TOMLDecodeError, TypeError):
+        ref = {}
+    return {**DEFAULT_REFERENCE, **{k: v for k, v in ref.items() if isinstance(v, (int, float))}}
+
+
+def discretization_floor(run: dict) -> float:
+    """Errors at or below this are the reference's, not the solver's: 10 x the ODE reference rtol."""
+    return max(10 * float(_reference(run)["ode_rtol"]), 1e-14)
+
+
