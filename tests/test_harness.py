@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from bench import cli
-from bench.harness import runner
+from bench.harness import execute, runner
 from bench.harness.store import Store
-from bench.harness.suite import SuiteError, available_suites, cell_key, load_suite
+from bench.harness.suite import SuiteError, available_suites, load_suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,11 +59,11 @@ def run_cli(args, **kw):
 def test_shipped_suites_parse_and_cover_every_family():
     assert {"quick", "full"} <= set(available_suites())
     quick = load_suite("quick")
-    kinds = {__import__("solvers").get(c["solver"]).kind for c in quick.cells()}
+    kinds = {__import__("solvers").get(c.solver).kind for c in quick.cells()}
     assert {"ode", "sde", "corrector"} <= kinds
     full = load_suite("full")
     import solvers
-    assert {c["solver"] for c in full.cells() if c["task"] == "sample"} >= set(solvers.available()) - {
+    assert {c.solver for c in full.cells() if c.task == "sample"} >= set(solvers.available()) - {
         n for n in solvers.available() if n.startswith("test_") or n.startswith("my_")}
     assert len(full.steps) == 8 and min(full.steps) == 5 and max(full.steps) == 1000 and len(full.seeds) == 3
 
@@ -77,7 +77,7 @@ def test_tiny_suite_runs_and_the_store_holds_every_cell(tmp_path):
     run_id = runner.run_suite(suite, store, stream=stream)
     df = store.cells(run_id)
     assert len(df) == len(cells) and df["error"].isna().all()
-    assert set(df["key"]) == {cell_key(c) for c in cells}
+    assert set(df["key"]) == {c.key for c in cells}
     for col in ("sliced_w2", "sliced_w2_floor", "mmd2", "energy", "w2", "time_median_s", "time_overhead"):
         assert df[col].notna().all(), col
     det = df[df.solver.isin(["euler", "heun"])]
@@ -185,8 +185,8 @@ def test_cuda_is_refused_cleanly_when_absent(tmp_path):
 def test_failed_cell_is_recorded_not_lost(tmp_path, monkeypatch):
     suite = load_suite(str(write_suite(tmp_path)))
     cell = suite.cells()[0]
-    monkeypatch.setattr(runner, "_sample_cell", lambda c: (_ for _ in ()).throw(FloatingPointError("boom")))
-    result = runner.execute_cell(cell)
+    monkeypatch.setattr(execute, "_sample_cell", lambda c: (_ for _ in ()).throw(FloatingPointError("boom")))
+    result = execute.execute_cell(cell)
     assert result["error"] == "FloatingPointError: boom" and "Traceback" in result["traceback"]
 
 
@@ -235,7 +235,7 @@ def test_trained_models_run_through_the_harness(tmp_path):
                  '[[solvers]]\nname = "dpmpp_2m"\n[[solvers]]\nname = "euler_maruyama"\n'
                  '[[likelihood]]\nsolver = "dopri5"\nrtol = 1e-3\natol = 1e-3\ntrace = "hutchinson"\nn = 8\n')
     suite = load_suite(str(p))
-    assert all(not c["exact_prior"] for c in suite.cells())
+    assert all(not c.exact_prior for c in suite.cells())
     store = Store(tmp_path / "s.sqlite")
     df = store.cells(runner.run_suite(suite, store, progress=False))
     assert df["error"].isna().all(), df["error"].dropna().tolist()

@@ -13,6 +13,7 @@ from PIL import Image
 
 from bench import report
 from bench.harness import runner
+from bench.harness.cell import Cell
 from bench.harness.store import Store
 from bench.harness.suite import load_suite
 from solvers import InputError
@@ -56,11 +57,12 @@ def runs(tmp_path_factory):
     p1 = tmp / "one.toml"
     p1.write_text(SUITE.format(evil=EVIL, nfe="[5, 10, 20]", extra=LIKELIHOOD))
     r1 = runner.run_suite(load_suite(str(p1)), store, progress=False)
-    cell = {"task": "sample", "model": "gmm2d-vp", "solver": "heun", "seed": 0, "n": 64, "grid": None, "budget": None}
-    store.add_cell(r1, "injected-ok", {**cell, "options": {"note": EVIL}, "steps": 3},
+    cell = Cell(task="sample", model="gmm2d-vp", solver="heun", options={"note": EVIL}, grid=None, budget=None,
+                steps=3, n=64, seed=0, exact_prior=True, device="cpu", dtype="float32", threads=1)
+    store.add_cell(r1, cell,
                    {"nfe": 6, "steps": 3, "metrics": {"discretization": 0.1, "sliced_w2": 0.3, "sliced_w2_floor": 0.05},
                     "timing": {"median_s": 0.01}, "error": None})
-    store.add_cell(r1, "injected-failed", {**cell, "solver": "euler", "options": {"note": EVIL}, "steps": 7},
+    store.add_cell(r1, cell.replace(solver="euler", steps=7),
                    {"nfe": None, "steps": 7, "error": f"NonFiniteError: boom {EVIL}"})
     p2 = tmp / "two.toml"
     p2.write_text(SUITE.format(evil="", nfe="[5, 10]", extra=""))
@@ -179,7 +181,7 @@ def test_failed_cells_are_listed_not_dropped(runs, single):
 def test_convergence_orders_and_environment(runs, single):
     store, r1, _ = runs
     df = report.load_cells(store, [r1])
-    conv = report.convergence_table(df, {r1: store.run(r1)}).set_index("solver")
+    conv = report.convergence_table(df).set_index("solver")
     assert 0.6 < conv.loc["euler", "fitted_value"] < 1.4 and conv.loc["euler", "declared"] == "1"
     assert conv.loc["heun", "declared"] == "2" and math.isfinite(conv.loc["heun", "fitted_value"])
     assert conv.loc["euler_maruyama", "order of"].startswith("strong")

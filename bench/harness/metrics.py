@@ -21,10 +21,15 @@ sample sets of the same sizes. A value at or below the floor is unresolved.
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import torch
 
-__all__ = ["discretization_error", "sliced_wasserstein", "mmd2", "energy_distance", "w2",
-           "DISTRIBUTION_METRICS", "W2_MAX_N"]
+from solvers import InputError
+
+__all__ = ["discretization_error", "sliced_wasserstein", "mmd2", "energy_distance", "w2", "W2_MAX_N",
+           "Metric", "METRICS", "get_metric", "requestable", "quality", "distribution"]
 
 #: exact W2 is computed only up to this many samples
 W2_MAX_N = 2000
@@ -91,5 +96,85 @@ def w2(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(ot.emd2(a.numpy(), b.numpy(), cost.numpy(), numItermax=10_000_000)) ** 0.5
 
 
-#: name -> function(x, exact) for the distribution metrics a suite may ask for
-DISTRIBUTION_METRICS = {"sliced_w2": sliced_wasserstein, "mmd2": mmd2, "energy": energy_distance, "w2": w2}
+# --------------------------------------------------------------------------------------------
+# the metric registry: every metric declared once; suite validation, execution, the gate, the
+# report and the CSV export read these records
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One metric: what it is called, which way is better, how sure it is and where it applies.
+
+    ``floor``: a noise floor (the metric between two independent exact/held-out sets) is stored
+    beside it as ``<name>_floor``; a value at or below it is unresolved. ``interval``: how its
+    uncertainty is computed; the standard error is stored as ``<name>_se`` where measured.
+    ``applies``: "any" model, "exact" models only, "digits" (FD features), or "trained".
+    ``task``: the cell task that produces it. ``requestable``: a suite may name it in
+    ``metrics`` (outputs such as precision come with the metric that makes them). ``gated``:
+    ``compare`` fails when it worsens past the tolerance. ``fn(x, target)`` for the
+    distribution metrics."""
+
+    name: str
+    label: str
+    tex: str
+    unit: str = ""
+    better: str = "lower"
+    floor: bool = False
+    interval: str = ""
+    applies: str = "any"
+    task: str = "sample"
+    requestable: bool = True
+    gated: bool = True
+    fn: typing.Callable | None = None
+
+    def applies_to(self, exact_model: bool, data: str | None = None) -> bool:
+        return (self.applies == "any" or (self.applies == "exact" and exact_model)
+                or (self.applies == "trained" and not exact_model) or (self.applies == "digits" and data == "digits"))
+
+
+def _declare(*metrics_) -> dict:
+    return {m.name: m for m in metrics_}
+
+
+METRICS = _declare(
+    Metric("discretization", "discretization error", r"discretization error  (median $\|x - x_{ref}\| / \sqrt{d}$)",
+           interval="bootstrap over samples of the median per-sample error"),
+    Metric("sliced_w2", "sliced W2", r"sliced $W_2$", floor=True, fn=sliced_wasserstein,
+           interval="bootstrap over samples"),
+    Metric("mmd2", "MMD^2", r"$\mathrm{MMD}^2$ (unbiased)", floor=True, fn=mmd2, interval="bootstrap over samples"),
+    Metric("energy", "energy distance", "energy distance", floor=True, fn=energy_distance,
+           interval="bootstrap over samples"),
+    Metric("w2", "W2", r"$W_2$ (exact OT)", floor=True, fn=w2, interval="bootstrap over samples"),
+    Metric("fd_digits", "FD-digits", "FD-digits (classifier features; not Inception FID)", floor=True,
+           applies="digits", interval="bootstrap over samples"),
+    Metric("precision", "precision", "precision (k-NN manifold)", better="higher", floor=True, applies="digits",
+           requestable=False, gated=False),
+    Metric("recall", "recall", "recall (k-NN manifold)", better="higher", floor=True, applies="digits",
+           requestable=False, gated=False),
+    Metric("logp_error_per_dim", "log-likelihood error / dim", r"mean $|\log p_{ODE} - \log p|$ / dim  (nats)",
+           unit="nats", applies="exact", task="likelihood", requestable=False,
+           interval="standard error over data points"),
+    Metric("bpd", "NLL (bits/dim)", "NLL (bits/dim)", unit="bits/dim", applies="trained", task="likelihood",
+           requestable=False, interval="standard error over data points"),
+)
+
+
+def get_metric(name: str) -> Metric:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise InputError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+
+
+def requestable() -> list[str]:
+    """The metrics a suite may name (``metrics = [...]``)."""
+    return [m.name for m in METRICS.values() if m.requestable]
+
+
+def quality(task: str | None = None) -> list[str]:
+    """The metrics ``compare`` gates on (of one task, or all)."""
+    return [m.name for m in METRICS.values() if m.gated and (task is None or m.task == task)]
+
+
+def distribution() -> dict:
+    """name -> fn(x, target) of the distribution metrics."""
+    return {m.name: m.fn for m in METRICS.values() if m.fn is not None}

@@ -1,9 +1,16 @@
 """The results store: an embedded SQLite database (default ``results/sdebench.sqlite``).
 
     runs(id, uuid, suite, suite_text, git_commit, started, finished, status, host, device,
-         torch, cuda, dtype, threads, executor, wall_s, solve_s)
+         torch, cuda, dtype, threads, executor, wall_s, solve_s, definition)
     cells(run_id, key, task, model, solver, options, grid, budget, steps, seed, n, nfe,
-          metrics, timing, stats, error, cell_s, solve_s, created)   UNIQUE(run_id, key)
+          metrics, timing, stats, error, cell_s, solve_s, created, cell)   UNIQUE(run_id, key)
+
+``cells.cell`` is the cell's whole JSON (``bench.harness.cell.Cell.to_json``): what every reader
+uses; the other columns are for SQL. ``runs.definition`` hashes the run's resolved cells.
+
+The schema is versioned (``PRAGMA user_version`` = ``SCHEMA_VERSION``). An older store is migrated
+forward on open by the numbered steps in ``MIGRATIONS`` (one transaction each); a store newer
+than this code is refused with a clear message.
 
 Each finished cell is committed at once (one transaction), so a run killed at any moment,
 SIGKILL included, loses at most the cell in flight; ``--resume`` skips the cells already in
@@ -13,6 +20,7 @@ let several runs write to one store at the same time.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import pathlib
@@ -25,9 +33,14 @@ import uuid
 import pandas as pd
 import torch
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
 from solvers import InputError
 
-__all__ = ["Store", "DEFAULT_STORE", "environment"]
+__all__ = ["Store", "DEFAULT_STORE", "environment", "SCHEMA_VERSION", "EXPORT_FORMAT"]
 
 DEFAULT_STORE = pathlib.Path("results") / "sdebench.sqlite"
 
@@ -35,13 +48,68 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT UNIQUE, suite TEXT, suite_text TEXT,
     git_commit TEXT, started TEXT, finished TEXT, status TEXT, host TEXT, device TEXT,
-    torch TEXT, cuda TEXT, dtype TEXT, threads INTEGER, executor TEXT, wall_s REAL, solve_s REAL);
+    torch TEXT, cuda TEXT, dtype TEXT, threads INTEGER, executor TEXT, wall_s REAL, solve_s REAL,
+    definition TEXT);
 CREATE TABLE IF NOT EXISTS cells (
     run_id INTEGER NOT NULL REFERENCES runs(id), key TEXT NOT NULL, task TEXT, model TEXT,
     solver TEXT, options TEXT, grid TEXT, budget INTEGER, steps INTEGER, seed INTEGER, n INTEGER,
     nfe INTEGER, metrics TEXT, timing TEXT, stats TEXT, error TEXT, cell_s REAL, solve_s REAL,
-    created TEXT, UNIQUE(run_id, key));
+    created TEXT, cell TEXT, UNIQUE(run_id, key));
 """
+#: the store's schema version (PRAGMA user_version); 0 = stores written before it was versioned
+SCHEMA_VERSION = 1
+#: the format of exported cell tables (the ``format`` column of a CSV export)
+EXPORT_FORMAT = 1
+_FORMAT0_REFERENCE = {"ode_rtol": 1e-10, "sde_steps": 2048}
+
+
+def _migrate_0_to_1(db):
+    """Format 0 kept selected columns only. Add ``cells.cell`` and ``runs.definition``, and rebuild
+    each cell's JSON: from the run's stored suite text where it still parses (cells matched by key,
+    so per-model reference settings are recovered exactly), else from the columns with the
+    suite's top-level reference (marked ``"migrated": "partial"``)."""
+    db.execute("ALTER TABLE cells ADD COLUMN cell TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN definition TEXT")
+    for run_id, text in db.execute("SELECT id, suite_text FROM runs").fetchall():
+        by_key = _cells_of_suite_text(text)
+        rows = db.execute("SELECT rowid, key, task, model, solver, options, grid, budget, steps, seed, n"
+                          " FROM cells WHERE run_id=?", (run_id,)).fetchall()
+        for rowid, key, task, model, solver, options, grid, budget, steps, seed, n in rows:
+            if key in by_key:
+                cell = by_key[key].to_dict()
+            else:
+                cell = {"format": 0, "migrated": "partial", "key": key, "task": task, "model": model,
+                        "solver": solver, "options": json.loads(options or "{}"), "grid": grid, "budget": budget,
+                        "steps": steps, "seed": seed, "n": n,
+                        "reference": {} if task == "likelihood" else _top_reference(text)}
+            db.execute("UPDATE cells SET cell=? WHERE rowid=?", (json.dumps(cell, sort_keys=True, default=str), rowid))
+
+
+def _top_reference(text):
+    try:
+        ref = tomllib.loads(text or "").get("reference", {})
+    except (tomllib.TOMLDecodeError, TypeError):
+        ref = {}
+    return {**_FORMAT0_REFERENCE, **{k: v for k, v in ref.items() if isinstance(v, (int, float))}}
+
+
+def _cells_of_suite_text(text) -> dict:
+    """key -> Cell of a stored suite text, or {} when it no longer parses here."""
+    from bench.harness.suite import Suite  # the sweep, only to migrate old stores
+
+    try:
+        return {c.key: c for c in Suite(tomllib.loads(text or ""), "<stored suite>", text).cells()}
+    except Exception:  # noqa: BLE001 - a suite of another version: fall back to the columns
+        return {}
+
+
+#: MIGRATIONS[v] takes a store from version v to v + 1
+MIGRATIONS = {0: _migrate_0_to_1}
+
+
+def definition_hash(cells) -> str:
+    """One hash of a run's resolved cells (their keys, in order)."""
+    return hashlib.sha1("\n".join(c.key for c in cells).encode()).hexdigest()[:16]
 
 
 def _git_commit() -> str:
@@ -86,19 +154,48 @@ class Store:
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=60000")
-        self.db.executescript(SCHEMA)
+        self._open_schema()
+
+    def _open_schema(self):
+        """Create a new store, migrate an older one, refuse a newer one."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version > SCHEMA_VERSION:
+            raise InputError(f"{self.path}: store schema version {version} is newer than this sdebench "
+                             f"(version {SCHEMA_VERSION}); upgrade sdebench or use another --store")
+        if not tables & {"runs", "cells"}:  # a new store
+            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            return
+        while version < SCHEMA_VERSION:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.db.execute("PRAGMA user_version").fetchone()[0] == version:  # not done by a peer
+                    MIGRATIONS[version](self.db)
+                    self.db.execute(f"PRAGMA user_version={version + 1}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self):
         self.db.close()
 
     # --- runs ------------------------------------------------------------------------
-    def start_run(self, suite, executor: str) -> int:
+    def start_run(self, suite, executor: str, cells=None) -> int:
         env = environment(suite.device, suite.dtype, suite.threads)
+        cells = suite.cells() if cells is None else cells
         cur = self.db.execute(
             "INSERT INTO runs (uuid, suite, suite_text, started, status, executor, git_commit, host, device,"
-            " torch, cuda, dtype, threads) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " torch, cuda, dtype, threads, definition) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (uuid.uuid4().hex, suite.name, suite.text, _now(), "running", executor, env["git_commit"],
-             env["host"], env["device"], env["torch"], env["cuda"], env["dtype"], env["threads"]))
+             env["host"], env["device"], env["torch"], env["cuda"], env["dtype"], env["threads"],
+             definition_hash(cells)))
         return int(cur.lastrowid)
 
     def set_status(self, run_id: int, status: str):
@@ -129,12 +226,12 @@ class Store:
     def done_keys(self, run_id: int) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT key FROM cells WHERE run_id=?", (run_id,))}
 
-    def add_cell(self, run_id: int, key: str, cell: dict, result: dict, wall_s: float = 0.0) -> bool:
+    def add_cell(self, run_id: int, cell, result: dict, wall_s: float = 0.0) -> bool:
         """Commit one finished cell (and the run's time spent on it) in one transaction;
         False if it was already there."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            added = self._insert(run_id, key, cell, result)
+            added = self._insert(run_id, cell, result)
             if added:
                 self.db.execute("UPDATE runs SET wall_s=COALESCE(wall_s, 0) + ?, solve_s=COALESCE(solve_s, 0) + ?"
                                 " WHERE id=?", (wall_s, result.get("solve_s") or 0.0, run_id))
@@ -144,20 +241,20 @@ class Store:
             raise
         return added
 
-    def _insert(self, run_id, key, cell, result) -> bool:
+    def _insert(self, run_id, cell, result) -> bool:
         cur = self.db.execute(
             "INSERT OR IGNORE INTO cells (run_id, key, task, model, solver, options, grid, budget, steps, seed,"
-            " n, nfe, metrics, timing, stats, error, cell_s, solve_s, created)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run_id, key, cell["task"], cell["model"], cell["solver"], json.dumps(cell["options"], sort_keys=True),
-             cell.get("grid"), cell.get("budget"), result.get("steps"), cell["seed"], cell["n"], result.get("nfe"),
+            " n, nfe, metrics, timing, stats, error, cell_s, solve_s, created, cell)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, cell.key, cell.task, cell.model, cell.solver, json.dumps(cell.options, sort_keys=True),
+             cell.grid, cell.budget, result.get("steps"), cell.seed, cell.n, result.get("nfe"),
              json.dumps(result.get("metrics", {})), json.dumps(result.get("timing", {})),
              json.dumps(result.get("stats", {}), default=str), result.get("error"), result.get("cell_s"),
-             result.get("solve_s"), _now()))
+             result.get("solve_s"), _now(), cell.to_json()))
         return cur.rowcount == 1
 
     def cells(self, run_id: int) -> pd.DataFrame:
-        """One row per cell; metrics and timing expanded into columns."""
+        """One row per cell; metrics and timing expanded into columns; ``cell`` the cell's JSON."""
         df = pd.read_sql_query("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", self.db, params=(run_id,))
         if df.empty:
             return df
@@ -170,7 +267,9 @@ class Store:
     def to_csv(self, run_id: int, path) -> pathlib.Path:
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.cells(run_id).to_csv(path, index=False)
+        df = self.cells(run_id)
+        df.insert(0, "format", EXPORT_FORMAT)
+        df.to_csv(path, index=False)
         return path
 
 

@@ -36,9 +36,7 @@ A bad file raises ``SuiteError`` naming the file, the key and what is allowed.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import pathlib
 
 try:
@@ -49,19 +47,23 @@ except ModuleNotFoundError:  # Python < 3.11
 import torch
 
 import solvers
+from bench.harness import metrics
+from bench.harness.cell import Cell, solver_meta
+from bench.harness.execute import import_plugins
 from bench.zoo import models
 from solvers import InputError
 
-__all__ = ["Suite", "SuiteError", "load_suite", "available_suites", "SUITES_DIR", "cell_key"]
+__all__ = ["Suite", "SuiteError", "load_suite", "available_suites", "SUITES_DIR", "import_plugins",
+           "DEFAULT_REFERENCE"]
 
 SUITES_DIR = pathlib.Path(__file__).parent / "suites"
-METRICS = ("discretization", "sliced_w2", "mmd2", "energy", "w2", "fd_digits")
 DTYPES = ("float32", "float64")
 TOP = {"name": str, "description": str, "models": list, "exact_prior": bool, "n": int, "seeds": list,
        "steps": list, "nfe": list, "grid": str, "metrics": list, "device": str, "dtype": str,
        "repeats": int, "warmup": int, "threads": int, "solvers": list, "likelihood": list,
        "reference": dict, "imports": list}
 REFERENCE = {"ode_rtol": float, "sde_steps": int}
+DEFAULT_REFERENCE = {"ode_rtol": 1e-10, "sde_steps": 2048}
 LIKELIHOOD = {"solver": str, "rtol": (float, list), "atol": (float, list), "trace": (str, list),
               "probes": (int, list), "n": int, "prior": str, "models": list}
 ENTRY = ("name", "grid", "steps", "nfe")
@@ -71,25 +73,8 @@ class SuiteError(InputError):
     """A malformed suite file."""
 
 
-def import_plugins(modules, error=None):
-    """Import modules that register solvers (``solvers.register``), e.g. a user's own."""
-    import importlib
-
-    for mod in modules:
-        try:
-            importlib.import_module(mod)
-        except Exception as e:  # noqa: BLE001 - reported with the module's name
-            msg = f"cannot import {mod!r}: {type(e).__name__}: {e}"
-            raise (error(msg) if error else InputError(msg)) from None
-
-
 def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
-
-
-def cell_key(cell: dict) -> str:
-    """Stable identity of a cell: the hash of its canonical JSON."""
-    return hashlib.sha1(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _expand(options: dict) -> list[dict]:
@@ -116,12 +101,12 @@ class Suite:
         self.seeds = data.get("seeds", [0])
         self.steps, self.nfe = data.get("steps"), data.get("nfe")
         self.grid = data.get("grid")
-        self.metrics = data.get("metrics", list(METRICS))
+        self.metrics = data.get("metrics", metrics.requestable())
         self.device = self._device(data.get("device", "cpu"))
         self.dtype = data.get("dtype", "float32")
         self.repeats, self.warmup = data.get("repeats", 3), data.get("warmup", 1)
         self.threads = data.get("threads")
-        self.reference = {"ode_rtol": 1e-10, "sde_steps": 2048, **data.get("reference", {})}
+        self.reference = {**DEFAULT_REFERENCE, **data.get("reference", {})}
         self.solver_entries = data.get("solvers", [])
         self.likelihood_entries = data.get("likelihood", [])
         self._validate_rest()
@@ -164,9 +149,9 @@ class Suite:
         for key in ("steps", "nfe"):
             if getattr(self, key) is not None:
                 self._ints(key, getattr(self, key))
-        bad = [m for m in self.metrics if m not in METRICS]
+        bad = [m for m in self.metrics if m not in metrics.requestable()]
         if bad:
-            raise self.err("metrics", f"unknown {bad}; allowed: {', '.join(METRICS)}")
+            raise self.err("metrics", f"unknown {bad}; allowed: {', '.join(metrics.requestable())}")
         if self.dtype not in DTYPES:
             raise self.err("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.repeats < 1 or self.warmup < 0:
@@ -221,10 +206,11 @@ class Suite:
         exact = models.is_exact(model)
         n = self.n if exact else min(self.n, int(min(models.load(model).data_size(0), 1e9)))
         return {"model": model, "exact_prior": self.exact_prior and exact, "seed": seed, "n": n,
-                "device": self.device, "dtype": self.dtype, "threads": self.threads,
-                **({"imports": self.imports} if self.imports else {})}
+                "device": self.device, "dtype": self.dtype, "threads": self.threads, "imports": tuple(self.imports)}
 
-    def cells(self) -> list[dict]:
+    def cells(self) -> list[Cell]:
+        """Every cell of the suite, typed (``bench.harness.cell.Cell``), with its model's resolved
+        reference settings and the solver's metadata."""
         out = []
         for model, seed in itertools.product(self.models, self.seeds):
             common = self._common(model, seed)
@@ -233,30 +219,31 @@ class Suite:
                 options = {k: v for k, v in entry.items() if k not in ENTRY}
                 grid = entry.get("grid", self.grid)
                 for opts in _expand(options):
-                    base = {**common, "task": "sample", "solver": cls.name, "options": opts, "grid": grid,
-                            "metrics": self.metrics, "repeats": self.repeats, "warmup": self.warmup,
-                            "reference": self._reference(model)}
+                    base = Cell(**common, task="sample", solver=cls.name, options=opts, grid=grid, budget=None,
+                                steps=None, metrics=tuple(self.metrics), repeats=self.repeats, warmup=self.warmup,
+                                reference=self._reference(model), solver_meta=solver_meta(cls, opts))
                     if cls.adaptive:
-                        out.append({**base, "budget": None, "steps": None})
+                        out.append(base)
                         continue
                     budgets = entry.get("nfe") or (None if entry.get("steps") else self.nfe)
                     if budgets:
                         for b in budgets:
                             steps = cls.steps_for_nfe(b, **opts)
                             if steps >= 1:
-                                out.append({**base, "budget": b, "steps": steps})
+                                out.append(base.replace(budget=b, steps=steps))
                     else:
                         for s in entry.get("steps") or self.steps:
-                            out.append({**base, "budget": None, "steps": s})
+                            out.append(base.replace(steps=s))
             for entry in self.likelihood_entries:
                 if model not in entry.get("models", [model]):
                     continue
                 n = entry.get("n", min(self.n, 500))
                 opts = {k: v for k, v in entry.items() if k not in ("n", "models")}
                 for combo in _expand(opts):
-                    out.append({**common, "n": n, "task": "likelihood", "solver": combo.pop("solver", "dopri5"),
-                                "options": combo, "grid": None, "budget": None, "steps": None,
-                                "metrics": ["likelihood"], "repeats": 1, "warmup": 0, "reference": {}})
+                    name = combo.pop("solver", "dopri5")
+                    out.append(Cell(**{**common, "n": n}, task="likelihood", solver=name, options=combo, grid=None,
+                                    budget=None, steps=None, metrics=("likelihood",), repeats=1, warmup=0,
+                                    reference={}, solver_meta=solver_meta(solvers.get(name), {})))
         return out
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.convergence import fit_order
-from bench.report.data import _reference, _solver_cls, discretization_floor
+from bench.report.data import _solver_cls, discretization_floor
 
 __all__ = ["convergence_table", "best_per_budget", "BUDGETS", "ORDER_TOLERANCE"]
 
@@ -20,61 +20,69 @@ ORDER_TOLERANCE = 0.25
 MIN_FIT_POINTS = 3
 #: the SDE reference must be at least this many times finer than a fitted cell
 SDE_REFERENCE_RATIO = 4
-DISTRIBUTION_METRICS = ("sliced_w2", "energy", "w2", "mmd2")  # ranking preference
+RANKING_PREFERENCE = ("sliced_w2", "energy", "w2", "mmd2")  # distribution metrics, in order of preference
 
 
-def _declared(cls, opts):
+def _meta(cell) -> dict:
+    """The solver metadata a cell recorded when it was defined; for cells stored without it (format
+    0), the registered class's answer for the cell's options, or {} when that fails."""
+    if cell.solver_meta:
+        return cell.solver_meta
+    cls = _solver_cls(cell.solver)
     if cls is None:
-        return None, "unknown (solver not registered here)"
+        return {}
     try:
-        order = cls.declared_order(**opts)
-    except Exception as e:  # noqa: BLE001 - options of another version, say so
-        return None, f"unknown ({type(e).__name__})"
+        return {"kind": cls.kind, "declared_order": cls.declared_order(**cell.options),
+                "stochastic": bool(cls.is_stochastic(**cell.options)), "weak_order": getattr(cls, "weak_order", None)}
+    except Exception:  # noqa: BLE001 - options of another version
+        return {"kind": cls.kind}
+
+
+def _declared(meta):
+    if not meta:
+        return None, "unknown (solver not registered here)"
+    if "declared_order" not in meta:
+        return None, "unknown (options of another version)"
+    order = meta["declared_order"]
     if order is None:
-        weak = getattr(cls, "weak_order", None)
+        weak = meta.get("weak_order")
         return None, f"none claimed (weak {weak:g})" if weak else "none claimed"
     return float(order), f"{order:g}"
 
 
-def _is_stochastic(cls, opts):
-    try:
-        return bool(cls.is_stochastic(**opts))
-    except Exception:  # noqa: BLE001
-        return bool(getattr(cls, "stochastic", False))
-
-
-def convergence_table(df: pd.DataFrame, runs: dict[int, dict]) -> pd.DataFrame:
+def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, model, solver with options): the fitted order of the discretization
     error against steps over the resolved range, the declared order, and a flag.
 
     Per step count the error is the median over seeds. A point is resolved when finite, above
     ``discretization_floor`` and, for stochastic solvers, on a grid at least
-    ``SDE_REFERENCE_RATIO`` times coarser than the fine-grid reference. At least
+    ``SDE_REFERENCE_RATIO`` times coarser than the fine-grid reference; both read from the reference
+    settings stored with the cells (per model). At least
     ``MIN_FIT_POINTS`` resolved step counts are needed, else the order is "unresolved"."""
     rows = []
     sample = df[(df["task"] == "sample") & df["ok"]]
     for (rid, model, label), g in sample.groupby(["run_id", "model", "label"], sort=True):
-        first = g.iloc[0]
-        cls, opts = _solver_cls(first["solver"]), first["opts"]
-        declared, declared_txt = _declared(cls, opts)
+        cell = g.iloc[0]["cell"]
+        meta = _meta(cell)
+        declared, declared_txt = _declared(meta)
+        floor = discretization_floor(cell)
+        sde_steps = cell.reference.get("sde_steps", 2048)
         row = {"run": rid, "model": model, "solver": label, "declared": declared_txt, "fitted": "",
                "fitted_value": math.nan, "declared_value": declared if declared is not None else math.nan,
-               "order of": "", "points": 0, "steps": "", "flag": ""}
+               "order of": "", "points": 0, "steps": "", "flag": "", "floor": floor, "sde_steps": sde_steps}
         rows.append(row)
-        if cls is not None and getattr(cls, "kind", "") == "corrector":
+        if meta.get("kind") == "corrector":
             row.update(fitted="n/a", **{"order of": "corrector: no pathwise reference"})
             continue
         if g["steps"].isna().all():
             row.update(fitted="n/a", **{"order of": "adaptive: tolerance-controlled"})
             continue
-        stochastic = _is_stochastic(cls, opts) if cls is not None else False
+        stochastic = bool(meta.get("stochastic", False))
         row["order of"] = "strong (vs fine-grid EM, same path)" if stochastic else "ODE (vs dopri8 reference)"
-        ref = _reference(runs[rid])
-        floor = discretization_floor(runs[rid])
         per = g.dropna(subset=["steps"]).groupby("steps")["discretization"].median()
         keep = per[np.isfinite(per.values) & (per.values > floor)]
         if stochastic:
-            keep = keep[keep.index * SDE_REFERENCE_RATIO <= ref["sde_steps"]]
+            keep = keep[keep.index * SDE_REFERENCE_RATIO <= sde_steps]
         row["points"] = len(keep)
         if len(keep):
             row["steps"] = f"{int(keep.index.min())}-{int(keep.index.max())}"
@@ -86,7 +94,7 @@ def convergence_table(df: pd.DataFrame, runs: dict[int, dict]) -> pd.DataFrame:
         if declared is not None and abs(p - declared) > ORDER_TOLERANCE:
             row["flag"] = f"differs by {p - declared:+.2f}"
     cols = ["run", "model", "solver", "order of", "fitted", "declared", "points", "steps", "flag",
-            "fitted_value", "declared_value"]
+            "fitted_value", "declared_value", "floor", "sde_steps"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -94,7 +102,7 @@ def convergence_table(df: pd.DataFrame, runs: dict[int, dict]) -> pd.DataFrame:
 # best solver per budget
 # --------------------------------------------------------------------------------------------
 def _rank_metric(g: pd.DataFrame) -> str:
-    for m in DISTRIBUTION_METRICS:
+    for m in RANKING_PREFERENCE:
         if np.isfinite(g[m]).any():
             return m
     return "discretization"

@@ -28,11 +28,13 @@ import pathlib
 
 import pandas as pd
 
+from bench.harness import metrics
+from bench.harness.store import EXPORT_FORMAT
 from solvers import InputError
 
 __all__ = ["load_cells", "compare", "QUALITY", "EXIT_OK", "EXIT_QUALITY", "EXIT_TIME"]
 
-QUALITY = ("discretization", "sliced_w2", "mmd2", "energy", "w2", "logp_error_per_dim")
+QUALITY = tuple(metrics.quality())  # from the metric registry
 EXIT_OK, EXIT_QUALITY, EXIT_TIME = 0, 1, 3
 
 
@@ -59,6 +61,10 @@ def load_cells(ref, store=None) -> pd.DataFrame:
             raise InputError(f"{ref!r} is neither a run id, 'latest', nor a CSV file") from None
         store.run(run_id)
         df = store.cells(run_id)
+    fmt = int(df["format"].max()) if "format" in df.columns and len(df) else 0
+    if fmt > EXPORT_FORMAT:
+        raise InputError(f"{ref}: cells format {fmt} is newer than this sdebench reads ({EXPORT_FORMAT}); "
+                         "upgrade sdebench")
     if "key" not in df.columns:
         raise InputError(f"{ref}: no 'key' column; export runs with `sdebench export`")
     return df.set_index("key")

@@ -3,23 +3,18 @@ from __future__ import annotations
 
 import json
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11
-    import tomli as tomllib
-
 import numpy as np
 import pandas as pd
 
 import solvers
+from bench.harness import metrics
+from bench.harness.cell import Cell
 from bench.harness.store import Store
 from solvers import InputError
 
 __all__ = ["load_cells", "solver_label", "discretization_floor", "TOLERANCE_KEYS"]
 
 TOLERANCE_KEYS = ("rtol", "atol")
-DEFAULT_REFERENCE = {"ode_rtol": 1e-10, "sde_steps": 2048}
-QUALITY_METRICS = ("discretization", "sliced_w2", "mmd2", "energy", "w2")
 
 
 def _loads(s):
@@ -66,7 +61,7 @@ def load_cells(store: Store, run_ids) -> pd.DataFrame:
     numeric = ["budget", "steps", "seed", "n", "nfe", "time_median_s", "time_min_s", "time_max_s",
                "time_overhead", "time_one_eval_s", "time_peak_mem_bytes", "logp_error_per_dim",
                "logp_bias_per_dim", "logp_stderr"]
-    numeric += [m for m in QUALITY_METRICS] + [m + "_floor" for m in QUALITY_METRICS]
+    numeric += [m for m in metrics.METRICS] + [m + suffix for m in metrics.METRICS for suffix in ("_floor", "_se")]
     for c in base + numeric:
         if c not in df.columns:
             df[c] = np.nan
@@ -79,19 +74,19 @@ def load_cells(store: Store, run_ids) -> pd.DataFrame:
     df["series"] = [solver_label(s, {k: v for k, v in o.items() if k not in TOLERANCE_KEYS} if pd.isna(st) else o, g)
                     for s, o, g, st in zip(df["solver"], df["opts"], df["grid"], df["steps"])]
     df["ok"] = df["error"].isna()
+    df["cell"] = [_cell(c, r) for c, r in zip(df["cell"] if "cell" in df else [None] * len(df), df.itertuples())]
     return df
 
 
-def _reference(run: dict) -> dict:
-    try:
-        ref = tomllib.loads(run.get("suite_text") or "").get("reference", {})
-    except (tomllib.TOMLDecodeError, TypeError):
-        ref = {}
-    return {**DEFAULT_REFERENCE, **{k: v for k, v in ref.items() if isinstance(v, (int, float))}}
+def _cell(text, row) -> Cell:
+    """The stored cell (its JSON, whole); rows of a CSV without it get the columns they have."""
+    if isinstance(text, str) and text:
+        return Cell.from_json(text)
+    return Cell(task=row.task, model=row.model, solver=row.solver, options=_loads(row.options), grid=row.grid,
+                budget=None, steps=None, n=0, seed=0, exact_prior=False, device="cpu", dtype="float32", threads=None)
 
 
-def discretization_floor(run: dict) -> float:
-    """Errors at or below this are the reference's, not the solver's: 10 x the ODE reference rtol."""
-    return max(10 * float(_reference(run)["ode_rtol"]), 1e-14)
-
-
+def discretization_floor(cell: Cell) -> float:
+    """Errors at or below this are the reference's, not the solver's: 10 x the cell's own ODE
+    reference rtol (its model's resolved setting, as stored with the cell)."""
+    return max(10 * float(cell.reference.get("ode_rtol", 1e-10)), 1e-14)

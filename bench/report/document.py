@@ -40,10 +40,11 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from bench.harness.metrics import METRICS
 from bench.harness.store import Store
 from bench.report.analysis import BUDGETS, MIN_FIT_POINTS, ORDER_TOLERANCE, SDE_REFERENCE_RATIO, best_per_budget, convergence_table
-from bench.report.data import discretization_floor, load_cells
-from bench.report.figures import (METRIC_NAMES, _likelihood_figure, _quality_figure, _Styles, _work_precision_figure,
+from bench.report.data import load_cells
+from bench.report.figures import (_likelihood_figure, _quality_figure, _Styles, _work_precision_figure,
                                   trajectory_figure)
 from bench.report.render import _Doc, _figure, _h3, _p, _pre, _render_html, _render_md, _table
 from solvers import InputError
@@ -184,18 +185,19 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
 
     # --- convergence orders ---------------------------------------------------------------
     b = doc.section(*SECTIONS[4])
-    conv = convergence_table(df, runs)
-    floors = ", ".join(f"run {r}: {discretization_floor(runs[r]):.0e}" for r in run_ids)
+    conv = convergence_table(df)
+    floors = ", ".join(f"{m}: {f:.0e}" for m, f in conv.groupby("model")["floor"].first().items()) or "-"
     b.append(_p(f"Fitted order p of discretization error ~ C steps^-p (least squares in log-log, error = median "
-                f"over seeds) over the resolved range: finite errors above the reference floor ({floors}), for "
-                f"stochastic solvers on grids at least {SDE_REFERENCE_RATIO}x coarser than the fine-grid "
-                f"reference; at least {MIN_FIT_POINTS} step counts, else 'unresolved'. Stochastic solvers: the "
-                f"strong order (pathwise, same Brownian path). Flagged where |fitted - declared| > "
+                f"over seeds) over the resolved range: finite errors above the reference floor (10 x each model's "
+                f"reference rtol: {floors}), for stochastic solvers on grids at least {SDE_REFERENCE_RATIO}x "
+                f"coarser than the model's fine-grid reference (sde_steps); at least {MIN_FIT_POINTS} step counts, "
+                f"else 'unresolved'. Stochastic solvers: the strong order (pathwise, same Brownian path). Flagged where |fitted - declared| > "
                 f"{ORDER_TOLERANCE}. Coarse step counts can be pre-asymptotic, which lowers or raises a fit."))
     if conv.empty:
         b.append(_p(f"no sample cells in {word}"))
     else:
-        cols = ["run", "model", "solver", "fitted", "declared", "flag", "order of", "points", "steps"]
+        cols = ["run", "model", "solver", "fitted", "declared", "flag", "order of", "points", "steps", "floor",
+                "sde_steps"]
         b.append(_table(cols, conv[cols].values.tolist(), flag_col="flag"))
         n_flag = int((conv["flag"] != "").sum())
         b.append(_p(f"{n_flag} solver(s) flagged." if n_flag else "No fitted order disagrees with its declared "
@@ -225,7 +227,7 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
         b.append(_p(f"no successful sample cells in {word}"))
     for entry in best:
         head = f"{entry['model']}" + (f" (run {entry['run']})" if len(run_ids) > 1 else "")
-        b.append(_h3(f"{head}: ranked by {METRIC_NAMES[entry['metric']]}"))
+        b.append(_h3(f"{head}: ranked by {METRICS[entry['metric']].label}"))
         rows = []
         for budget, table in entry["tables"].items():
             if not table:
@@ -233,7 +235,7 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
             for r in table:
                 rows.append([budget, r["rank"], r["solver"], r["nfe"], r["steps"], r["value"], r["floor"],
                              r["discretization"], r["time_median_s"], r["note"]])
-        b.append(_table(["NFE budget", "rank", "solver", "NFE", "steps", METRIC_NAMES[entry["metric"]], "floor",
+        b.append(_table(["NFE budget", "rank", "solver", "NFE", "steps", METRICS[entry["metric"]].label, "floor",
                          "discretization", "wall s", "note"], rows, group_col="NFE budget"))
 
     # --- failed cells ---------------------------------------------------------------------

@@ -15,22 +15,12 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
 
 import solvers
+from bench.harness.metrics import METRICS
 from bench.zoo import models
 from bench.zoo.models import GaussianMixture
 
 __all__ = ["trajectory_figure", "DPI"]
 
-QUALITY_METRICS = ("discretization", "sliced_w2", "mmd2", "energy", "w2")
-METRIC_LABELS = {
-    "discretization": r"discretization error  (median $\|x - x_{ref}\| / \sqrt{d}$)",
-    "sliced_w2": r"sliced $W_2$",
-    "mmd2": r"$\mathrm{MMD}^2$ (unbiased)",
-    "energy": "energy distance",
-    "w2": r"$W_2$ (exact OT)",
-    "logp_error_per_dim": r"mean $|\log p_{ODE} - \log p|$ / dim  (nats)",
-}
-METRIC_NAMES = {"discretization": "discretization", "sliced_w2": "sliced W2", "mmd2": "MMD^2",
-                "energy": "energy distance", "w2": "W2", "logp_error_per_dim": "log-likelihood error / dim"}
 DPI = 110
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8")
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
@@ -141,7 +131,8 @@ def _finish(fig, styles, drawn, path: pathlib.Path):
 
 
 def _quality_figure(g, model, styles, path):
-    metrics = [m for m in QUALITY_METRICS if np.isfinite(g[m]).any()]
+    metrics = [m.name for m in METRICS.values() if m.task == "sample" and m.gated and m.name in g
+               and np.isfinite(g[m.name]).any()]
     if not metrics:
         return None
     with _style():
@@ -156,9 +147,9 @@ def _quality_figure(g, model, styles, path):
             _count_axis(ax, "x", g["nfe"])
             _set_log(ax, "y", list(g[m]) + list(floors), floors)
             _draw_floor(ax, floors)
-            ax.set_title(METRIC_NAMES[m])
+            ax.set_title(METRICS[m].label)
             ax.set_xlabel("NFE")
-            ax.set_ylabel(METRIC_LABELS[m], fontsize=9)
+            ax.set_ylabel(METRICS[m].tex, fontsize=9)
         for ax in axes[len(metrics):]:
             ax.set_visible(False)
         fig.suptitle(f"{model}: quality vs NFE (median over seeds; shaded: seed range; grey: below noise floor)",
@@ -182,7 +173,7 @@ def _work_precision_figure(g, model, styles, path):
             ax.set_yscale("log")
         _count_axis(ax_n, "y", g["nfe"])
         for ax, ylabel in ((ax_t, "wall time per call (s, median of repeats)"), (ax_n, "NFE")):
-            ax.set_xlabel(METRIC_LABELS["discretization"], fontsize=9)
+            ax.set_xlabel(METRICS["discretization"].tex, fontsize=9)
             ax.set_ylabel(ylabel)
         ax_t.set_title("work-precision: time")
         ax_n.set_title("work-precision: NFE")
@@ -212,7 +203,7 @@ def _likelihood_figure(g, styles, path):
         ax_r.set_xlabel("rtol (= atol unless set)")
         ax_r.set_title("likelihood error vs tolerance")
         for ax in (ax_n, ax_r):
-            ax.set_ylabel(METRIC_LABELS["logp_error_per_dim"], fontsize=9)
+            ax.set_ylabel(METRICS["logp_error_per_dim"].tex, fontsize=9)
         models_ = ", ".join(sorted(g["model"].unique()))
         fig.suptitle(f"likelihood through the probability-flow ODE ({models_})", fontsize=11)
         return _finish(fig, styles, series, path)

@@ -1,0 +1,251 @@
+"""Executing one cell: a pure function of the cell (so any executor can run it anywhere).
+
+``execute_cell(cell)`` times the sampling call alone, then measures quality. References and exact
+target samples are cached per process, keyed by what they depend on. This module imports
+neither the sweep (suites) nor the results store.
+
+Per sample cell:
+  timing      ``warmup`` untimed + ``repeats`` timed calls of ``solvers.sample`` (fresh noise
+              keyed by the seed), median and spread, peak memory, NFE, and
+              overhead = median wall / (NFE x median time of one network evaluation at that batch)
+  discretization  a float64 solve from the same x_T against the reference: the float64 dopri8
+              PF-ODE solution (deterministic solvers) or fine-grid Euler-Maruyama on the same
+              Brownian path (solvers that use the path; that path is torchsde's dyadic tree,
+              a function of the seed alone, so every cell sees the same Brownian motion)
+  distribution metrics on the timed run's samples against exact samples of p_eps, with the
+              noise floor (two independent exact sets); which ones, and how, is read from the
+              metric registry (``bench.harness.metrics.METRICS``)
+"""
+from __future__ import annotations
+
+import math
+import time
+import traceback
+
+import torch
+
+import solvers
+from bench.harness import metrics
+from bench.harness.cell import Cell
+from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
+from bench.harness.timing import time_call
+from bench.zoo import models
+
+__all__ = ["execute_cell", "import_plugins"]
+
+_CACHE: dict = {}
+_SPENT = {"reference": 0.0}  # seconds spent making cached references, exact samples and floors
+
+
+def import_plugins(modules, error=None):
+    """Import modules that register solvers (``solvers.register``), e.g. a user's own."""
+    import importlib
+
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except Exception as e:  # noqa: BLE001 - reported with the module's name
+            msg = f"cannot import {mod!r}: {type(e).__name__}: {e}"
+            raise (error(msg) if error else solvers.InputError(msg)) from None
+
+
+def _cached(key, make):
+    if key not in _CACHE:
+        t0 = time.perf_counter()
+        _CACHE[key] = make()
+        if key[0] not in ("model", "x_T"):
+            _SPENT["reference"] += time.perf_counter() - t0
+    return _CACHE[key]
+
+
+def _dtype(name):
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def _model(cell):
+    return _cached(("model", cell.model, cell.exact_prior),
+                   lambda: models.load(cell.model, exact_prior=cell.exact_prior))
+
+
+def _x_T(cell, dtype=None):
+    dtype = dtype or _dtype(cell.dtype)
+    key = ("x_T", cell.model, cell.exact_prior, cell.n, cell.seed, str(dtype), cell.device)
+    gen = lambda: _model(cell).sample_prior(cell.n, generator=torch.Generator().manual_seed(cell.seed),  # noqa: E731
+                                            dtype=torch.float64).to(device=cell.device, dtype=dtype)
+    return _cached(key, gen)
+
+
+def _exact(cell, which):
+    """The target: exact samples of p_eps (exact models) or held-out data (trained models);
+    which=0 the target, which=1 an independent set of the same size for the noise floor."""
+    m = _model(cell)
+    key = ("exact", cell.model, cell.n, cell.seed, which)
+    seed = 1_000_003 * (cell.seed + 1) + which
+    if not models.is_exact(cell.model):
+        return _cached(key, lambda: m.data_sample(cell.n, torch.Generator().manual_seed(seed), part=which))
+    return _cached(key, lambda: m.exact_sample(cell.n, m.sde.eps, generator=torch.Generator().manual_seed(seed)))
+
+
+def _fd_digits(cell, x):
+    """FD-digits (Frechet distance in the shipped digits classifier's features; not Inception FID),
+    precision and recall against held-out digits, each with its real-vs-real floor."""
+    from bench.zoo import fd
+
+    target, other = _exact(cell, 0), _exact(cell, 1)
+
+    def stats(samples):
+        fx, fy = fd.digits_features(samples), fd.digits_features(target)
+        p, r = fd.precision_recall(fx, fy)
+        return {"fd_digits": fd.frechet_distance(fx, fy), "precision": p, "recall": r}
+
+    floor = _cached(("fd_floor", cell.model, cell.n, cell.seed), lambda: stats(other))
+    out = stats(x)
+    out.update({k + "_floor": v for k, v in floor.items()})
+    return out
+
+
+def _floor(cell, name):
+    fn = metrics.get_metric(name).fn
+    return _cached(("floor", cell.model, cell.n, cell.seed, name), lambda: fn(_exact(cell, 1), _exact(cell, 0)))
+
+
+def _ode_ref(cell):
+    tol = cell.reference["ode_rtol"]
+    key = ("ode_ref", cell.model, cell.exact_prior, cell.n, cell.seed, tol)
+    return _cached(key, lambda: ode_reference(_model(cell), _x_T(cell, torch.float64).cpu(), rtol=tol, atol=tol))
+
+
+def _sde_ref(cell, cls):
+    """(path, fine-grid reference) for the kind of Brownian path the solver queries; every path is
+    a function of the seed alone, so all cells see the same Brownian motion."""
+    key = ("sde_ref", path_kind(cls), cell.model, cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
+
+    def make():
+        m, x = _model(cell), _x_T(cell, torch.float64).cpu()
+        path = brownian_path_for(cls, m.sde, x.shape, seed=cell.seed, exact=True)
+        return path, sde_reference(m, x, path, steps=int(cell.reference["sde_steps"]))
+
+    return _cached(key, make)
+
+
+def _one_eval_s(cell, x_T):
+    def make():
+        m = _model(cell)
+        t = torch.full((x_T.shape[0],), 0.5 * m.sde.T, dtype=x_T.dtype, device=x_T.device)
+        _, stats = time_call(lambda: m.fn(x_T, t), repeats=11, warmup=2, device=cell.device)
+        return stats["median_s"]
+
+    return _cached(("one_eval", cell.model, cell.n, cell.dtype, cell.device), make)
+
+
+def _discretization(cell, cls, opts):
+    m = _model(cell)
+    x64 = _x_T(cell, torch.float64).cpu()
+    kw = dict(steps=cell.steps, grid=cell.grid, seed=cell.seed, **opts)
+    if not cls.is_stochastic(**opts):
+        return metrics.discretization_error(solvers.sample(m, cls.name, x_T=x64, **kw).x, _ode_ref(cell))
+    if cls.kind == "corrector":
+        return math.nan  # corrector-only samplers have no pathwise reference
+    path, ref = _sde_ref(cell, cls)
+    return metrics.discretization_error(solvers.sample(m, cls.name, x_T=x64, brownian=path, **kw).x, ref)
+
+
+def _sample_cell(cell):
+    m, cls, opts = _model(cell), solvers.get(cell.solver), dict(cell.options)
+    x_T = _x_T(cell)
+
+    def run():
+        return solvers.sample(m, cls.name, steps=cell.steps, grid=cell.grid, x_T=x_T, seed=cell.seed, **opts)
+
+    t0 = time.perf_counter()
+    out, timing = time_call(run, repeats=cell.repeats, warmup=cell.warmup, device=cell.device)
+    t_solve = time.perf_counter() - t0
+    one = _one_eval_s(cell, x_T)
+    timing.update(one_eval_s=one, overhead=timing["median_s"] / (out.nfe * one) if out.nfe else math.nan,
+                  threads=torch.get_num_threads())
+    result = {"nfe": out.nfe, "steps": out.steps, "stats": out.stats, "timing": timing, "metrics": {}}
+    x = out.x.double().cpu()
+    res = result["metrics"]
+    finite = bool(torch.isfinite(x).all())
+    exact_model = models.is_exact(cell.model)
+    t_metrics, ref0 = time.perf_counter(), _SPENT["reference"]
+    t_disc = 0.0
+    for name in cell.metrics:
+        metric = metrics.get_metric(name)
+        if not metric.applies_to(exact_model, getattr(m, "data", None)):
+            continue
+        if name == "discretization":
+            if not cls.is_stochastic(**opts):  # references are cached and are not solving time
+                _ode_ref(cell)
+            elif cls.kind != "corrector":
+                _sde_ref(cell, cls)
+            t0 = time.perf_counter()
+            res["discretization"] = _discretization(cell, cls, opts)
+            t_disc = time.perf_counter() - t0  # the float64 solve of the cell is solving
+        elif name == "w2" and cell.n > metrics.W2_MAX_N:
+            continue
+        elif name == "fd_digits":
+            if finite:
+                res.update(_fd_digits(cell, x))
+        else:
+            res[name] = metric.fn(x, _exact(cell, 0)) if finite else math.nan
+            if metric.floor:
+                res[name + "_floor"] = _floor(cell, name)
+    ref_s = _SPENT["reference"] - ref0
+    result["solve_s"] = t_solve + t_disc
+    timing["metrics_s"] = time.perf_counter() - t_metrics - t_disc - ref_s
+    return result
+
+
+def _likelihood_cell(cell):
+    m = _model(cell)
+    exact_model = models.is_exact(cell.model)
+    x = _exact(cell, 0)[: cell.n]
+    opts = dict(cell.options)
+    prior = opts.pop("prior", "exact" if exact_model else "sde")
+    if prior == "exact":
+        if not exact_model:
+            raise solvers.InputError(f"model {cell.model!r} has no exact p_T: use prior = \"sde\"")
+        opts["prior"] = lambda z: m.exact_log_prob(z, m.sde.T)
+    if getattr(m, "bin_width", None):
+        opts.setdefault("bin_width", m.bin_width)
+    t0 = time.perf_counter()
+    out = solvers.log_likelihood(m, x, solver=cell.solver, seed=cell.seed, **opts)
+    wall = time.perf_counter() - t0
+    d = x[0].numel()
+    if exact_model:
+        err = (out.logp.double() - m.exact_log_prob(x, out.t0)) / d
+        res = {"logp_error_per_dim": float(err.abs().mean()), "logp_bias_per_dim": float(err.mean()),
+               "logp_error_per_dim_se": float(err.abs().std() / len(x) ** 0.5)}
+    else:  # trained: no exact density; the NLL itself
+        res = {"nll_per_dim": float(-out.logp.double().mean()) / d, "bpd": float(out.bpd.double().mean()),
+               "bpd_se": float(out.bpd.double().std() / len(x) ** 0.5)}
+    stderr = getattr(out, "stderr", None)
+    if stderr is not None and bool(torch.isfinite(torch.as_tensor(stderr)).all()):
+        res["logp_stderr"] = float(torch.as_tensor(stderr).double().mean())
+    return {"nfe": out.nfe, "steps": None, "stats": {}, "metrics": res,
+            "timing": {"median_s": wall, "min_s": wall, "max_s": wall, "repeats": 1}, "solve_s": wall}
+
+
+def execute_cell(cell: Cell) -> dict:
+    """Run one cell; never raises: a failure is a result with ``error`` set.
+
+    Besides the sampling timing, ``timing`` holds where the cell's time went: ``reference_s``
+    (references, exact samples and noise floors made for it; cached for later cells) and
+    ``metrics_s``; ``solve_s`` is the time in solvers (timed runs and the float64 solve)."""
+    if not isinstance(cell, Cell):
+        cell = Cell.from_dict(cell)
+    if cell.threads:
+        torch.set_num_threads(int(cell.threads))
+    t0, ref0 = time.perf_counter(), _SPENT["reference"]
+    try:
+        import_plugins(cell.imports)  # a worker process registers the suite's plugin solvers too
+        result = _likelihood_cell(cell) if cell.task == "likelihood" else _sample_cell(cell)
+        result["error"] = None
+    except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
+        result = {"nfe": None, "steps": cell.steps, "stats": {}, "metrics": {}, "timing": {},
+                  "solve_s": 0.0, "error": f"{type(e).__name__}: {e}",
+                  "traceback": traceback.format_exc(limit=4)}
+    result["cell_s"] = time.perf_counter() - t0
+    result.setdefault("timing", {})["reference_s"] = _SPENT["reference"] - ref0
+    return result
