@@ -30,6 +30,7 @@ gmm64-vp: exact KL, cross-entropy gap, mode-weight error, sliced W2 and its floo
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -86,14 +87,16 @@ def exact_kl_from_map(phi, x_T: torch.Tensor, log_p_T, log_p_eps, *, batch: int 
 
     ``phi`` maps a float64 (b, d) batch to (b, d), each sample separately (run on chunks of
     ``batch`` to bound the graph's memory); ``log_p_T`` / ``log_p_eps`` map (b, d) to (b,).
-    Also returns "logdet" (mean log|det J|) and "flipped" (samples with det J < 0)."""
-    vals, logdets, flipped = [], [], 0
+    Also returns "logdet" (mean log|det J|), "flipped" (samples with det J < 0) and "x" (the
+    samples phi(x_T), so that other metrics can be computed on them)."""
+    vals, logdets, ys, flipped = [], [], [], 0
     for xb in x_T.detach().double().split(batch):
         y, logabs, sign = jacobian_logdet(phi, xb)
         vals.append(log_p_T(xb) - logabs - log_p_eps(y))
         logdets.append(logabs)
+        ys.append(y)
         flipped += int((sign < 0).sum())
-    return mc_estimate(torch.cat(vals), logdet=float(torch.cat(logdets).mean()), flipped=flipped)
+    return mc_estimate(torch.cat(vals), logdet=float(torch.cat(logdets).mean()), flipped=flipped, x=torch.cat(ys))
 
 
 def _grid(model, cls, steps, times, grid):
@@ -114,8 +117,9 @@ def exact_kl(model, solver, *, steps: int | None = None, x_T: torch.Tensor | Non
     ``model.sample_prior``, seeded by ``seed``). The map is ``solvers.sample(model, solver,
     times=..., **options)`` in float64; the grid is ``times`` or ``steps`` x ``grid`` (the
     solver's default grid otherwise). Returns {"value", "stderr", "n", "nfe", "logdet",
-    "flipped", "per_sample"} in nats. Stochastic and adaptive solvers are refused (their
-    output is not a function of x_T alone, or their step control couples the batch)."""
+    "flipped", "per_sample", "x"} in nats (x: the samples). Stochastic and adaptive solvers
+    are refused (their output is not a function of x_T alone, or their step control couples
+    the batch)."""
     _require_exact(model, "exact_kl")
     cls = solvers.get(solver)
     if cls.is_stochastic(**options) or cls.kind == "corrector":
@@ -183,15 +187,16 @@ def responsibilities(gmm, x: torch.Tensor, alpha: float = 1.0, sigma: float = 0.
 
 
 def mode_weight_error(model, x: torch.Tensor, *, t: float | None = None, floor: bool = True,
-                      seed: int = 54321) -> dict:
+                      floor_sets: int = 20, seed: int = 54321) -> dict:
     """TV = 1/2 sum_k |share_k - w_k| between the samples' component shares and the weights.
 
     share_k = mean_i r_ik (``responsibilities`` under the exact components of p_t, default
     t = eps). Standard error by the delta method: TV ~ mean_i u_i with
     u_i = 1/2 sum_k sign(share_k - w_k) r_ik, so stderr = std(u)/sqrt(n). It is valid when
     every |share_k - w_k| is well above its own stderr; near TV = 0 the estimate is biased up
-    by sampling noise, so ``floor=True`` also returns "floor": the same TV for len(x) exact
-    samples of p_t (seeded by ``seed``). Also "shares", "shares_stderr", "weights" (lists)."""
+    by sampling noise, so ``floor=True`` also returns "floor": the mean TV of ``floor_sets``
+    independent sets of len(x) exact samples of p_t (seeded by ``seed``), the level sampling
+    noise alone gives. Also "shares", "shares_stderr", "weights" (lists)."""
     _require_exact(model, "mode_weight_error")
     gmm = model.gmm
     t = model.sde.eps if t is None else float(t)
@@ -208,8 +213,9 @@ def mode_weight_error(model, x: torch.Tensor, *, t: float | None = None, floor: 
            "shares": share.tolist(), "shares_stderr": (r.std(0) / math.sqrt(n)).tolist(),
            "weights": gmm.weights.tolist()}
     if floor:
-        y = model.exact_sample(n, t, generator=torch.Generator().manual_seed(int(seed)))
-        out["floor"] = tv(responsibilities(gmm, y, a, s))[1]
+        g = torch.Generator().manual_seed(int(seed))
+        out["floor"] = sum(tv(responsibilities(gmm, model.exact_sample(n, t, generator=g), a, s))[1]
+                           for _ in range(floor_sets)) / floor_sets
     return out
 
 
@@ -268,9 +274,172 @@ def linear_map_factor(model: GaussianData, solver, times, **options) -> float:
 
 
 # ------------------------------------------------------------------------------------------
-# the report table
+# the report table (python -m bench.exact --table)
 # ------------------------------------------------------------------------------------------
-if __name__ == "__main__":  # pragma: no cover - a measurement script
-    from bench.exact_table import main
+TABLE_SOLVERS = ("euler", "heun", "dpmpp_2m", "unipc", "deis", "ipndm", "dpm_solver_3", "rk4")
+TABLE_METRICS = ("kl", "ce_gap", "mode_tv", "sliced_w2")
 
+
+def exact_table(model_names=("gmm2d-vp", "gmm64-vp"), solver_names=TABLE_SOLVERS, budgets=(5, 10, 20), *,
+                n: int | dict = 1000, seed: int = 0, n_boot: int = 200, log=print):
+    """One row per (model, solver, NFE budget): exact KL, cross-entropy gap, mode-weight TV and
+    sliced W2 (bootstrap stderr; floor = two independent exact sets), each with its stderr, and
+    per (model, budget) the tied rank of every metric (``bench.verdicts.tied_ranking``: paired
+    t-test for KL and CE gap on the shared x_T, z-test for TV and sliced W2). Each solver runs
+    on its default grid with the most steps that fit the budget, from the same exact x_T."""
+    import pandas as pd
+
+    from bench import models
+    from bench.metrics import sliced_wasserstein
+    from bench.verdicts import bootstrap_interval, tied_ranking
+
+    rows = []
+    for name in model_names:
+        nn = n[name] if isinstance(n, dict) else n
+        model = models.load(name, exact_prior=True)
+        x_T = model.sample_prior(nn, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        eps = model.sde.eps
+        y1, y2 = (model.exact_sample(nn, eps, generator=torch.Generator().manual_seed(seed + k)) for k in (1, 2))
+        sw_floor = sliced_wasserstein(y1, y2)
+        h = entropy(model)
+        tv_floor = mode_weight_error(model, y2)["floor"]
+        for solver in solver_names:
+            for b in budgets:
+                steps = solvers.get(solver).steps_for_nfe(b)
+                if steps < 1:
+                    continue
+                t0 = time.perf_counter()
+                kl = exact_kl(model, solver, steps=steps, x_T=x_T)
+                x = kl["x"]
+                ce = cross_entropy_gap(model, x, entropy_estimate=h)
+                tv = mode_weight_error(model, x, floor=False)
+                sw = bootstrap_interval(sliced_wasserstein, x, y1, n_boot=n_boot, seed=seed)
+                rows.append({"model": name, "solver": solver, "budget": b, "nfe": kl["nfe"], "steps": steps,
+                             "n": nn, "kl": kl["value"], "kl_se": kl["stderr"], "kl_per_sample": kl["per_sample"],
+                             "ce_gap": ce["value"], "ce_gap_se": ce["stderr"], "ce_per_sample": ce["per_sample"],
+                             "mode_tv": tv["value"], "mode_tv_se": tv["stderr"], "mode_tv_floor": tv_floor,
+                             "sliced_w2": sw["value"], "sliced_w2_se": sw["stderr"], "sliced_w2_floor": sw_floor,
+                             "seconds": time.perf_counter() - t0})
+                log(f"{name} {solver} NFE {kl['nfe']}: KL {kl['value']:.4g} +- {kl['stderr']:.2g}, CE gap "
+                    f"{ce['value']:.3g}, TV {tv['value']:.3g}, SW2 {sw['value']:.3g} ({rows[-1]['seconds']:.1f} s)",
+                    flush=True)
+    df = pd.DataFrame(rows)
+    for (_, _), g in df.groupby(["model", "budget"]):
+        for metric in TABLE_METRICS:
+            per = {"kl": "kl_per_sample", "ce_gap": "ce_per_sample"}.get(metric)
+            entries = [{"name": i, "value": r[metric], "stderr": r[metric + "_se"],
+                        **({"per_sample": r[per]} if per else {})} for i, r in g.iterrows()]
+            for row in tied_ranking(entries):
+                df.loc[row["name"], metric + "_rank"] = row["rank"]
+    return df
+
+
+def _kendall_tau(a, b) -> float:
+    """Kendall's tau-a between two orderings given as value lists (ties count as discordant 0)."""
+    n, s = len(a), 0.0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += math.copysign(1, a[i] - a[j]) * math.copysign(1, b[i] - b[j]) if a[i] != a[j] and b[i] != b[j] else 0
+    return 2 * s / (n * (n - 1)) if n > 1 else math.nan
+
+
+def _rank_agreement(g) -> list[str]:
+    lines = ["", ("Rank agreement with exact KL: Kendall tau-a of the orderings by value, and the leaders "
+                  "(solvers ranked 1 or 1=) of each metric:"), "",
+             "| NFE budget | KL leaders | CE gap: tau, leaders | mode TV: tau, leaders | sliced W2: tau, leaders |",
+             "|---|---|---|---|---|"]
+    for b, gb in g.groupby("budget"):
+        lead = {m: ", ".join(sorted(gb.loc[gb[m + "_rank"].isin(["1", "1="]), "solver"])) for m in TABLE_METRICS}
+        cells = [f"{_kendall_tau(list(gb['kl']), list(gb[m])):+.2f}; {lead[m]}" for m in TABLE_METRICS[1:]]
+        lines.append(f"| {b} | {lead['kl']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _kl_resolution(g, budget=10) -> list[str]:
+    from bench.verdicts import paired_difference
+
+    gb = g[g["budget"] == budget].sort_values("kl")
+    if len(gb) < 2:
+        return []
+    lines = ["", (f"Exact-KL stderr (n = {int(gb['n'].iloc[0])}) against the differences between successive "
+                  f"solvers at {budget} NFE (ordered by KL); the paired stderr uses the shared x_T:"), "",
+             "| pair | KL difference | unpaired stderr | paired stderr | paired t-test p |", "|---|---|---|---|---|"]
+    recs = list(gb.itertuples())
+    for a, c in zip(recs[:-1], recs[1:]):
+        d = paired_difference(c.kl_per_sample, a.kl_per_sample)
+        lines.append(f"| {c.solver} - {a.solver} | {d['value']:.4f} | {math.hypot(a.kl_se, c.kl_se):.4f} "
+                     f"| {d['stderr']:.4f} | {d['p_value']:.2g} |")
+    return lines
+
+
+def table_markdown(df, *, command: str = "python -m bench.exact --table") -> str:
+    """results/exact_table.md: per model the table with ranks, the rank agreement with exact
+    KL, and the KL stderr against the differences between solvers at 10 NFE."""
+    out = ["# Exact-density metrics on the exact mixtures", "",
+           (f"`{command}`: float64, exact prior, one shared x_T set per model, each solver on its default grid "
+            "with the most steps that fit the NFE budget. KL = exact KL(q || p_eps) by change of variables "
+            "(nats); CE gap = E_q[-log p_eps] - H(p_eps) (H from 100,000 exact samples); mode TV = "
+            "1/2 sum_k |share_k - w_k| (delta-method stderr; floor = mean TV of 20 exact sets of n); sliced W2 "
+            "against n exact samples (256 projections; percentile-bootstrap stderr; floor = two independent "
+            "exact sets). `±` is one standard error. Ranks per model and budget by "
+            "`bench.verdicts.tied_ranking` (`k=` = tied at 95%): paired t-test for KL and CE gap (per-sample "
+            "values on the shared x_T), z-test on independent estimates for mode TV and sliced W2 "
+            "(conservative here: the estimates share x_T and the exact set)."), ""]
+    for model, g in df.groupby("model", sort=False):
+        out += [(f"## {model} (n = {int(g['n'].iloc[0])}; sliced-W2 floor {g['sliced_w2_floor'].iloc[0]:.4f}; "
+                 f"mode-TV floor {g['mode_tv_floor'].iloc[0]:.4f})"), "",
+                "| NFE budget | solver | NFE | steps | KL | rank | CE gap | rank | mode TV | rank | sliced W2 | rank |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for _, r in g.sort_values(["budget", "kl"]).iterrows():
+            cells = [f"{r[m]:.4f} ± {r[m + '_se']:.4f} | {r[m + '_rank']}" for m in TABLE_METRICS]
+            out.append(f"| {r['budget']} | {r['solver']} | {r['nfe']} | {r['steps']} | " + " | ".join(cells) + " |")
+        out += _rank_agreement(g) + _kl_resolution(g) + [""]
+    secs = df.groupby("model", sort=False)["seconds"].sum()
+    out += ["Wall time of the measurements (one thread, CPU, shared machine): "
+            + ", ".join(f"{m} {v:.0f} s" for m, v in secs.items()) + ".", ""]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    import argparse
+    import pathlib
+
+    import pandas as pd
+
+    p = argparse.ArgumentParser(prog="python -m bench.exact", description=__doc__.split("\n")[0])
+    p.add_argument("--table", action="store_true", help="measure and write the exact-metric table")
+    p.add_argument("--models", default="gmm2d-vp,gmm64-vp")
+    p.add_argument("--solvers", default=",".join(TABLE_SOLVERS))
+    p.add_argument("--budgets", default="5,10,20")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--n64", type=int, default=None, help="samples for the 64-D model (default --n)")
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates for the sliced-W2 stderr")
+    p.add_argument("--out", default="results/exact_table.md")
+    p.add_argument("--frame", default=None, help="also pickle the measured frame here (per-sample values incl.)")
+    p.add_argument("--render", default=None, help="only render the markdown from a pickled frame")
+    a = p.parse_args(argv)
+    cmd = "python -m bench.exact --table" + "".join(
+        f" {k} {v}" for k, v in (("--models", a.models), ("--n", a.n), ("--n64", a.n64)) if v)
+    if a.render:
+        df = pd.read_pickle(a.render)
+        cmd = df.attrs.get("command", cmd)
+    elif a.table:
+        torch.set_num_threads(1)
+        names = a.models.split(",")
+        n = {m: (a.n64 if a.n64 and m.startswith("gmm64") else a.n) for m in names}
+        df = exact_table(names, a.solvers.split(","), [int(b) for b in a.budgets.split(",")], n=n,
+                         n_boot=a.n_boot)
+        df.attrs["command"] = cmd
+        if a.frame:
+            df.to_pickle(a.frame)
+    else:
+        p.print_help()
+        return
+    path = pathlib.Path(a.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table_markdown(df, command=cmd))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover - a measurement script
     main()
