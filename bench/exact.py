@@ -116,8 +116,10 @@ def exact_kl(model, solver, *, steps: int | None = None, x_T: torch.Tensor | Non
     x_T: float64 states drawn from the model's start density (default: ``n`` of them from
     ``model.sample_prior``, seeded by ``seed``). The map is ``solvers.sample(model, solver,
     times=..., **options)`` in float64; the grid is ``times`` or ``steps`` x ``grid`` (the
-    solver's default grid otherwise). Returns {"value", "stderr", "n", "nfe", "logdet",
-    "flipped", "per_sample", "x"} in nats (x: the samples). Stochastic and adaptive solvers
+    solver's default grid otherwise). The target is p at the grid's last time (at t = 0 with
+    ``denoise=True``, whose Tweedie step estimates the data). Returns {"value", "stderr", "n",
+    "nfe", "logdet", "flipped", "per_sample", "x", "target_t"} in nats (x: the samples).
+    Stochastic and adaptive solvers
     are refused (their output is not a function of x_T alone, or their step control couples
     the batch)."""
     _require_exact(model, "exact_kl")
@@ -138,9 +140,10 @@ def exact_kl(model, solver, *, steps: int | None = None, x_T: torch.Tensor | Non
         nfe.append(out.nfe)
         return out.x
 
+    target = 0.0 if options.get("denoise") else float(t[-1])  # Tweedie's x0 estimates data at t = 0
     res = exact_kl_from_map(phi, x_T, _start_density(model, float(t[0])),
-                            lambda y: model.exact_log_prob(y, float(t[-1])), batch=batch)
-    return {**res, "nfe": nfe[0]}
+                            lambda y: model.exact_log_prob(y, target), batch=batch)
+    return {**res, "nfe": nfe[0], "target_t": target}
 
 
 # ------------------------------------------------------------------------------------------

@@ -125,6 +125,8 @@ def test_exact_kl_on_gmm2d_falls_with_steps_and_pairs_on_shared_x_T():
     assert fine["value"] > -2 * fine["stderr"]  # a KL: >= 0 up to noise
     d = paired_difference(coarse["per_sample"], fine["per_sample"])
     assert d["low"] > 0 and d["stderr"] < coarse["stderr"]
+    den = exact_kl(m, "euler", steps=4, n=200, denoise=True)  # Tweedie's x0: measured against p_0
+    assert den["target_t"] == 0.0 and den["nfe"] == 5 and math.isfinite(den["value"])
 
 
 def test_exact_kl_refuses_what_it_cannot_measure():
