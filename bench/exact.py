@@ -184,9 +184,10 @@ def cross_entropy_gap(model, x: torch.Tensor, *, t: float | None = None, entropy
 def responsibilities(gmm, x: torch.Tensor, alpha: float = 1.0, sigma: float = 0.0) -> torch.Tensor:
     """r_ik = w_k N(x_i; alpha mu_k, alpha^2 S_k + sigma^2 I) / p(x_i), shape (n, K)."""
     x = x.detach().double().flatten(1)
-    cov = gmm.covs * alpha**2 + sigma**2 * torch.eye(gmm.d, dtype=torch.float64)
-    comp = torch.distributions.MultivariateNormal(gmm.means * alpha, covariance_matrix=cov)
-    return torch.softmax(comp.log_prob(x[:, None, :]) + gmm.weights.log(), dim=1)
+    L = torch.linalg.cholesky(gmm.covs * alpha**2 + sigma**2 * torch.eye(gmm.d, dtype=torch.float64))
+    z = torch.linalg.solve_triangular(L, (x[None] - alpha * gmm.means[:, None]).transpose(1, 2), upper=False)
+    log_n = -0.5 * (z * z).sum(1) - torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)[:, None]  # (K, n)
+    return torch.softmax(log_n.T + gmm.weights.log(), dim=1)  # the (2 pi)^(d/2) cancels
 
 
 def mode_weight_error(model, x: torch.Tensor, *, t: float | None = None, floor: bool = True,
