@@ -1,4 +1,4 @@
-"""bench.exact: exact KL of deterministic samplers (checked against closed forms on Gaussian
+"""bench.harness.exact: exact KL of deterministic samplers (checked against closed forms on Gaussian
 data), cross-entropy gap and mode-weight error."""
 import math
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import solvers
-from bench import models
-from bench.exact import (GaussianData, cross_entropy_gap, entropy, exact_kl, gaussian_kl, jacobian_logdet,
+from bench.zoo import models
+from bench.harness.exact import (GaussianData, cross_entropy_gap, entropy, exact_kl, gaussian_kl, jacobian_logdet,
                          linear_map_factor, mode_weight_error, responsibilities)
-from bench.models import ExactModel, GaussianMixture
-from bench.verdicts import paired_difference
+from bench.zoo.models import ExactModel, GaussianMixture
+from bench.report.verdicts import paired_difference
 
 
 def tan_grid(sde, steps, c=1.0):

@@ -3,7 +3,7 @@
 Every figure is a Monte Carlo mean over independent samples, returned as a dict
 ``{"value", "stderr", "n", ...}`` with stderr = std(per-sample values, ddof=1) / sqrt(n);
 ``"per_sample"`` (a float64 tensor) is kept where it exists, so that two solvers run on the
-same x_T can be compared pairwise (``bench.verdicts.paired_difference``).
+same x_T can be compared pairwise (``bench.report.verdicts.paired_difference``).
 
 - ``exact_kl``: KL(q || p_eps) of a *deterministic* sampler x_0 = Phi(x_T). By the change of
   variables, log q(Phi(x_T)) = log p_T(x_T) - log|det dPhi/dx_T|, so
@@ -24,7 +24,7 @@ same x_T can be compared pairwise (``bench.verdicts.paired_difference``).
 - ``GaussianData`` / ``gaussian_kl``: N(0, c^2 I) data, under which every linear solver's map is
   x_0 = m x_T, so KL(q || p_eps) is closed-form (the tests' check of ``exact_kl``).
 
-``python -m bench.exact --table`` writes results/exact_table.md (solvers x NFE on gmm2d-vp and
+``python -m bench.harness.exact --table`` writes results/exact_table.md (solvers x NFE on gmm2d-vp and
 gmm64-vp: exact KL, cross-entropy gap, mode-weight error, sliced W2 and its floor).
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _start_density(model, t):
 def _require_exact(model, what):
     if not (hasattr(model, "exact_log_prob") and hasattr(model, "exact_sample")):
         raise InputError(f"{what} needs an exact model (exact_log_prob / exact_sample, e.g. "
-                         f"bench.models.load('gmm2d-vp', exact_prior=True)); got {getattr(model, 'name', model)!r}")
+                         f"bench.zoo.models.load('gmm2d-vp', exact_prior=True)); got {getattr(model, 'name', model)!r}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def linear_map_factor(model: GaussianData, solver, times, **options) -> float:
 
 
 # ------------------------------------------------------------------------------------------
-# the report table (python -m bench.exact --table)
+# the report table (python -m bench.harness.exact --table)
 # ------------------------------------------------------------------------------------------
 TABLE_SOLVERS = ("euler", "heun", "dpmpp_2m", "unipc", "deis", "ipndm", "dpm_solver_3", "rk4")
 TABLE_METRICS = ("kl", "ce_gap", "mode_tv", "sliced_w2")
@@ -288,14 +288,14 @@ def exact_table(model_names=("gmm2d-vp", "gmm64-vp"), solver_names=TABLE_SOLVERS
                 n: int | dict = 1000, seed: int = 0, n_boot: int = 200, log=print):
     """One row per (model, solver, NFE budget): exact KL, cross-entropy gap, mode-weight TV and
     sliced W2 (bootstrap stderr; floor = two independent exact sets), each with its stderr, and
-    per (model, budget) the tied rank of every metric (``bench.verdicts.tied_ranking``: paired
+    per (model, budget) the tied rank of every metric (``bench.report.verdicts.tied_ranking``: paired
     t-test for KL and CE gap on the shared x_T, z-test for TV and sliced W2). Each solver runs
     on its default grid with the most steps that fit the budget, from the same exact x_T."""
     import pandas as pd
 
-    from bench import models
-    from bench.metrics import sliced_wasserstein
-    from bench.verdicts import bootstrap_interval, tied_ranking
+    from bench.zoo import models
+    from bench.harness.metrics import sliced_wasserstein
+    from bench.report.verdicts import bootstrap_interval, tied_ranking
 
     rows = []
     for name in model_names:
@@ -360,7 +360,7 @@ def _rank_agreement(g) -> list[str]:
 
 
 def _kl_resolution(g, budget=10) -> list[str]:
-    from bench.verdicts import paired_difference
+    from bench.report.verdicts import paired_difference
 
     gb = g[g["budget"] == budget].sort_values("kl")
     if len(gb) < 2:
@@ -376,7 +376,7 @@ def _kl_resolution(g, budget=10) -> list[str]:
     return lines
 
 
-def table_markdown(df, *, command: str = "python -m bench.exact --table") -> str:
+def table_markdown(df, *, command: str = "python -m bench.harness.exact --table") -> str:
     """results/exact_table.md: per model the table with ranks, the rank agreement with exact
     KL, and the KL stderr against the differences between solvers at 10 NFE."""
     out = ["# Exact-density metrics on the exact mixtures", "",
@@ -386,7 +386,7 @@ def table_markdown(df, *, command: str = "python -m bench.exact --table") -> str
             "1/2 sum_k |share_k - w_k| (delta-method stderr; floor = mean TV of 20 exact sets of n); sliced W2 "
             "against n exact samples (256 projections; percentile-bootstrap stderr; floor = two independent "
             "exact sets). `±` is one standard error. Ranks per model and budget by "
-            "`bench.verdicts.tied_ranking` (`k=` = tied at 95%): paired t-test for KL and CE gap (per-sample "
+            "`bench.report.verdicts.tied_ranking` (`k=` = tied at 95%): paired t-test for KL and CE gap (per-sample "
             "values on the shared x_T), z-test on independent estimates for mode TV and sliced W2 "
             "(conservative here: the estimates share x_T and the exact set)."), ""]
     for model, g in df.groupby("model", sort=False):
@@ -410,7 +410,7 @@ def main(argv=None):
 
     import pandas as pd
 
-    p = argparse.ArgumentParser(prog="python -m bench.exact", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.harness.exact", description=__doc__.split("\n")[0])
     p.add_argument("--table", action="store_true", help="measure and write the exact-metric table")
     p.add_argument("--models", default="gmm2d-vp,gmm64-vp")
     p.add_argument("--solvers", default=",".join(TABLE_SOLVERS))
@@ -422,7 +422,7 @@ def main(argv=None):
     p.add_argument("--frame", default=None, help="also pickle the measured frame here (per-sample values incl.)")
     p.add_argument("--render", default=None, help="only render the markdown from a pickled frame")
     a = p.parse_args(argv)
-    cmd = "python -m bench.exact --table" + "".join(
+    cmd = "python -m bench.harness.exact --table" + "".join(
         f" {k} {v}" for k, v in (("--models", a.models), ("--n", a.n), ("--n64", a.n64)) if v)
     if a.render:
         df = pd.read_pickle(a.render)
