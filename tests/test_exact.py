@@ -10,7 +10,7 @@ from bench.zoo import models
 from bench.harness.exact import (GaussianData, cross_entropy_gap, entropy, exact_kl, gaussian_kl, jacobian_logdet,
                          linear_map_factor, mode_weight_error, responsibilities)
 from bench.zoo.models import ExactModel, GaussianMixture
-from bench.report.verdicts import paired_difference
+from bench.harness.verdicts import paired_difference
 
 
 def tan_grid(sde, steps, c=1.0):

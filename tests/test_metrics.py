@@ -70,3 +70,33 @@ def test_metric_input_errors():
         metrics.sliced_wasserstein(x, y[:10])
     with pytest.raises(ValueError, match="at most"):
         metrics.w2(torch.zeros(metrics.W2_MAX_N + 1, 2), torch.zeros(metrics.W2_MAX_N + 1, 2))
+
+
+def test_sliced_w2_standard_error_matches_the_generic_bootstrap():
+    from bench.harness.verdicts import bootstrap_interval
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(400, 2, generator=g, dtype=torch.float64) + 0.3
+    fast = metrics.sliced_wasserstein_se(x, y, boot=300, seed=1)
+    slow = bootstrap_interval(metrics.sliced_wasserstein, x, y, n_boot=300, seed=2)["stderr"]
+    assert fast == pytest.approx(slow, rel=0.2)
+
+
+def test_a_cell_stores_every_requested_metric_with_its_interval():
+    from bench.harness.cell import Cell
+    from bench.harness.execute import execute_cell
+
+    cell = Cell(task="sample", model="gmm2d-vp", solver="heun", options={}, grid=None, budget=None, steps=8, n=300,
+                seed=0, exact_prior=True, device="cpu", dtype="float32", threads=1, repeats=1, warmup=0,
+                metrics=("discretization", "exact_kl", "xent_gap", "mode_tv", "sliced_w2"),
+                reference={"ode_rtol": 1e-9, "sde_steps": 256})
+    res = execute_cell(cell)
+    assert res["error"] is None
+    m = res["metrics"]
+    for name in ("discretization", "exact_kl", "xent_gap", "mode_tv", "sliced_w2"):
+        assert math.isfinite(m[name]) and m[name + "_se"] > 0, name
+    assert m["exact_kl"] > 0 and m["mode_tv_floor"] > 0 and m["sliced_w2_floor"] > 0
+    # exact KL is for deterministic samplers only: a stochastic one stores none (not a NaN to gate on)
+    res = execute_cell(cell.replace(solver="euler_maruyama"))
+    assert "exact_kl" not in res["metrics"] and math.isfinite(res["metrics"]["xent_gap"])

@@ -1,4 +1,4 @@
-"""bench.report.verdicts: paired differences, bootstrap intervals, tied rankings, order fits over the
+"""bench.harness.verdicts: paired differences, bootstrap intervals, tied rankings, order fits over the
 asymptotic range (synthetic data where it suffices; real solvers on gmm2d-vp for the order
 verdicts, including a planted wrong solver)."""
 import math
@@ -12,7 +12,7 @@ import solvers
 from bench.zoo import models
 from bench.harness.metrics import discretization_error, sliced_wasserstein
 from bench.harness.reference import ode_reference
-from bench.report.verdicts import bootstrap_interval, fit_order_asymptotic, paired_difference, tied_ranking
+from bench.harness.verdicts import bootstrap_interval, fit_order_asymptotic, paired_difference, tied_ranking
 
 
 # --- paired difference -------------------------------------------------------------------

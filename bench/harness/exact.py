@@ -3,7 +3,7 @@
 Every figure is a Monte Carlo mean over independent samples, returned as a dict
 ``{"value", "stderr", "n", ...}`` with stderr = std(per-sample values, ddof=1) / sqrt(n);
 ``"per_sample"`` (a float64 tensor) is kept where it exists, so that two solvers run on the
-same x_T can be compared pairwise (``bench.report.verdicts.paired_difference``).
+same x_T can be compared pairwise (``bench.harness.verdicts.paired_difference``).
 
 - ``exact_kl``: KL(q || p_eps) of a *deterministic* sampler x_0 = Phi(x_T). By the change of
   variables, log q(Phi(x_T)) = log p_T(x_T) - log|det dPhi/dx_T|, so
@@ -288,14 +288,14 @@ def exact_table(model_names=("gmm2d-vp", "gmm64-vp"), solver_names=TABLE_SOLVERS
                 n: int | dict = 1000, seed: int = 0, n_boot: int = 200, log=print):
     """One row per (model, solver, NFE budget): exact KL, cross-entropy gap, mode-weight TV and
     sliced W2 (bootstrap stderr; floor = two independent exact sets), each with its stderr, and
-    per (model, budget) the tied rank of every metric (``bench.report.verdicts.tied_ranking``: paired
+    per (model, budget) the tied rank of every metric (``bench.harness.verdicts.tied_ranking``: paired
     t-test for KL and CE gap on the shared x_T, z-test for TV and sliced W2). Each solver runs
     on its default grid with the most steps that fit the budget, from the same exact x_T."""
     import pandas as pd
 
     from bench.zoo import models
     from bench.harness.metrics import sliced_wasserstein
-    from bench.report.verdicts import bootstrap_interval, tied_ranking
+    from bench.harness.verdicts import bootstrap_interval, tied_ranking
 
     rows = []
     for name in model_names:
@@ -360,7 +360,7 @@ def _rank_agreement(g) -> list[str]:
 
 
 def _kl_resolution(g, budget=10) -> list[str]:
-    from bench.report.verdicts import paired_difference
+    from bench.harness.verdicts import paired_difference
 
     gb = g[g["budget"] == budget].sort_values("kl")
     if len(gb) < 2:
@@ -386,7 +386,7 @@ def table_markdown(df, *, command: str = "python -m bench.harness.exact --table"
             "1/2 sum_k |share_k - w_k| (delta-method stderr; floor = mean TV of 20 exact sets of n); sliced W2 "
             "against n exact samples (256 projections; percentile-bootstrap stderr; floor = two independent "
             "exact sets). `±` is one standard error. Ranks per model and budget by "
-            "`bench.report.verdicts.tied_ranking` (`k=` = tied at 95%): paired t-test for KL and CE gap (per-sample "
+            "`bench.harness.verdicts.tied_ranking` (`k=` = tied at 95%): paired t-test for KL and CE gap (per-sample "
             "values on the shared x_T), z-test on independent estimates for mode TV and sliced W2 "
             "(conservative here: the estimates share x_T and the exact set)."), ""]
     for model, g in df.groupby("model", sort=False):

@@ -138,16 +138,41 @@ def _one_eval_s(cell, x_T):
     return _cached(("one_eval", cell.model, cell.n, cell.dtype, cell.device), make)
 
 
-def _discretization(cell, cls, opts):
+def _per_sample_discretization(cell, cls, opts):
+    """Per-sample errors ||x_i - ref_i|| / sqrt(d) of a float64 solve from the same x_T, or None
+    (corrector-only samplers have no pathwise reference)."""
     m = _model(cell)
     x64 = _x_T(cell, torch.float64).cpu()
     kw = dict(steps=cell.steps, grid=cell.grid, seed=cell.seed, **opts)
     if not cls.is_stochastic(**opts):
-        return metrics.discretization_error(solvers.sample(m, cls.name, x_T=x64, **kw).x, _ode_ref(cell))
+        return metrics.per_sample_error(solvers.sample(m, cls.name, x_T=x64, **kw).x, _ode_ref(cell))
     if cls.kind == "corrector":
-        return math.nan  # corrector-only samplers have no pathwise reference
+        return None
     path, ref = _sde_ref(cell, cls)
-    return metrics.discretization_error(solvers.sample(m, cls.name, x_T=x64, brownian=path, **kw).x, ref)
+    return metrics.per_sample_error(solvers.sample(m, cls.name, x_T=x64, brownian=path, **kw).x, ref)
+
+
+def _median(v):
+    return float(v.median())
+
+
+def _exact_metric(cell, cls, opts, name, x):
+    """(value, stderr[, floor]) of the exact-density metrics (``bench.harness.exact``)."""
+    from bench.harness import exact
+
+    m = _model(cell)
+    if name == "exact_kl":
+        r = exact.exact_kl(m, cls.name, steps=cell.steps, grid=cell.grid, x_T=_x_T(cell, torch.float64).cpu(),
+                           seed=cell.seed, **opts)
+        return {"exact_kl": r["value"], "exact_kl_se": r["stderr"]}
+    if name == "xent_gap":
+        h = _cached(("entropy", cell.model), lambda: exact.entropy(m))
+        r = exact.cross_entropy_gap(m, x, entropy_estimate=h)
+        return {"xent_gap": r["value"], "xent_gap_se": r["stderr"]}
+    r = exact.mode_weight_error(m, x, floor=False)
+    floor = _cached(("mode_tv_floor", cell.model, cell.n),
+                    lambda: exact.mode_weight_error(m, _exact(cell, 1), floor=True)["floor"])
+    return {"mode_tv": r["value"], "mode_tv_se": r["stderr"], "mode_tv_floor": floor}
 
 
 def _sample_cell(cell):
@@ -170,25 +195,37 @@ def _sample_cell(cell):
     exact_model = models.is_exact(cell.model)
     t_metrics, ref0 = time.perf_counter(), _SPENT["reference"]
     t_disc = 0.0
+    stochastic = cls.is_stochastic(**opts) or cls.kind == "corrector"
     for name in cell.metrics:
         metric = metrics.get_metric(name)
         if not metric.applies_to(exact_model, getattr(m, "data", None)):
             continue
+        if metric.deterministic_only and (stochastic or cls.adaptive):
+            continue  # no change-of-variables density for a random map (or a batch-coupled one)
         if name == "discretization":
             if not cls.is_stochastic(**opts):  # references are cached and are not solving time
                 _ode_ref(cell)
             elif cls.kind != "corrector":
                 _sde_ref(cell, cls)
             t0 = time.perf_counter()
-            res["discretization"] = _discretization(cell, cls, opts)
+            errors = _per_sample_discretization(cell, cls, opts)
             t_disc = time.perf_counter() - t0  # the float64 solve of the cell is solving
+            res["discretization"] = math.nan if errors is None else _median(errors)
+            if errors is not None:
+                res["discretization_se"] = metrics.standard_error(metric, _median, errors, seed=cell.seed)
+        elif name in ("exact_kl", "xent_gap", "mode_tv"):
+            if finite:
+                res.update(_exact_metric(cell, cls, opts, name, x))
         elif name == "w2" and cell.n > metrics.W2_MAX_N:
             continue
         elif name == "fd_digits":
             if finite:
                 res.update(_fd_digits(cell, x))
         else:
-            res[name] = metric.fn(x, _exact(cell, 0)) if finite else math.nan
+            target = _exact(cell, 0)
+            res[name] = metric.fn(x, target) if finite else math.nan
+            if finite and len(target) == len(x):
+                res[name + "_se"] = metrics.standard_error(metric, metric.fn, x, target, seed=cell.seed)
             if metric.floor:
                 res[name + "_floor"] = _floor(cell, name)
     ref_s = _SPENT["reference"] - ref0

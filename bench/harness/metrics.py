@@ -28,7 +28,7 @@ import torch
 
 from solvers import InputError
 
-__all__ = ["discretization_error", "sliced_wasserstein", "mmd2", "energy_distance", "w2", "W2_MAX_N",
+__all__ = ["per_sample_error", "discretization_error", "sliced_wasserstein", "mmd2", "energy_distance", "w2", "W2_MAX_N",
            "Metric", "METRICS", "get_metric", "requestable", "quality", "distribution"]
 
 #: exact W2 is computed only up to this many samples
@@ -39,23 +39,45 @@ def _flat(x):
     return x.detach().double().flatten(1)
 
 
+def per_sample_error(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """||x_i - ref_i|| / sqrt(d) for every sample (float64)."""
+    return (_flat(x) - _flat(ref)).norm(dim=1) / x[0].numel() ** 0.5
+
+
 def discretization_error(x: torch.Tensor, ref: torch.Tensor) -> float:
     """Median per-sample Euclidean error to ``ref``, divided by sqrt(dimension)."""
-    d = x[0].numel()
-    return float((_flat(x) - _flat(ref)).norm(dim=1).median()) / d**0.5
+    return float(per_sample_error(x, ref).median())
 
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, projections: int = 256, seed: int = 0) -> float:
-    """Sliced Wasserstein-2 distance between two sample sets of equal size."""
+def _projections(x, y, projections, seed):
     x, y = _flat(x), _flat(y)
     if x.shape != y.shape:
         raise ValueError(f"sliced_wasserstein needs equal-size sets, got {tuple(x.shape)} and {tuple(y.shape)}")
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(x.shape[1], projections, generator=g, dtype=torch.float64).to(x.device)
     theta = theta / theta.norm(dim=0, keepdim=True)
-    px, _ = torch.sort(x @ theta, dim=0)
-    py, _ = torch.sort(y @ theta, dim=0)
-    return float(((px - py) ** 2).mean().sqrt())
+    return x @ theta, y @ theta
+
+
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, *, projections: int = 256, seed: int = 0) -> float:
+    """Sliced Wasserstein-2 distance between two sample sets of equal size."""
+    px, py = _projections(x, y, projections, seed)
+    return float(((px.T.sort(dim=-1)[0] - py.T.sort(dim=-1)[0]) ** 2).mean().sqrt())
+
+
+def sliced_wasserstein_se(x: torch.Tensor, y: torch.Tensor, *, boot: int = 100, seed: int = 0,
+                          projections: int = 256, chunk: int = 25) -> float:
+    """Bootstrap standard error of ``sliced_wasserstein`` (sample pairs resampled with the same
+    indices; the projections are those of the estimate): project once, then sort the resampled
+    projections in batches of replicates."""
+    px, py = (p.T.contiguous() for p in _projections(x, y, projections, 0))  # (projections, n): sort the last dim
+    g = torch.Generator().manual_seed(seed)
+    reps = []
+    for start in range(0, boot, chunk):
+        idx = torch.randint(0, px.shape[1], (min(chunk, boot - start), px.shape[1]), generator=g).to(px.device)
+        a, b = px[:, idx].sort(dim=-1)[0], py[:, idx].sort(dim=-1)[0]
+        reps.append(((a - b) ** 2).mean(dim=(0, 2)).sqrt())
+    return float(torch.cat(reps).std())
 
 
 def _sqdist(a, b):
@@ -125,6 +147,8 @@ class Metric:
     requestable: bool = True
     gated: bool = True
     fn: typing.Callable | None = None
+    boot: int = 0  # bootstrap replicates for the standard error (0: the metric gives its own, or none)
+    deterministic_only: bool = False  # needs a sampler whose output is a function of x_T
 
     def applies_to(self, exact_model: bool, data: str | None = None) -> bool:
         return (self.applies == "any" or (self.applies == "exact" and exact_model)
@@ -137,15 +161,25 @@ def _declare(*metrics_) -> dict:
 
 METRICS = _declare(
     Metric("discretization", "discretization error", r"discretization error  (median $\|x - x_{ref}\| / \sqrt{d}$)",
-           interval="bootstrap over samples of the median per-sample error"),
+           interval="bootstrap over samples of the median per-sample error", boot=200),
+    Metric("exact_kl", "exact KL", r"exact KL$(q \,\|\, p_\epsilon)$  (nats)", unit="nats", applies="exact",
+           deterministic_only=True,
+           interval="standard error of the per-sample change-of-variables terms (no sample-noise floor)"),
+    Metric("xent_gap", "cross-entropy gap", r"$E_q[-\log p_\epsilon] - H(p_\epsilon)$  (nats)", unit="nats",
+           better="zero", applies="exact", gated=False,
+           interval="standard errors of E_q[-log p] and of H (100,000 exact samples), in quadrature"),
+    Metric("mode_tv", "mode-weight TV", "mode-weight error (TV of component shares)", floor=True, applies="exact",
+           interval="delta method over samples"),
     Metric("sliced_w2", "sliced W2", r"sliced $W_2$", floor=True, fn=sliced_wasserstein,
-           interval="bootstrap over samples"),
-    Metric("mmd2", "MMD^2", r"$\mathrm{MMD}^2$ (unbiased)", floor=True, fn=mmd2, interval="bootstrap over samples"),
+           interval="bootstrap over sample pairs", boot=50),
+    Metric("mmd2", "MMD^2", r"$\mathrm{MMD}^2$ (unbiased)", floor=True, fn=mmd2, interval="bootstrap over sample pairs",
+           boot=20),
     Metric("energy", "energy distance", "energy distance", floor=True, fn=energy_distance,
-           interval="bootstrap over samples"),
-    Metric("w2", "W2", r"$W_2$ (exact OT)", floor=True, fn=w2, interval="bootstrap over samples"),
+           interval="bootstrap over sample pairs", boot=20),
+    Metric("w2", "W2", r"$W_2$ (exact OT)", floor=True, fn=w2,
+           interval="none per cell (exact OT is O(n^3) per replicate): seed spread where there are several seeds"),
     Metric("fd_digits", "FD-digits", "FD-digits (classifier features; not Inception FID)", floor=True,
-           applies="digits", interval="bootstrap over samples"),
+           applies="digits", interval="seed spread"),
     Metric("precision", "precision", "precision (k-NN manifold)", better="higher", floor=True, applies="digits",
            requestable=False, gated=False),
     Metric("recall", "recall", "recall (k-NN manifold)", better="higher", floor=True, applies="digits",
@@ -173,6 +207,18 @@ def requestable() -> list[str]:
 def quality(task: str | None = None) -> list[str]:
     """The metrics ``compare`` gates on (of one task, or all)."""
     return [m.name for m in METRICS.values() if m.gated and (task is None or m.task == task)]
+
+
+def standard_error(metric: Metric, fn, *arrays, seed: int = 0) -> float:
+    """The bootstrap standard error of ``fn(*arrays)`` with ``metric.boot`` replicates (the same
+    resampled indices for every array); NaN where the metric declares none."""
+    if metric.boot <= 0:
+        return float("nan")
+    if fn is sliced_wasserstein:
+        return sliced_wasserstein_se(*arrays, boot=metric.boot, seed=seed)
+    from bench.harness.verdicts import bootstrap_interval
+
+    return bootstrap_interval(fn, *arrays, n_boot=metric.boot, seed=seed)["stderr"]
 
 
 def distribution() -> dict:
