@@ -20,16 +20,22 @@ Methods:
   the fixed end points, lambda_{i+1} - lambda_i = (lambda_N - lambda_0) softmax(z)_i, which keeps
   every candidate strictly monotone; Powell's method (scipy) starts from the best built-in grid
   and spends at most ``budget`` solves of the train set.
-- ``dp``: dynamic programming over a fine teacher grid (GITS: Chen et al. 2024, "On the
-  trajectory regularity of ODE-based diffusion sampling", Sec. 4; also the DP of OSS, Pei et
-  al. 2025): the teacher's states x*_j at M + 1 fine times t_j (a refinement of the best
-  built-in grid, which is thus one of the candidates), a cost c[i, j] = mean over a small batch
-  of ||step(x*_i; t_i -> t_j) - x*_j|| / sqrt(d) for one solver step, and the N-step path
-  0 -> M of least total cost, found by DP in O(N M S) (S the longest step allowed, in fine
-  intervals). One step from t_i to t_j is the solver's own first step on the grid [t_i, t_j]:
+- ``dp``: dynamic programming over a fine teacher grid, after GITS (Chen et al. 2024, "On the
+  trajectory regularity of ODE-based diffusion sampling", Sec. 4: pick N of M fine teacher
+  times by DP) with the student-state recursion of OSS (Pei et al. 2025, "Optimal stepsize for
+  diffusion sampling"). The teacher's states x*_j sit at M + 1 fine times, a k-fold refinement
+  (M = k N) of the best built-in grid, so that grid is one of the candidate paths. For every
+  step count m and fine point j, the best m-step path to j is the one whose student state, one
+  solver step from the best (m-1)-step state at some i < j, lands closest to x*_j (median over
+  a batch of 64). Carrying the student's own state, not GITS's sum of one-step errors from
+  teacher states, lets the choice see how earlier errors propagate (on gmm2d-vp GITS's sum
+  picked Euler grids worse than the uniform one); like OSS, the recursion is a heuristic for the
+  final error, not an exact Bellman equation. Steps span at most S = 4k fine intervals; the cost
+  is M S one-step solves, each batched over every step count, cheap enough for every solver of
+  a suite. One step from t_i to t_j is the solver's own first step on the grid [t_i, t_j]:
   exact for single-step solvers, an approximation for multistep ones (their later steps reuse
-  history the one-step cost does not see) and for options that change the last step. Costs
-  (M S one-step solves on 64 samples) are small, so it runs for every solver of a suite.
+  earlier model outputs that a one-step cost does not see; the result then often stays the
+  baseline) and for options that change the last step (heun's ``last_step_euler``).
 
 Teacher: by default a float64 ``dopri8`` solve at rtol = atol = 1e-10; or a callable
 x_T -> x_ref (float64); or a precomputed pair (x_T, x_ref) whose first ``n`` rows are the train
@@ -212,7 +218,7 @@ class Objective:
             try:
                 x = sample(self.model, self.cls, times=times, x_T=self.x_T, **self.options).x
                 self.seen[key] = float(per_sample_error(x, self.x_ref).median())
-            except (NonFiniteError, InputError):  # a degenerate candidate grid: worst possible
+            except NonFiniteError:  # a candidate grid the solver blows up on: worst possible
                 self.seen[key] = math.inf
         return self.seen[key]
 
@@ -248,6 +254,9 @@ def _data(model, teacher, n, n_test, seed, opts):
                 or teacher[0].shape != teacher[1].shape:
             raise InputError("teacher as a pair must be (x_T, x_ref): two tensors of one shape")
         x_T, x_ref = (v.detach().double() for v in teacher)
+        if x_T.ndim < 2 or (model.shape is not None and tuple(x_T.shape[1:]) != model.shape):
+            raise InputError(f"teacher pair has x_T of shape {tuple(x_T.shape)}; model {model.name!r} expects "
+                             f"(batch, {', '.join(map(str, model.shape or ('...',)))})")
         if x_T.shape[0] <= n:
             raise InputError(f"teacher pair has {x_T.shape[0]} rows: the first n={n} are the train set and "
                              "the rest the held-out set, so it needs more than n rows")
@@ -312,6 +321,8 @@ def search(objective, start: torch.Tensor, budget: int, **_) -> torch.Tensor:
 
     def f(z):
         t = times_of(z)
+        if not bool((t[1:] < t[:-1]).all()):  # increments underflowed: not a grid
+            return 1e300
         if objective.solves >= budget and t.numpy().tobytes() not in objective.seen:
             raise Spent
         v = objective(t)
@@ -443,6 +454,7 @@ def tune_grid(model: ScoreModel, solver, *, steps: int | None = None, nfe: int |
         raise InputError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     cls = _solver_class(solver, options)
     steps = _steps(cls, steps, nfe, options)
+    cls(model, make_grid(model.sde, steps), dtype=torch.float64, **options)  # option values checked once
     budget = DEFAULT_BUDGET[method] if budget is None else budget
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise InputError(f"budget must be a positive integer, got {budget!r}")

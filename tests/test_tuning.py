@@ -256,3 +256,12 @@ def test_tuned_grid_is_accepted_wherever_a_grid_is(tuned):
         solvers.sample(model, "euler", x_T=x_T, grid=g, steps=3)
     with pytest.raises(solvers.InputError, match="made for the SDE"):
         solvers.sample(models.load("gmm2d-vp"), "euler", grid=g, n=4)
+
+
+def test_bad_option_values_and_pair_shapes_fail_loudly():
+    model = gaussian(1.0, d=2)
+    with pytest.raises(solvers.InputError, match="eta"):
+        solvers.tune_grid(model, "ddim", steps=3, eta=-1.0)
+    x = torch.zeros(40, 3, dtype=torch.float64)
+    with pytest.raises(solvers.InputError, match="expects"):
+        solvers.tune_grid(model, "euler", steps=3, teacher=(x, x), n=32)
