@@ -81,7 +81,7 @@ def sde_description(sde, times: torch.Tensor) -> dict:
     return {"repr": repr(sde), "T": sde.T, "eps": sde.eps, "lam": sde.lam(times).tolist()}
 
 
-@dataclass
+@dataclass(eq=False)
 class TunedGrid:
     """A time grid tuned for (model, solver, options, steps), with its provenance.
 
