@@ -435,7 +435,7 @@ def tune_grid(model: ScoreModel, solver, *, steps: int | None = None, nfe: int |
 
     Args:
         steps / nfe: grid intervals, or an NFE budget (converted with ``steps_for_nfe``).
-        method: "search" (Powell through ``sample``) or "dp" (GITS-style DP on a fine teacher grid).
+        method: "search" (Powell through ``sample``) or "dp" (GITS/OSS-style DP on a fine teacher grid).
         teacher: None (float64 dopri8, rtol = atol = 1e-10), a callable x_T -> x_ref, or a pair
             (x_T, x_ref) whose first ``n`` rows are the train set and the rest the held-out set.
         n / n_test / seed: train set size, held-out set size (default n) and the seed of the
@@ -447,9 +447,9 @@ def tune_grid(model: ScoreModel, solver, *, steps: int | None = None, nfe: int |
     Returns a ``TunedGrid`` no worse than the best built-in grid on the train set (it is that grid
     when the method finds nothing better), with both objectives, train and held-out.
     """
-    t0, nfe0 = time.perf_counter(), model.nfe
     if not isinstance(model, ScoreModel):
         raise InputError(f"model must be a solvers.ScoreModel, got {type(model).__name__}")
+    t0, nfe0 = time.perf_counter(), model.nfe
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     cls = _solver_class(solver, options)
