@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import pathlib
 import time
 
 import torch
@@ -77,7 +78,6 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     names = a.solvers.split(",") if a.solvers else deterministic_fixed_step()
-    out = open(a.out, "w") if a.out else None
     text = HEADER
     for mname in a.models.split(","):
         model = models.load(mname)
@@ -90,8 +90,8 @@ def main(argv=None):
                     line = f"| {mname} | {name} | {nfe} | 0 | - | - | - | - | - | - | - | - |\n"
                 text += line
                 print(line.strip(), f"({time.perf_counter() - t0:.0f} s)", flush=True)
-                if out:
-                    out.seek(0), out.truncate(), out.write(text), out.flush()
+                if a.out:  # rewritten after every row: an interrupted run keeps its rows
+                    pathlib.Path(a.out).write_text(text)
     return text
 
 

@@ -59,7 +59,7 @@ from .model import ScoreModel
 from .registry import get
 from .sampling import sample
 
-__all__ = ["TunedGrid", "tune_grid", "load_grid", "METHODS"]
+__all__ = ["METHODS", "TunedGrid", "load_grid", "tune_grid"]
 
 FORMAT = "sdebench.tuned_grid"
 FORMAT_VERSION = 1
