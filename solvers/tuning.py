@@ -301,7 +301,7 @@ def search(objective, start: torch.Tensor, budget: int, **_) -> torch.Tensor:
     z has N - 1 free entries (the last is 0): increments = (lambda_N - lambda_0) softmax(z)."""
     try:
         from scipy.optimize import minimize
-    except ImportError:  # pragma: no cover - scipy is a dependency
+    except ImportError:  # pragma: no cover - scipy is a dependency (pyproject)
         raise InputError("method='search' needs scipy (pip install scipy)") from None
     sde = objective.model.sde
     lam = sde.lam(start)
