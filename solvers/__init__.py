@@ -6,7 +6,8 @@
     out.x, out.nfe, out.times
 
 ``solvers.available()`` lists the registered solvers, ``solvers.get(name)`` gives a solver
-class with its metadata, ``solvers.register`` adds your own.
+class with its metadata, ``solvers.register`` adds your own; ``solvers.tune_grid`` tunes a
+time grid to a (model, solver, NFE).
 """
 from . import (adaptive, ddim, dpm_solver, edm, langevin, multistep, ode, reverse_sde,  # noqa: F401
                torchsde_solvers)  # (importing registers the built-in solvers)
@@ -19,10 +20,11 @@ from .noise import BrownianPath, CounterBrownianPath
 from .registry import available, get, register
 from .sampling import Sample, sample
 from .sde import EDM, SDE, SDES, VE, VP, DiscreteVP, SubVP
+from .tuning import TunedGrid, load_grid, tune_grid
 
 __all__ = [
     "sample", "Sample", "available", "get", "register", "Solver", "Nodes", "ScoreModel", "PREDICTIONS",
     "SDE", "VP", "SubVP", "VE", "EDM", "DiscreteVP", "SDES", "GRIDS", "make_grid", "check_times",
     "BrownianPath", "CounterBrownianPath", "InputError", "NonFiniteError",
-    "log_likelihood", "encode", "decode", "Likelihood",
+    "log_likelihood", "encode", "decode", "Likelihood", "tune_grid", "TunedGrid", "load_grid",
 ]

@@ -7,10 +7,14 @@ Built-in grids (``GRIDS``), by the coordinate in which they are uniform:
 - ``logsnr``    uniform in lambda_t = log(alpha_t / sigma_t) (DPM-Solver's "logSNR").
 - ``edm``       uniform in sigma^(1/rho) with sigma = sigma_t / alpha_t = exp(-lambda_t)
                 and rho = 7 (Karras et al. 2022, eq. 5); for the EDM SDE sigma = t.
+- ``tan``       uniform in arctan(sigma / c): sigma_i = c tan(a_0 + i/N (a_N - a_0)), the
+                closed-form optimal schedule for Gaussian data N(0, c^2 I) (Sabour et al. 2024,
+                "Align Your Steps", Thm. 3.1); ``data_std=c`` (``sample`` takes it from the
+                model's ``data_std``).
 
-Aliases: time_uniform, time_quadratic, logSNR, karras.
+Aliases: time_uniform, time_quadratic, logSNR, karras, ays_gaussian.
 Any user grid is accepted by ``check_times``: a finite, strictly decreasing 1-D tensor
-inside [eps, T] of the SDE.
+inside [eps, T] of the SDE, or a tuned grid (``solvers.TunedGrid``, checked against the SDE).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["GRIDS", "make_grid", "check_times"]
+__all__ = ["GRIDS", "ALIASES", "make_grid", "check_times", "canonical"]
 
 
 def _uniform(sde, n, t_max, t_min):
@@ -41,9 +45,29 @@ def _edm(sde, n, t_max, t_min, rho=7.0):
     return sde.t_of_lam(-torch.log(sig))
 
 
-GRIDS = {"uniform": _uniform, "quadratic": _quadratic, "logsnr": _logsnr, "edm": _edm}
-#: the names DPM-Solver / UniPC users know
-ALIASES = {"time_uniform": "uniform", "time_quadratic": "quadratic", "logSNR": "logsnr", "karras": "edm"}
+def _tan(sde, n, t_max, t_min, data_std=None):
+    if data_std is None:
+        raise InputError("grid 'tan' needs data_std (the data's standard deviation c): pass data_std=, or "
+                         "use a model that knows it (ScoreModel(..., data_std=c))")
+    if isinstance(data_std, bool) or not isinstance(data_std, (int, float)) or not 0 < data_std < float("inf"):
+        raise InputError(f"grid 'tan': data_std must be a finite number > 0, got {data_std!r}")
+    c = float(data_std)
+    a_max, a_min = (float(torch.atan(torch.exp(-sde.lam(t)) / c)) for t in (t_max, t_min))
+    sig = c * torch.tan(torch.linspace(a_max, a_min, n + 1, dtype=torch.float64))
+    return sde.t_of_lam(-torch.log(sig))
+
+
+GRIDS = {"uniform": _uniform, "quadratic": _quadratic, "logsnr": _logsnr, "edm": _edm, "tan": _tan}
+#: the options each grid takes
+GRID_OPTIONS = {"edm": {"rho"}, "tan": {"data_std"}}
+#: the names DPM-Solver / UniPC / AYS users know
+ALIASES = {"time_uniform": "uniform", "time_quadratic": "quadratic", "logSNR": "logsnr", "karras": "edm",
+           "ays_gaussian": "tan"}
+
+
+def canonical(kind):
+    """A grid name with its alias resolved (``logSNR`` -> ``logsnr``)."""
+    return ALIASES.get(kind, kind) if isinstance(kind, str) else kind
 
 
 def make_grid(sde, steps: int, kind: str | None = None, *, t_max=None, t_min=None, **kw) -> torch.Tensor:
@@ -52,15 +76,15 @@ def make_grid(sde, steps: int, kind: str | None = None, *, t_max=None, t_min=Non
     The end points are set exactly (inverting lambda may move them by rounding)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be an integer >= 1, got {steps!r}")
-    kind = ALIASES.get(kind, kind or sde.default_grid)
+    kind = canonical(kind or sde.default_grid)
     if kind not in GRIDS:
         raise InputError(f"unknown grid {kind!r}; valid grids: {', '.join([*GRIDS, *ALIASES])}")
     t_max = sde.T if t_max is None else float(t_max)
     t_min = sde.eps if t_min is None else float(t_min)
-    if kw and kind != "edm":
-        raise InputError(f"grid {kind!r} takes no options, got {sorted(kw)}")
-    if set(kw) - {"rho"}:
-        raise InputError(f"grid 'edm' takes only rho, got {sorted(kw)}")
+    allowed = GRID_OPTIONS.get(kind, set())
+    if set(kw) - allowed:
+        takes = f"only {', '.join(sorted(allowed))}" if allowed else "no options"
+        raise InputError(f"grid {kind!r} takes {takes}, got {sorted(kw)}")
     times = GRIDS[kind](sde, steps, t_max, t_min, **kw)
     times[0], times[-1] = t_max, t_min
     return check_times(sde, times)
@@ -68,6 +92,8 @@ def make_grid(sde, steps: int, kind: str | None = None, *, t_max=None, t_min=Non
 
 def check_times(sde, times) -> torch.Tensor:
     """Validate a user grid and return it as a float64 CPU tensor."""
+    if hasattr(times, "times_for"):  # a solvers.TunedGrid: its SDE must be this one
+        times = times.times_for(sde)
     try:
         if not isinstance(times, torch.Tensor):  # Python floats are float64: keep every digit
             times = torch.as_tensor(times, dtype=torch.float64)

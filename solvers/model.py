@@ -38,9 +38,12 @@ class ScoreModel:
         prediction: what ``fn`` predicts: one of ``PREDICTIONS``.
         shape: shape of one sample (without batch); needed to draw x_T from ``n``.
         name: a label for reports.
+        data_std: the data's standard deviation (per coordinate), when known; the ``tan`` grid
+            (closed-form optimum for Gaussian data) uses it. None: unknown.
     """
 
-    def __init__(self, fn, sde: SDE, prediction: str = "eps", *, shape=None, name: str | None = None):
+    def __init__(self, fn, sde: SDE, prediction: str = "eps", *, shape=None, name: str | None = None,
+                 data_std: float | None = None):
         if not callable(fn):
             raise InputError(f"fn must be callable (x, t) -> tensor, got {type(fn).__name__}")
         if not isinstance(sde, SDE):
@@ -50,6 +53,7 @@ class ScoreModel:
         self.fn, self.sde, self.prediction = fn, sde, prediction
         self.shape = None if shape is None else tuple(int(s) for s in shape)
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.data_std = None if data_std is None else float(data_std)
         self.nfe = 0
 
     @classmethod

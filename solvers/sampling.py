@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import InputError, NonFiniteError
-from .grids import check_times, make_grid
+from .grids import canonical, check_times, make_grid
 from .model import ScoreModel
 from .noise import BrownianPath, corrector_generator
 from .registry import get
@@ -35,7 +35,12 @@ class Sample:
     stats: dict = field(default_factory=dict)
 
 
-def _times(sde, steps, times, grid, solver_cls):
+def _times(model, steps, times, grid, solver_cls):
+    sde = model.sde
+    if grid is not None and not isinstance(grid, str):  # a solvers.TunedGrid (or any grid of times)
+        if times is not None:
+            raise InputError("grid is a tuned grid; it cannot be combined with times")
+        times, grid = grid, None
     if times is not None:
         if steps is not None and steps != len(times) - 1:
             raise InputError(f"steps={steps} contradicts times with {len(times) - 1} intervals; pass one")
@@ -46,7 +51,8 @@ def _times(sde, steps, times, grid, solver_cls):
         if solver_cls.adaptive:  # output at eps only; the solver picks its own steps
             return check_times(sde, [sde.T, sde.eps])
         raise InputError("pass steps (number of intervals) or times (a decreasing grid)")
-    return make_grid(sde, steps, grid or solver_cls.default_grid)
+    kind = canonical(grid or solver_cls.default_grid or sde.default_grid)
+    return make_grid(sde, steps, kind, **({"data_std": getattr(model, "data_std", None)} if kind == "tan" else {}))
 
 
 def _initial(model, x_T, n, seed, dtype, device):
@@ -91,7 +97,8 @@ def sample(model: ScoreModel, solver, *, steps: int | None = None, times=None, x
         model: a ``ScoreModel``.
         solver: a registered name (``solvers.available()``) or a ``Solver`` subclass.
         steps / times: number of grid intervals (with ``grid``: uniform, quadratic, logsnr,
-            edm; default the solver's or the SDE's), or an explicit decreasing grid.
+            edm, tan; default the solver's or the SDE's), or an explicit decreasing grid;
+            ``grid`` (or ``times``) may also be a ``solvers.TunedGrid``.
         x_T / n: the initial state, or the number of samples to draw from the prior
             (``model.sample_prior``, seeded by ``seed``; in ``dtype`` on ``device``).
         seed: keys the prior draw, the Brownian path and the corrector noise.
@@ -106,7 +113,7 @@ def sample(model: ScoreModel, solver, *, steps: int | None = None, times=None, x
         raise InputError(f"model must be a solvers.ScoreModel, got {type(model).__name__}")
     cls = get(solver)
     cls.resolve_options(options)  # unknown options fail before any work
-    times = _times(model.sde, steps, times, grid, cls)
+    times = _times(model, steps, times, grid, cls)
     x = _initial(model, x_T, n, seed, dtype, device)
     nfe0 = model.nfe
 

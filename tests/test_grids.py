@@ -10,13 +10,13 @@ SDES = [VP(), SubVP(), VE(), EDM()]
 
 def coordinate(sde, kind, t):
     return {"uniform": lambda: t, "quadratic": lambda: t.sqrt(), "logsnr": lambda: sde.lam(t),
-            "edm": lambda: torch.exp(-sde.lam(t)) ** (1 / 7)}[kind]()
+            "edm": lambda: torch.exp(-sde.lam(t)) ** (1 / 7), "tan": lambda: torch.atan(torch.exp(-sde.lam(t)))}[kind]()
 
 
 @pytest.mark.parametrize("sde", SDES, ids=repr)
 @pytest.mark.parametrize("kind", list(GRIDS))
 def test_builtin_grids_are_uniform_in_their_coordinate(sde, kind):
-    t = make_grid(sde, 12, kind)
+    t = make_grid(sde, 12, kind, **({"data_std": 1.0} if kind == "tan" else {}))
     assert t.dtype == torch.float64 and t.shape == (13,)
     assert t[0].item() == sde.T and t[-1].item() == sde.eps
     assert bool((torch.diff(t) < 0).all())

@@ -101,7 +101,9 @@ class ExactModel(ScoreModel):
 
     def __init__(self, gmm: GaussianMixture, sde, *, name: str, exact_prior: bool = False):
         self.gmm, self.exact_prior = gmm, exact_prior
-        super().__init__(self._eps, sde, "eps", shape=(gmm.d,), name=name)
+        # data_std (the ``tan`` grid's c): the mixture's overall std, sqrt(mean per-coordinate variance)
+        data_std = float(gmm.moments()[1].diagonal().mean().sqrt())
+        super().__init__(self._eps, sde, "eps", shape=(gmm.d,), name=name, data_std=data_std)
 
     def _schedule(self, t):
         if t.ndim == 1 and t.numel() > 0 and t.stride(0) == 0:  # one time for the batch
