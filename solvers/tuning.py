@@ -9,7 +9,7 @@ e over a train set of x_T and reports it on an independent held-out set, next to
 built-in grid, which it never does worse than on the train set.
 
 The statistic is the median per-sample error / sqrt(d), the harness's discretization error
-(``bench.metrics.discretization_error``): on a multimodal target a few trajectories that start
+(``bench.harness.metrics.discretization_error``): on a multimodal target a few trajectories that start
 near a basin boundary switch mode at coarse steps, and a mean would be spent on them.
 
 Methods:

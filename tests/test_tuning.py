@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import solvers
-from bench import models
+from bench.zoo import models
 from solvers.tuning import TunedGrid
 
 

@@ -1,6 +1,6 @@
 """Held-out error of tuned grids vs the best built-in grid, per solver, model and NFE.
 
-    python -m bench.tuning_table --models gmm2d-vp --nfe 5,10,20 --out results/tuning_table.md
+    python -m bench.harness.tuning_table --models gmm2d-vp --nfe 5,10,20 --out results/tuning_table.md
 
 For every deterministic fixed-step solver (or ``--solvers``), both methods of
 ``solvers.tune_grid`` on n=256 train x_T (seed 0) and ``--n-test`` held-out x_T; the ratio is
@@ -19,7 +19,7 @@ import time
 import torch
 
 import solvers
-from bench import models
+from bench.zoo import models
 from solvers.tuning import dopri8_teacher
 
 
