@@ -7,17 +7,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.harness.convergence import fit_order
+from bench.harness.verdicts import fit_order_asymptotic, tied_ranking
 from bench.report.data import _solver_cls, discretization_floor
 
-__all__ = ["convergence_table", "best_per_budget", "BUDGETS", "ORDER_TOLERANCE"]
+__all__ = ["convergence_table", "best_per_budget", "BUDGETS", "LEVEL"]
 
 #: the NFE budgets of the "what to pick" tables
 BUDGETS = (5, 10, 20, 50)
-#: a fitted order further than this from the declared one is flagged
-ORDER_TOLERANCE = 0.25
-#: fewest resolved step counts for an order fit
-MIN_FIT_POINTS = 3
+#: the level of the rankings' and order fits' tests
+LEVEL = 0.95
 #: the SDE reference must be at least this many times finer than a fitted cell
 SDE_REFERENCE_RATIO = 4
 RANKING_PREFERENCE = ("sliced_w2", "energy", "w2", "mmd2")  # distribution metrics, in order of preference
@@ -51,14 +49,16 @@ def _declared(meta):
 
 
 def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, model, solver with options): the fitted order of the discretization
-    error against steps over the resolved range, the declared order, and a flag.
+    """One row per (run, model, solver with options): the order of the discretization error fitted
+    over the asymptotic range (``bench.harness.verdicts.fit_order_asymptotic``), its 95% interval,
+    the declared order and a status: "ok", "pre-asymptotic at these steps" (the range is not reached:
+    no verdict), or "differs" (flagged: the interval, widened by the fit's allowance, excludes the
+    declared order).
 
     Per step count the error is the median over seeds. A point is resolved when finite, above
     ``discretization_floor`` and, for stochastic solvers, on a grid at least
     ``SDE_REFERENCE_RATIO`` times coarser than the fine-grid reference; both read from the reference
-    settings stored with the cells (per model). At least
-    ``MIN_FIT_POINTS`` resolved step counts are needed, else the order is "unresolved"."""
+    settings stored with the cells (per model)."""
     rows = []
     sample = df[(df["task"] == "sample") & df["ok"]]
     for (rid, model, label), g in sample.groupby(["run_id", "model", "label"], sort=True):
@@ -68,7 +68,8 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         floor = discretization_floor(cell)
         sde_steps = cell.reference.get("sde_steps", 2048)
         row = {"run": rid, "model": model, "solver": label, "declared": declared_txt, "fitted": "",
-               "fitted_value": math.nan, "declared_value": declared if declared is not None else math.nan,
+               "interval": "", "status": "", "fitted_value": math.nan,
+               "declared_value": declared if declared is not None else math.nan,
                "order of": "", "points": 0, "steps": "", "flag": "", "floor": floor, "sde_steps": sde_steps}
         rows.append(row)
         if meta.get("kind") == "corrector":
@@ -80,71 +81,104 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         stochastic = bool(meta.get("stochastic", False))
         row["order of"] = "strong (vs fine-grid EM, same path)" if stochastic else "ODE (vs dopri8 reference)"
         per = g.dropna(subset=["steps"]).groupby("steps")["discretization"].median()
-        keep = per[np.isfinite(per.values) & (per.values > floor)]
         if stochastic:
-            keep = keep[keep.index * SDE_REFERENCE_RATIO <= sde_steps]
-        row["points"] = len(keep)
-        if len(keep):
-            row["steps"] = f"{int(keep.index.min())}-{int(keep.index.max())}"
-        if len(keep) < MIN_FIT_POINTS:
-            row["fitted"] = f"unresolved ({len(keep)} of {MIN_FIT_POINTS} points)"
+            per = per[per.index * SDE_REFERENCE_RATIO <= sde_steps]
+        fit = fit_order_asymptotic([float(s) for s in per.index], [float(e) for e in per.values],
+                                   declared=declared, floor=floor)
+        row["points"] = fit["points"]
+        if fit["range"]:
+            row["steps"] = f"{fit['range'][0]}-{fit['range'][1]}"
+        row["status"] = fit["status"]
+        if not math.isfinite(fit["slope"]):
+            row["fitted"] = "unresolved"
             continue
-        p = fit_order([float(s) for s in keep.index], [float(e) for e in keep.values])
-        row["fitted_value"], row["fitted"] = p, f"{p:.2f}"
-        if declared is not None and abs(p - declared) > ORDER_TOLERANCE:
-            row["flag"] = f"differs by {p - declared:+.2f}"
-    cols = ["run", "model", "solver", "order of", "fitted", "declared", "points", "steps", "flag",
-            "fitted_value", "declared_value", "floor", "sde_steps"]
+        row["fitted_value"], row["fitted"] = fit["slope"], f"{fit['slope']:.2f}"
+        row["interval"] = f"[{fit['low']:.2f}, {fit['high']:.2f}]"
+        if fit["status"] == "differs":
+            row["flag"] = fit["note"] or "differs"
+    cols = ["run", "model", "solver", "order of", "fitted", "interval", "declared", "status", "points", "steps",
+            "flag", "fitted_value", "declared_value", "floor", "sde_steps"]
     return pd.DataFrame(rows, columns=cols)
 
 
 # --------------------------------------------------------------------------------------------
 # best solver per budget
 # --------------------------------------------------------------------------------------------
-def _rank_metric(g: pd.DataFrame) -> str:
+def _rank_metrics(g: pd.DataFrame) -> list[str]:
+    """The rankings of a model: by exact KL among the samplers that have it (deterministic ones on
+    an exact model), and by the first distribution metric measured (else the discretization error)
+    for every sampler."""
+    out = [m for m in ("exact_kl",) if m in g and np.isfinite(g[m]).any()]
     for m in RANKING_PREFERENCE:
-        if np.isfinite(g[m]).any():
-            return m
-    return "discretization"
+        if m in g and np.isfinite(g[m]).any():
+            return out + [m]
+    return out + ["discretization"]
+
+
+def _estimate(c: pd.DataFrame, metric: str) -> tuple[float, float]:
+    """Value and standard error of a metric over a solver's seeds: the mean, with the stored
+    per-cell standard errors combined (sqrt(mean se^2 / k)), or the seed spread (std / sqrt(k))
+    where no per-cell error was stored."""
+    v = c[metric].to_numpy(float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return math.nan, math.nan
+    se_col = metric + "_se"
+    se = c[se_col].to_numpy(float) if se_col in c else np.full(len(c), np.nan)
+    se = se[np.isfinite(se)]
+    if len(se) == len(v):
+        return float(v.mean()), float(np.sqrt((se ** 2).mean() / len(v)))
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else math.nan
 
 
 def best_per_budget(df: pd.DataFrame, budgets=BUDGETS) -> list[dict]:
-    """Per (run, model): the ranking metric and, per budget B, every solver (with options) ranked
-    by its cell with the most NFE <= B (median over seeds). Values at or below the metric's noise
-    floor are unresolved: they tie at the best rank (ordered by wall time) and say so."""
+    """Per (run, model, ranking metric): per budget B, every solver (with options) ranked by its
+    cell with the most NFE <= B, with ties where the uncertainty cannot separate them.
+
+    Value = mean over seeds with its standard error (``_estimate``). Ranking: values at or below
+    the metric's noise floor are unresolved and share rank 1 (listed by wall time); the others are
+    ranked by ``bench.harness.verdicts.tied_ranking`` (a leader and every solver whose difference
+    from it is not significant at 5%, two-sided z-test on the two estimates, share one rank "k=";
+    repeated on the rest). Solvers without a value come last ("-")."""
     out = []
     sample = df[(df["task"] == "sample") & df["ok"] & np.isfinite(df["nfe"])]
     for (rid, model), g in sample.groupby(["run_id", "model"], sort=True):
-        metric = _rank_metric(g)
-        floor_col = metric + "_floor" if metric != "discretization" else None
-        tables = {}
-        for b in budgets:
-            cand = g[g["nfe"] <= b]
-            rows = []
-            for label, c in cand.groupby("label", sort=True):
-                c = c[c["nfe"] == c["nfe"].max()]
-                value = float(c[metric].median())
-                floor = float(c[floor_col].median()) if floor_col else math.nan
-                rows.append({"solver": label, "nfe": int(c["nfe"].max()),
-                             "steps": int(c["steps"].max()) if np.isfinite(c["steps"]).any() else None,
-                             "value": value, "floor": floor, "discretization": float(c["discretization"].median()),
-                             "time_median_s": float(c["time_median_s"].median()),
-                             "at_floor": bool(np.isfinite(floor) and np.isfinite(value) and value <= floor)})
-            finite = [r for r in rows if np.isfinite(r["value"])]
-            tied = sorted((r for r in finite if r["at_floor"]), key=lambda r: (r["time_median_s"], r["solver"]))
-            resolved = sorted((r for r in finite if not r["at_floor"]), key=lambda r: (r["value"], r["solver"]))
-            missing = sorted((r for r in rows if not np.isfinite(r["value"])), key=lambda r: r["solver"])
-            for r in tied:
-                r["rank"] = "1=" if len(tied) > 1 else "1"
-                r["note"] = "below noise floor: unresolved, tied"
-            start = 2 if tied else 1
-            for i, r in enumerate(resolved):
-                r["rank"] = str(start + i)
-                r["note"] = ""
-            for r in missing:
-                r["rank"], r["note"] = "-", f"no {metric} value"
-            tables[b] = tied + resolved + missing
-        out.append({"run": rid, "model": model, "metric": metric, "tables": tables})
+        for metric in _rank_metrics(g):
+            has = g if metric != "exact_kl" else g[np.isfinite(g["exact_kl"])]  # the samplers it is defined for
+            out.append({"run": rid, "model": model, "metric": metric,
+                        "tables": {b: _ranked(has[has["nfe"] <= b], metric) for b in budgets}})
     return out
 
 
+def _ranked(cand: pd.DataFrame, metric: str) -> list[dict]:
+    floor_col = metric + "_floor"
+    rows = []
+    for label, c in cand.groupby("label", sort=True):
+        c = c[c["nfe"] == c["nfe"].max()]
+        value, se = _estimate(c, metric)
+        floor = float(c[floor_col].median()) if floor_col in c else math.nan
+        rows.append({"solver": label, "nfe": int(c["nfe"].max()),
+                     "steps": int(c["steps"].max()) if np.isfinite(c["steps"]).any() else None,
+                     "value": value, "stderr": se, "floor": floor,
+                     "discretization": float(c["discretization"].median()),
+                     "time_median_s": float(c["time_median_s"].median()),
+                     "at_floor": bool(np.isfinite(floor) and np.isfinite(value) and value <= floor)})
+    tied = sorted((r for r in rows if r["at_floor"]), key=lambda r: (r["time_median_s"], r["solver"]))
+    for r in tied:
+        r.update(rank="1=" if len(tied) > 1 else "1", note="at or below the noise floor: unresolved, tied")
+    rest = [r for r in rows if not r["at_floor"]]
+    by_name = {r["solver"]: r for r in rest}
+    ranking = tied_ranking([{"name": r["solver"], "value": r["value"], "stderr": r["stderr"]} for r in rest])
+    offset = len(tied)
+    ordered = []
+    for t in ranking:
+        r = by_name[t["name"]]
+        if t["rank"] == "-":
+            r.update(rank="-", note=f"no {metric} value")
+        else:
+            k = int(t["rank"].rstrip("=")) + offset
+            r["rank"] = f"{k}=" if t["rank"].endswith("=") else str(k)
+            r["note"] = (f"tied with {t['vs']} (p = {t['p_value']:.2f})" if t["vs"] and t["rank"].endswith("=")
+                         else "")
+        ordered.append(r)
+    return tied + ordered

@@ -104,7 +104,8 @@ def _draw_floor(ax, floors):
 
 def _lines(ax, g, x, y, styles, agg_by=None):
     """One line per (run, series): median of y over seeds at each value of ``agg_by`` (default x),
-    with the min-max spread shaded when there are several seeds."""
+    with the min-max spread shaded when there are several seeds, and error bars of +-1.96 standard
+    errors (the stored ``<y>_se``, root-mean-square over seeds) where the metric has one."""
     agg_by = agg_by or x
     drawn = set()
     for (rid, series), s in g.groupby(["run_id", "series"], sort=True):
@@ -116,6 +117,13 @@ def _lines(ax, g, x, y, styles, agg_by=None):
         ax.plot(a["xm"], a["ym"], **kw)
         if (a["hi"] > a["lo"]).any():
             ax.fill_between(a["xm"], a["lo"], a["hi"], color=styles.color[series], alpha=0.13, lw=0)
+        if y + "_se" in s and np.isfinite(s[y + "_se"]).any():
+            se = s.groupby(agg_by)[y + "_se"].apply(lambda v: float(np.sqrt(np.nanmean(v.to_numpy(float) ** 2))))
+            half = 1.96 * se.reindex(a.index).to_numpy(float)
+            ym = a["ym"].to_numpy(float)
+            low = np.where(ym > 0, np.minimum(half, 0.999 * ym), half)  # a log axis cannot go below 0
+            ax.errorbar(a["xm"], a["ym"], yerr=[np.nan_to_num(low), np.nan_to_num(half)], fmt="none",
+                        ecolor=styles.color[series], elinewidth=1, capsize=2, alpha=0.8)
         drawn.add((rid, series))
     return drawn
 
