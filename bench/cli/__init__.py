@@ -9,6 +9,7 @@
     sdebench likelihood MODEL                                    ODE log-likelihood vs the exact one
     sdebench demo                                                every solver on the 2-D mixture, printed
     sdebench train NAME... [--out DIR] [--seed S]                reproduce a shipped checkpoint
+    sdebench recommend MODEL --nfe N [--tune]                    rank solvers x grids at a budget, ties included
 """
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ import sys
 import torch
 
 import solvers
-from bench.cli import outputs, sweep, tools
+from bench.cli import outputs, recommend, sweep, tools
 
 __all__ = ["main"]
 
 #: the command groups, one module each; each adds its subcommands with ``register(sub)``
-GROUPS = (tools, sweep, outputs)
+GROUPS = (tools, sweep, outputs, recommend)
 
 
 def main(argv=None) -> int:

@@ -106,7 +106,8 @@ def _grid(model, cls, steps, times, grid):
         return solvers.check_times(model.sde, times)
     if steps is None:
         raise InputError("pass steps (number of intervals) or times (a decreasing grid)")
-    return solvers.make_grid(model.sde, steps, grid or cls.default_grid)
+    kind = solvers.grids.canonical(grid or cls.default_grid or model.sde.default_grid)
+    return solvers.make_grid(model.sde, steps, kind, **({"data_std": model.data_std} if kind == "tan" else {}))
 
 
 def exact_kl(model, solver, *, steps: int | None = None, x_T: torch.Tensor | None = None, n: int = 1000,
