@@ -236,3 +236,38 @@ def test_import_benchmark(tmp_path, capsys):
     with pytest.raises(InputError, match="pytest-benchmark"):
         (tmp_path / "bad.json").write_text("{}")
         import_benchmark(store, tmp_path / "bad.json")
+
+
+# --- interactive report ------------------------------------------------------------------------------
+def test_interactive_report_inlines_plotly_once_and_one_chart_per_figure(store, tmp_path):
+    from bench.report import interactive, write_report
+
+    if not interactive.available():
+        pytest.skip("plotly not installed")
+    ev = Cell(solver="euler_maruyama", steps=10, **BASE)
+    store2 = Store(tmp_path / "s.sqlite")
+    rid = store2.record_run({"suite": "x"})
+    for k, cell in enumerate(list(CELLS.values()) + [ev]):
+        for steps in (5, 10, 20):
+            store2.add_cell(rid, cell.replace(steps=steps, options={"note": "<script>alert(1)</script>"}),
+                            {"nfe": steps, "steps": steps, "timing": {"median_s": 0.01 * steps},
+                             "metrics": {"discretization": 0.1 / steps, "discretization_se": 0.001,
+                                         "sliced_w2": 1.0 / steps, "sliced_w2_floor": 0.01}})
+    out = write_report(store2, [rid], tmp_path / "rep", trajectories=False)
+    html = out["html"].read_text()
+    static = [p for p in out["figures"] if p.name.startswith(("fig-quality", "fig-work"))]
+    assert out["charts"] == len(static) == 2
+    assert html.count("Plotly.newPlot(") == 2 and html.count('<div class="plot"') == 2
+    assert html.count("plotly.js v") >= 1 and len(html) > 3_000_000  # the library inlined
+    assert html.index("plotly.js v") < html.index("<main>")  # once, in <head>
+    assert "<script>alert" not in html and "\\u003cscript\\u003e" in html  # names escaped in the JSON
+    assert "Plotly.newPlot" not in out["markdown"].read_text()
+    # panels by family, hover with NFE and +- standard error
+    for name in ("single-step ODE", "multistep ODE", "reverse SDE", "all families", "customdata[3]", "\\u00b1 0.001"):
+        assert name in html, name
+    assert interactive.family(CELLS["step"]) == "multistep ODE"
+    assert interactive.family(CELLS["stable"]) == "single-step ODE"
+    assert interactive.family(ev) == "reverse SDE"
+    assert interactive.family(Cell(solver="dopri5", steps=None, **BASE)) == "adaptive"
+    assert interactive.family(Cell(solver="ddim", steps=5, **{**BASE, "options": {"eta": 1.0}},
+                                   solver_meta={"kind": "ode", "stochastic": True})) == "reverse SDE"

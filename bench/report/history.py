@@ -262,6 +262,8 @@ def _runs(store: Store, suites, since) -> pd.DataFrame:
 def _cell_label(row) -> str:
     size = (f"nfe<={int(row.budget)}" if row.budget == row.budget and row.budget is not None
             else f"steps={int(row.steps)}" if row.steps == row.steps and row.steps is not None else "adaptive")
+    if row.task == "benchmark":  # pytest-benchmark cells: the batch is what tells them apart
+        return f"{size} batch={int(row.n) if row.n == row.n else '-'}"
     return f"{size} seed={int(row.seed) if row.seed == row.seed else '-'}"
 
 
