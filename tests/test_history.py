@@ -228,7 +228,7 @@ def test_import_benchmark(tmp_path, capsys):
     cell = Cell.from_json(cells.loc["heun", "cell"])
     assert cell.task == "benchmark" and cell.steps == 50 and cell.n == 1000 and cell.model == "gmm2d-vp"
     # the same benchmark has one key across imports: history shows speed next to quality
-    out = write_history(store, out_dir=tmp_path / "h", metrics=["time", "discretization"])
+    out = write_history(store, out_dir=tmp_path / "h", metrics=["time", "discretization"], solvers=["heun"])
     ev = out["events"]
     heun = ev[(ev["suite"] == "perf") & ev["solver"].str.startswith("heun ") & (ev["metric"] == "time")]
     assert set(heun["rule"]) == {"gate", "step"} and set(heun["pos"]) == {2}

@@ -263,7 +263,8 @@ def _cell_label(row) -> str:
     size = (f"nfe<={int(row.budget)}" if row.budget == row.budget and row.budget is not None
             else f"steps={int(row.steps)}" if row.steps == row.steps and row.steps is not None else "adaptive")
     if row.task == "benchmark":  # pytest-benchmark cells: the batch is what tells them apart
-        return f"{size} batch={int(row.n) if row.n == row.n else '-'}"
+        batch = f"batch={int(row.n) if row.n == row.n else '-'}"
+        return f"steps={int(row.steps)} {batch}" if row.steps == row.steps and row.steps is not None else batch
     return f"{size} seed={int(row.seed) if row.seed == row.seed else '-'}"
 
 
@@ -401,9 +402,9 @@ def _trend_figure(g, ev, runs, title, path):
     with _style():
         ncols = min(4, len(metrics))
         nrows = math.ceil(len(metrics) / ncols)
-        width, height = 3.1 * ncols + 1.9, 2.4 * nrows + 0.7
+        width, height = 3.2 * ncols + 2.0, 2.4 * nrows + 0.7
         fig = Figure(figsize=(width, height))  # fixed margins: constrained layout triples the drawing time
-        fig.subplots_adjust(left=0.55 / width, right=1 - 1.9 / width, bottom=0.55 / height, top=1 - 0.6 / height,
+        fig.subplots_adjust(left=0.75 / width, right=1 - 1.9 / width, bottom=0.55 / height, top=1 - 0.6 / height,
                             wspace=0.32, hspace=0.55)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, m in zip(axes, metrics):
@@ -412,6 +413,8 @@ def _trend_figure(g, ev, runs, title, path):
             ax.set_xticks(shown, [ticks[p] for p in shown], fontsize=7)
             ax.set_xlim(min(positions) - 0.5, max(positions) + 0.5)
             ax.tick_params(axis="y", labelsize=8)
+            if ax.get_yscale() == "linear":
+                ax.yaxis.get_major_formatter().set_useOffset(False)
         for ax in axes[len(metrics):]:
             ax.set_visible(False)
         handles = [Line2D([], [], color=colors[c], marker="o", ms=4, label=c) for c in cells]
@@ -430,7 +433,7 @@ def _trend_figure(g, ev, runs, title, path):
 def _summary(doc, runs, events, long, tol):
     b = doc.section(*SECTIONS[0])
     rows = [[r.suite, r.pos + 1, r.id, r.started, str(r.git_commit or "")[:12], r.status, r.cells]
-            for r in runs.itertuples()]
+            for r in runs.sort_values(["suite", "pos"]).itertuples()]
     b.append(_table(["suite", "#", "run", "started", "commit", "status", "cells"], rows, group_col="suite"))
     n_series = long.groupby(["suite", "key", "metric"]).ngroups if len(long) else 0
     counts = events.groupby("rule").size().to_dict() if len(events) else {}
