@@ -177,6 +177,12 @@ def test_junit_all_pass(store, tmp_path):
     assert suite.get("failures") == "0" and len(suite.findall("testcase")) == 4
     ci.write_summary(tmp_path / "ok.md", verdicts, 0)
     assert "OK: no regression" in (tmp_path / "ok.md").read_text()
+    # cells sharing a label (e.g. two step counts) get distinct test names
+    base = load_cells(o[0], store)
+    both = pd.concat([base, base.iloc[[0]].rename(index={base.index[0]: "k2"})])
+    ci.write_junit(tmp_path / "dup.xml", ci.per_cell(both, both))
+    names = [c.get("name") for c in ET.parse(tmp_path / "dup.xml").getroot().iter("testcase")]
+    assert len(set(names)) == len(names) == 5 and any(n.endswith("[k2]") for n in names)
 
 
 # --- pytest-benchmark import ---------------------------------------------------------------------

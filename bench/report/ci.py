@@ -11,7 +11,8 @@ JUnit: ``<testsuites><testsuite name tests failures errors skipped>`` with one `
 classname="sdebench.<model>" name="<cell>">`` per cell of BASE and HEAD; a regression
 (quality/NFE/failed/missing) is a ``<failure type="regression">`` and a timing-only one a
 ``<failure type="timing">``, each with the numbers in its message (what, base -> head, relative
-change); a new cell passes with a ``<system-out>`` note, an improvement too.
+change); a new cell passes with a ``<system-out>`` note, an improvement too. Test names are the
+cells' labels, with the key appended where cells share one.
 """
 from __future__ import annotations
 
@@ -96,9 +97,10 @@ def write_junit(path, verdicts: list[CellVerdict], name: str = "sdebench compare
     root = ET.Element("testsuites", name=name, tests=str(len(verdicts)), failures=str(failures), errors="0")
     suite = ET.SubElement(root, "testsuite", name=name, tests=str(len(verdicts)), failures=str(failures),
                           errors="0", skipped="0", time=f"{sum(v.time_s for v in verdicts):.6f}")
-    for v in verdicts:
-        case = ET.SubElement(suite, "testcase", classname=f"sdebench.{v.model}", name=v.label,
-                             time=f"{v.time_s:.6f}")
+    repeated = pd.Series([v.label for v in verdicts]).duplicated(keep=False).tolist() if verdicts else []
+    for v, dup in zip(verdicts, repeated):  # a label shared by cells (e.g. step counts) gets the key
+        case = ET.SubElement(suite, "testcase", classname=f"sdebench.{v.model}",
+                             name=f"{v.label} [{v.key}]" if dup else v.label, time=f"{v.time_s:.6f}")
         bad = v.failures
         if len(bad):
             kind = "regression" if (bad["verdict"] == "REGRESSION").any() else "timing"
