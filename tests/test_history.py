@@ -277,3 +277,19 @@ def test_interactive_report_inlines_plotly_once_and_one_chart_per_figure(store, 
     assert interactive.family(Cell(solver="dopri5", steps=None, **BASE)) == "adaptive"
     assert interactive.family(Cell(solver="ddim", steps=5, **{**BASE, "options": {"eta": 1.0}},
                                    solver_meta={"kind": "ode", "stochastic": True})) == "reverse SDE"
+
+
+def test_drift_needs_more_than_jitter():
+    from bench.report.history import SERIES, DriftRule
+
+    def series(v):
+        return pd.DataFrame({"run_id": range(len(v)), "pos": range(len(v)), "suite": "s", "key": "k", "model": "m",
+                             "label": "l", "cell_label": "c", "metric": "time", "value": v})
+
+    jitter = [1.0, 1.02, 1.3, 1.08, 1.35, 1.1, 1.4, 1.12]  # beyond 5% from run 3 on, but it is noise
+    assert DriftRule(0.05).events(series(jitter), SERIES["time"]) == []
+    assert step_changes(jitter, tol=0.05) == []
+    drift = [1.0 * 1.04**k for k in range(8)]
+    assert len(DriftRule(0.05).events(series(drift), SERIES["time"])) == 1
+    better = [1.0 / 1.04**k for k in range(8)]  # improving: no drift mark
+    assert DriftRule(0.05).events(series(better), SERIES["time"]) == []

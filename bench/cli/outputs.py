@@ -52,7 +52,8 @@ def history(args) -> int:
     from bench.report.history import write_history
 
     out = write_history(Store(args.store), args.suite or None, args.out, models=args.model or (),
-                        solvers=args.solver or (), metrics=args.metric or (), since=args.since, rtol=args.rtol)
+                        solvers=args.solver or (), metrics=args.metric or (), since=args.since, rtol=args.rtol,
+                        time_factor=None if args.no_time else args.time_factor)
     ev = out["events"]
     counts = ", ".join(f"{k}: {v}" for k, v in ev.groupby("rule").size().items()) if len(ev) else "none"
     print(f"history: {out['html']}  (self-contained; open in a browser)\n         {out['markdown']}\n"
@@ -99,6 +100,8 @@ def register(sub):
                     "nfe, overhead")
     hp.add_argument("--since", default=None, help="only runs started on or after this date (e.g. 2026-01-31)")
     hp.add_argument("--rtol", type=float, default=0.05, help="tolerance of the gate, steps and drift (default 0.05)")
+    hp.add_argument("--time-factor", type=float, default=2.0, help="compare's slowdown factor (default 2.0)")
+    hp.add_argument("--no-time", action="store_true", help="mark compare's quality/NFE rule only, as CI gates")
     hp.add_argument("--out", default=None, help="output folder (default <store dir>/history)")
     add_store(hp)
     hp.set_defaults(fn=history)

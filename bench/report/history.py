@@ -21,7 +21,9 @@ rules, small objects that give a reason (``GateRule``, ``StepRule``, ``DriftRule
 - **drift**: the value moved beyond the tolerance from where the series started (median of its
   first ``min_size`` runs) and stayed there for every later run (at least ``min_size`` runs), in
   the worse direction, with no step to explain it: e.g. 5% worse per run, each time under
-  ``compare``'s 5% threshold, so the gate never fires. Marked at the first run of the excursion.
+  ``compare``'s 5% threshold, so the gate never fires. Marked at the first run of the excursion, and
+  only when the total change exceeds twice the scatter around the series' trend line (jitter is
+  not drift).
 
 Besides the marks, each series has its total change (last vs first) and a robust trend (Theil-Sen
 median of pairwise slopes of log values, in % per run).
@@ -174,15 +176,18 @@ class StepRule:
 
 @dataclasses.dataclass
 class DriftRule:
-    """Cumulative worsening beyond ``tol`` from the series' start that persists, no step explaining it."""
+    """Cumulative worsening beyond ``tol`` from the series' start that persists, no step explaining it,
+    and larger than ``noise_k`` times the standard deviation around the series' Theil-Sen line (so a
+    jittery series, e.g. wall time on a loaded machine, does not read as a drift)."""
 
     tol: float = 0.05
     min_size: int = 2
+    noise_k: float = 2.0
     name: str = "drift"
 
     def events(self, s: pd.DataFrame, spec: Series, steps: list | None = None) -> list[dict]:
         v = s["value"].to_numpy(float)
-        if len(v) < 2 * self.min_size or steps:
+        if len(v) < 2 * self.min_size or steps or not self._beyond_noise(v):
             return []
         start = float(np.median(v[: self.min_size]))
         sign = 1 if spec.better == "lower" else -1
@@ -195,6 +200,16 @@ class DriftRule:
                                f"{self.tol:.0%} in every later run ({total:+.1%} by the last run); "
                                f"trend {theil_sen(v):+.1%} per run")]
         return []
+
+    def _beyond_noise(self, v) -> bool:
+        y, logged = _log(v)
+        if not logged:
+            return True
+        i = np.arange(len(y))
+        slope = np.median([(y[b] - y[a]) / (b - a) for a in range(len(y)) for b in range(a + 1, len(y))])
+        resid = y - slope * i
+        noise = float(np.std(resid, ddof=1))  # not robust on purpose: jitter is what it must see
+        return abs(y[-1] - np.median(y[: self.min_size])) > self.noise_k * noise
 
 
 @dataclasses.dataclass
@@ -311,8 +326,9 @@ def history_frames(store: Store, suites=None, *, models=(), solvers=(), metrics=
     return runs, long.sort_values(["suite", "model", "label", "cell_label", "metric", "pos"]).reset_index(drop=True)
 
 
-def _events(store, runs, long, *, rtol, time_factor, min_time_s, min_size):
-    """Every mark: the gate on each (suite, cell), step and drift on each series."""
+def _events(store, runs, long, *, rtol, time_factor, min_time_s, min_size, names):
+    """Every mark: the gate on each (suite, cell) (its reasons kept for the shown metrics and for
+    failed or missing cells), step and drift on each series."""
     step, drift = StepRule(rtol, min_size), DriftRule(rtol, min_size)
     gate_rule = GateRule(rtol, time_factor, min_time_s)
     events = []
@@ -330,7 +346,8 @@ def _events(store, runs, long, *, rtol, time_factor, min_time_s, min_size):
                 frames[rid] = cells.set_index("key") if len(cells) else pd.DataFrame(columns=["nfe"]).rename_axis("key")
         info = {"suite": suite, "key": key, "model": s["model"].iloc[0], "solver": s["label"].iloc[0],
                 "cell": s["cell_label"].iloc[0]}
-        events += gate_rule.events(frames, order, key, info)
+        events += [e for e in gate_rule.events(frames, order, key, info)
+                   if e["metric"] in names or e["metric"] in ("cell", "error")]
     cols = ["suite", "run_id", "pos", "key", "model", "solver", "cell", "metric", "kind", "rule", "before",
             "after", "reason"]
     return pd.DataFrame(events, columns=cols).sort_values(["suite", "pos", "model", "solver", "cell"]).reset_index(
@@ -488,8 +505,9 @@ def write_history(store, suites=None, out_dir=None, *, models=(), solvers=(), me
     runs, long = history_frames(store, suites, models=models, solvers=solvers, metrics=metrics, since=since)
     out_dir = pathlib.Path(out_dir) if out_dir is not None else store.path.parent / "history"
     out_dir.mkdir(parents=True, exist_ok=True)
+    names = [_ALIASES.get(m, m) for m in metrics] or list(SERIES)
     events = _events(store, runs, long, rtol=rtol, time_factor=time_factor, min_time_s=min_time_s,
-                     min_size=min_size)
+                     min_size=min_size, names=names)
     doc = _Doc()
     _summary(doc, runs, events, long, rtol)
     _marked(doc, events)
