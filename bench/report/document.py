@@ -24,7 +24,8 @@ Markdown anchor):
 Several runs share one report: every figure draws run N with its own line style, and tables carry
 a run column. Names from suites and options are HTML-escaped (and entity-escaped in Markdown).
 Figures are drawn on bare ``matplotlib.figure.Figure`` objects (Agg; pyplot's global state is not
-touched) in one seaborn style.
+touched) in one seaborn style. In the HTML, each quality and work-precision figure is followed by an
+interactive chart (``bench.report.interactive``; plotly.js inlined once per page).
 """
 from __future__ import annotations
 
