@@ -4,7 +4,9 @@
     sdebench list solvers|models|suites|runs                     what there is
     sdebench export RUN [--csv PATH]                             a run's cells as CSV
     sdebench report RUN [RUN...] [--out DIR]                     HTML + Markdown report with figures
-    sdebench compare BASE HEAD                                   regression gate (exit 1 quality/NFE, 3 time)
+    sdebench compare BASE HEAD [--junit F] [--summary F]         regression gate (exit 1 quality/NFE, 3 time)
+    sdebench history [--suite S] [--since DATE]                  metrics and time across runs, marked changes
+    sdebench import-benchmark FILE                               a pytest-benchmark JSON file as a run
     sdebench sample MODEL SOLVER                                 sample once: NFE, time, error
     sdebench likelihood MODEL                                    ODE log-likelihood vs the exact one
     sdebench demo                                                every solver on the 2-D mixture, printed

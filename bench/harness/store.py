@@ -202,6 +202,19 @@ class Store:
         finished = _now() if status == "complete" else None
         self.db.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (finished, status, run_id))
 
+    def record_run(self, fields: dict) -> int:
+        """Insert a finished run made elsewhere (an imported pytest-benchmark file, a synthetic
+        history) with the given ``runs`` columns; unknown columns are an error. Returns its id."""
+        cols = [c[1] for c in self.db.execute("PRAGMA table_info(runs)")]
+        unknown = sorted(set(fields) - set(cols) - {"id"})
+        if unknown:
+            raise InputError(f"unknown run field(s) {', '.join(unknown)}; known: {', '.join(cols)}")
+        fields = {"uuid": uuid.uuid4().hex, "started": _now(), "status": "complete", **fields}
+        fields.pop("id", None)
+        cur = self.db.execute(f"INSERT INTO runs ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+                              tuple(fields.values()))
+        return int(cur.lastrowid)
+
     def run(self, run_id: int) -> dict:
         cur = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,))
         row = cur.fetchone()

@@ -24,7 +24,8 @@ Markdown anchor):
 Several runs share one report: every figure draws run N with its own line style, and tables carry
 a run column. Names from suites and options are HTML-escaped (and entity-escaped in Markdown).
 Figures are drawn on bare ``matplotlib.figure.Figure`` objects (Agg; pyplot's global state is not
-touched) in one seaborn style.
+touched) in one seaborn style. In the HTML, each quality and work-precision figure is followed by an
+interactive chart (``bench.report.interactive``; plotly.js inlined once per page).
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ from bench.report.analysis import BUDGETS, SDE_REFERENCE_RATIO, best_per_budget,
 from bench.report.data import load_cells
 from bench.report.figures import (_likelihood_figure, _quality_figure, _Styles, _work_precision_figure,
                                   trajectory_figure)
-from bench.report.render import _Doc, _figure, _h3, _p, _pre, _render_html, _render_md, _table
+from bench.report import interactive as _iv
+from bench.report.render import _Doc, _figure, _h3, _interactive, _p, _pre, _render_html, _render_md, _table
 from solvers import InputError
 
 __all__ = ["write_report", "SECTIONS"]
@@ -93,16 +95,18 @@ def _versions() -> dict:
 
 
 def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None, *,
-                 trajectories: bool = True) -> dict:
+                 trajectories: bool = True, interactive: bool = True) -> dict:
     """Write ``report.html`` (self-contained) and ``report.md`` + ``fig-*.png`` for ``run_ids``.
 
     ``store``: a ``bench.harness.store.Store`` (or a path to one). ``out_dir`` defaults to
     ``store.path.parent / f"run-{run_ids[0]}"``. Returns {"html": path, "markdown": path,
-    "figures": [png paths]}. Raises ``InputError`` for an unknown run."""
+    "figures": [png paths]}. Raises ``InputError`` for an unknown run. ``interactive``: each quality and
+    work-precision figure also as an interactive chart in the HTML (plotly.js inlined once; skipped
+    when plotly is not installed; the Markdown keeps the PNGs)."""
     if not isinstance(store, Store):
         store = Store(store)
         try:
-            return write_report(store, run_ids, out_dir, trajectories=trajectories)
+            return write_report(store, run_ids, out_dir, trajectories=trajectories, interactive=interactive)
         finally:
             store.close()
     run_ids = list(dict.fromkeys(int(r) for r in run_ids))
@@ -120,6 +124,8 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
     lik = df[(df["task"] == "likelihood") & df["ok"]]
     failed = df[~df["ok"]]
     model_names = sorted(sample["model"].dropna().unique())
+    interactive = interactive and _iv.available()
+    charts: list = []  # the interactive charts' HTML, one per quality / work-precision figure
 
     def fig_path(name):
         return out_dir / f"fig-{_slug(name)}.png"
@@ -159,6 +165,9 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
         figures.append(p)
         b.append(_figure(p, f"{model}: every quality metric against NFE, log-log, one panel per metric; dashed "
                             "line: noise floor (median over cells), grey: at or below it (unresolved)."))
+        if interactive:
+            charts.append(_iv.quality_chart(sample[sample["model"] == model], model, f"iq-{_slug(model)}"))
+            b.extend([_interactive(charts[-1])] if charts[-1] else [])
 
     # --- work-precision -------------------------------------------------------------------
     b = doc.section(*SECTIONS[2])
@@ -173,6 +182,9 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
             any_wp = True
             figures.append(p)
             b.append(_figure(p, f"{model}: wall time (left) and NFE (right) against discretization error."))
+            if interactive:
+                charts.append(_iv.work_precision_chart(sample[sample["model"] == model], model, f"iw-{_slug(model)}"))
+                b.extend([_interactive(charts[-1])] if charts[-1] else [])
     if not any_wp:
         b.append(_p(f"no discretization errors in {word}"))
 
@@ -299,6 +311,7 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
     subtitle = f"suite {suites}; {len(df)} cells; models {', '.join(sorted(df['model'].dropna().unique())) or '-'}"
     images = {p: base64.b64encode(p.read_bytes()).decode("ascii") for p in figures}
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    html_path.write_text(_render_html(doc, title, subtitle, images), encoding="utf-8")
+    head = _iv.script() if any(charts) else ""
+    html_path.write_text(_render_html(doc, title, subtitle, images, head), encoding="utf-8")
     md_path.write_text(_render_md(doc, title, subtitle), encoding="utf-8")
-    return {"html": html_path, "markdown": md_path, "figures": figures}
+    return {"html": html_path, "markdown": md_path, "figures": figures, "charts": sum(1 for c in charts if c)}

@@ -86,13 +86,20 @@ tr.flag td{background:#fff1e6 !important} tr.grp td{border-top:2px solid #9aa5b1
 td.err{white-space:normal;max-width:560px;color:#9b1c1c}
 pre{background:#f3f5f7;border:1px solid #e1e5ea;padding:10px;font-size:12px;overflow-x:auto;white-space:pre-wrap}
 details summary{cursor:pointer;color:#1c5fa8;margin:6px 0}
+div.plot{width:100%;margin:4px 0 22px;border:1px solid #e3e7ec}
 """
 
 
-def _render_html(doc, title, subtitle, images: dict) -> str:
+def _interactive(html_text):
+    """Trusted HTML made by the report itself (an interactive chart); HTML output only."""
+    return ("html", str(html_text))
+
+
+def _render_html(doc, title, subtitle, images: dict, head: str = "") -> str:
+    """``head``: trusted markup for <head> (the inlined chart library, once per page)."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{_esc(title)}</title><style>{CSS}</style></head><body><main>",
+           f"<title>{_esc(title)}</title><style>{CSS}</style>{head}</head><body><main>",
            f"<header><h1>{_esc(title)}</h1><p class=\"meta\">{_esc(subtitle)}</p><nav><ol>"]
     out += [f'<li><a href="#{sid}">{_esc(t)}</a></li>' for sid, t, _ in doc.sections]
     out.append("</ol></nav></header>")
@@ -106,6 +113,8 @@ def _render_html(doc, title, subtitle, images: dict) -> str:
                 out.append(f"<h3>{_esc(b[1])}</h3>")
             elif kind == "pre":
                 out.append(f"<pre>{_esc(b[1])}</pre>")
+            elif kind == "html":
+                out.append(b[1])
             elif kind == "figure":
                 data = images[b[1]]
                 out.append(f'<figure><img alt="{_esc(b[2])}" src="data:image/png;base64,{data}">'
