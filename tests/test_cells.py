@@ -144,3 +144,15 @@ def test_executors_share_one_interface_and_import_neither_sweep_nor_store():
     assert out == [(1, 2), (2, 4)]
     with pytest.raises(InputError, match="valid: local, ray"):
         executors.get_executor("dask")
+
+
+def test_recommend_ranks_with_ties_and_prints_the_reproducing_command(tmp_path, capsys):
+    from bench import cli
+
+    code = cli.main(["recommend", "gmm2d-vp", "--nfe", "8", "--solvers", "euler", "heun", "--n", "200", "--quiet",
+                     "--no-report", "--store", str(tmp_path / "r.sqlite")])
+    out = capsys.readouterr().out
+    assert code == 0 and "ranked by exact_kl" in out and "reproduce: sdebench sample gmm2d-vp" in out
+    assert out.count("grid=") >= 2 * 5  # two solvers x five grids (tan: the mixture knows its data_std)
+    assert cli.main(["recommend", "gmm2d-vp", "--nfe", "8", "--solvers", "euler_maruyama", "--quiet",
+                     "--store", str(tmp_path / "r.sqlite")]) == 2

@@ -52,7 +52,7 @@ from bench.harness.store import Store
 from bench.report import compare as gate
 from bench.report.data import load_cells
 from bench.report.figures import DPI, _style
-from bench.report.render import _Doc, _figure, _h3, _p, _render_html, _render_md, _table
+from bench.report.render import _Doc, _figure, _p, _render_html, _render_md, _table
 from solvers import InputError
 
 __all__ = ["write_history", "history_frames", "series_table", "Series", "GateRule", "StepRule", "DriftRule",
