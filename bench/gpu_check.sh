@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The GPU check in one command, for a lent CUDA machine (< 8 minutes on one GPU):
+#   bench/gpu_check.sh [OUT]            (default OUT: results/gpu-check-<date>)
+# Runs the CUDA-marked tests, the no-sync check of every fixed-step loop, the eager vs graph
+# timing table (gmm2d-vp, checkerboard-vp, the CIFAR-10 U-Net) and the quick suite on CUDA;
+# everything it measured lands under OUT (summary.md, timing.csv, sync.csv, tests.txt, suite/).
+# Extra arguments go to `python -m bench.gpu_check` (e.g. --parts timing --repeats 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-results/gpu-check-$(date -u +%Y%m%d-%H%M%S)}"
+shift || true
+PY="${PYTHON:-python}"
+[ -x .venv/bin/python ] && PY="${PYTHON:-.venv/bin/python}"
+mkdir -p "$OUT"
+# 7.5 minutes at most, whatever hangs; summary.md is written part by part
+timeout 450 "$PY" -m bench.gpu_check --out "$OUT" --device cuda --suite-n 500 "$@" 2>&1 | tee "$OUT/gpu_check.log"
+echo "gpu check: $OUT/summary.md"
