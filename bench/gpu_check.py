@@ -85,10 +85,18 @@ def part_tests(out: pathlib.Path, device, args) -> list[str]:
         return ["tests: skipped (no CUDA device; the tests marked `cuda` skip themselves without one)"]
     root = pathlib.Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", str(root / "tests")]
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=args.tests_timeout)
+    try:
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=args.tests_timeout)
+    except subprocess.TimeoutExpired as e:
+        (out / "tests.txt").write_text(_text(e.stdout) + _text(e.stderr))
+        return [f"tests: stopped after {args.tests_timeout} s (partial output in tests.txt)"]
     (out / "tests.txt").write_text(proc.stdout + proc.stderr)
     last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
     return [f"tests: `pytest -m cuda` exit {proc.returncode}: {last} (tests.txt)"]
+
+
+def _text(b) -> str:
+    return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
 
 
 # --- 2. no host-device sync inside the loop ----------------------------------------------------------
