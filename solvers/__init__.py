@@ -16,15 +16,16 @@ from .errors import InputError, NonFiniteError
 from .grids import GRIDS, check_times, make_grid
 from .model import PREDICTIONS, ScoreModel
 from .likelihood import Likelihood, decode, encode, log_likelihood
-from .noise import BrownianPath, CounterBrownianPath
+from .noise import BrownianPath, CounterBrownianPath, StepNoise
 from .registry import available, get, register
-from .sampling import Sample, sample
+from .sampling import Sample, clear_caches, sample
+from . import graph  # noqa: F401,E402  (sample(..., graph=True))
 from .sde import EDM, SDE, SDES, VE, VP, DiscreteVP, SubVP
 from .tuning import TunedGrid, load_grid, tune_grid
 
 __all__ = [
     "sample", "Sample", "available", "get", "register", "Solver", "Nodes", "ScoreModel", "PREDICTIONS",
     "SDE", "VP", "SubVP", "VE", "EDM", "DiscreteVP", "SDES", "GRIDS", "make_grid", "check_times",
-    "BrownianPath", "CounterBrownianPath", "InputError", "NonFiniteError",
-    "log_likelihood", "encode", "decode", "Likelihood", "tune_grid", "TunedGrid", "load_grid",
+    "BrownianPath", "CounterBrownianPath", "StepNoise", "InputError", "NonFiniteError",
+    "log_likelihood", "encode", "decode", "Likelihood", "tune_grid", "TunedGrid", "load_grid", "clear_caches",
 ]

@@ -236,7 +236,7 @@ class AdaptiveSDE(Solver):
     name = "adaptive_sde"
     kind = "sde"
     adaptive = True
-    stochastic = uses_brownian = per_sample_noise = True
+    stochastic = uses_brownian = per_sample_noise = needs_path = True
     order = None
     options = {"rtol": 1e-2, "atol": 0.0078, "h_init": 0.01, "safety": 0.9, "exponent": 0.9,
                "max_iters": 100_000}

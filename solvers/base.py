@@ -6,6 +6,11 @@ coefficients) once, in float64, as Python floats; ``step(i, x)`` advances x from
 ``times[i]`` to ``times[i+1]`` with the network call plus a few fused tensor updates and
 never synchronises with the device. The loop over steps lives in ``solvers.sampling``.
 
+``setup`` runs once per (model, solver, options, grid, dtype, device): the sampling loop keeps
+the set-up instance and gives every call a shallow copy on which it calls ``reset``, where
+per-call state (histories of network outputs, sub-solvers) is (re)initialised. So ``setup``
+must hold grid-only state, and anything a step mutates belongs in ``reset``.
+
 Metadata (class attributes, read by the registry, the tests and the harness):
 
     name          registry key
@@ -18,6 +23,9 @@ Metadata (class attributes, read by the registry, the tests and the harness):
     uses_brownian draws increments from the Brownian path (else only corrector noise)
     needs_levy    also needs the path's space-time Levy area (the default path then has it)
     per_sample_noise  queries the path at per-sample times (a ``CounterBrownianPath``)
+    needs_path    queries the Brownian path at times of its own choosing (torchsde's solvers):
+                  its default noise is then a ``BrownianPath``; otherwise it queries each step
+                  once, in order, and its default noise is the cheaper ``StepNoise``
     adaptive      chooses its own steps: implements ``integrate(x)`` instead of ``step``;
                   the grid then holds the output times (default [T, eps])
     options       {option: default} for this class; merged along the MRO. Each option is
@@ -44,7 +52,8 @@ __all__ = ["Solver", "Nodes"]
 class Nodes:
     """Schedule quantities at a set of times, in float64, as Python floats.
 
-    ``t`` holds the times as a tensor in the sample dtype/device (what the network gets);
+    ``t`` holds the times as a tensor in the sample dtype/device (what the network gets;
+    ``tvec(batch)[k]``: time k expanded to the batch, made once per batch size);
     ``alpha``, ``sigma``, ``lam``, ``f``, ``g2`` are lists of floats."""
 
     def __init__(self, sde, times: torch.Tensor, dtype, device):
@@ -56,6 +65,14 @@ class Nodes:
         self.f = sde.f(times).tolist()
         self.g2 = sde.g2(times).tolist()
         self.t = times.to(device=device, dtype=dtype)
+        self._tvec = {}
+
+    def tvec(self, batch: int) -> list:
+        """The times as (batch,) views (stride 0), one per node; built once per batch size."""
+        v = self._tvec.get(batch)
+        if v is None:
+            v = self._tvec[batch] = [tk.expand(batch) for tk in self.t.unbind()]
+        return v
 
     def __len__(self):
         return len(self.times)
@@ -91,7 +108,7 @@ def _check_type(cls_name, key, value, default):
 
 
 _METADATA = {"name", "kind", "order", "weak_order", "nfe_per_step", "stochastic", "uses_brownian",
-             "needs_levy", "per_sample_noise", "adaptive", "default_grid", "options", "variants"}
+             "needs_levy", "per_sample_noise", "needs_path", "adaptive", "default_grid", "options", "variants"}
 
 
 class Solver:
@@ -106,6 +123,7 @@ class Solver:
     uses_brownian: bool = False
     needs_levy: bool = False
     per_sample_noise: bool = False
+    needs_path: bool = False
     adaptive: bool = False
     default_grid: str | None = None
     #: denoise: after the last step, return Tweedie's x0 = E[x0 | x_eps] (one more NFE).
@@ -125,9 +143,10 @@ class Solver:
         self.dtype, self.device = dtype, torch.device(device)
         self.nodes = Nodes(self.sde, times, dtype, self.device)
         self.h = [b - a for a, b in zip(self.nodes.times[:-1], self.nodes.times[1:])]
-        self.noise = None       # BrownianPath, set by the loop when uses_brownian
-        self.generator = None   # corrector generator, set by the loop
+        self.noise = None       # BrownianPath or StepNoise, set by the loop when uses_brownian
+        self.generator = None   # corrector noise (a NormalStream), set by the loop
         self.setup()
+        self.reset()
 
     # --- options ---------------------------------------------------------------------
     @classmethod
@@ -185,6 +204,9 @@ class Solver:
     def setup(self):
         """Precompute grid-only coefficients (float64 Python floats)."""
 
+    def reset(self):
+        """(Re)initialise per-call state; called after ``setup`` and on every cached copy."""
+
     def step(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Advance x from times[i] to times[i+1]."""
         raise NotImplementedError
@@ -198,7 +220,7 @@ class Solver:
     def eval(self, x, k: int, kind: str = "eps", nodes: Nodes | None = None):
         """One network evaluation at grid node k (or at node k of ``nodes``)."""
         nd = self.nodes if nodes is None else nodes
-        return self.model(x, nd.t[k], kind, alpha=nd.alpha[k], sigma=nd.sigma[k])
+        return self.model(x, nd.tvec(x.shape[0])[k], kind, alpha=nd.alpha[k], sigma=nd.sigma[k])
 
     def brownian_normal(self, i: int) -> torch.Tensor:
         """Standard normal from the Brownian increment over step i (shared across grids)."""
@@ -210,8 +232,11 @@ class Solver:
         return self.noise.increment(t_hi, t_lo)
 
     def randn(self, x) -> torch.Tensor:
-        """Corrector noise (independent of the Brownian path)."""
-        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        """Corrector noise of x's shape (independent of the Brownian path)."""
+        g = self.generator
+        if isinstance(g, torch.Generator):
+            return torch.randn(x.shape, generator=g, dtype=x.dtype, device=x.device)
+        return g.draw()
 
     @staticmethod
     def sqrt(v: float) -> float:

@@ -440,6 +440,8 @@ class _Multistep(_DPMBase):
                 c0, c1, c2 = c0 + a0 / r0, -a0 / r0 + a1 / r1, -a1 / r1
             cz = sg[i + 1] * self.sqrt(-math.expm1(-2.0 * eta * h)) if eta > 0 else 0.0
             self.coef.append((cx, c0, c1, c2, cz))
+
+    def reset(self):
         self.hist = []  # x0 predictions at the previous grid points, newest last
 
     def step(self, i, x):

@@ -12,6 +12,8 @@ convergence order is claimed: the stationary bias depends on the step size (snr)
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from .base import Solver
@@ -133,7 +135,14 @@ class PredictorCorrector(Solver):
         self.corrector = self.corr_cls(self.model, self.times, snr=self.snr,
                                        corrector_steps=self.corrector_steps, **kw)
         self.uses_brownian = self.predictor.uses_brownian
+        self.needs_path = self.predictor.needs_path
         self.default_grid = self.predictor.default_grid
+
+    def reset(self):  # the parts hold per-call state: each call gets its own copies
+        if hasattr(self, "predictor"):
+            self.predictor, self.corrector = copy.copy(self.predictor), copy.copy(self.corrector)
+            self.predictor.reset()
+            self.corrector.reset()
 
     def step(self, i, x):
         # the loop gives us the noise sources; hand them on

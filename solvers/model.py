@@ -12,14 +12,51 @@ network evaluations (``nfe``): every solver's NFE is read off this counter, neve
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .errors import InputError
 from .sde import SDE, DiscreteVP
 
-__all__ = ["ScoreModel", "PREDICTIONS"]
+__all__ = ["ScoreModel", "PREDICTIONS", "AUTOCAST"]
 
 PREDICTIONS = ("eps", "x0", "v", "score")
+
+
+#: autocast option -> dtype the network runs in
+AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _NetworkRunner:
+    """``fn`` compiled and/or under autocast; records compilation time on the owner's ``compile_s``."""
+
+    def __init__(self, net, owner: "ScoreModel"):
+        self.net, self.owner = net, owner
+        self.__name__ = getattr(owner, "name", "network")
+
+    def __call__(self, x, t):
+        owner = self.owner
+        timed = owner.compiled and (x.shape, x.dtype, x.device) not in owner._signatures
+        if timed:
+            start = time.perf_counter()
+        dtype = AUTOCAST[owner.autocast] if x.dtype == torch.float32 else None
+        if dtype is None:
+            out = self.net(x, t)
+        else:
+            with torch.autocast(device_type=x.device.type, dtype=dtype):
+                out = self.net(x, t)
+            out = out.to(x.dtype) if isinstance(out, torch.Tensor) else out
+        if timed:
+            _sync(x.device)
+            owner.compile_s += time.perf_counter() - start
+            owner._signatures.add((x.shape, x.dtype, x.device))
+        return out
 
 
 def _lin(a, x, b, y):
@@ -40,10 +77,12 @@ class ScoreModel:
         name: a label for reports.
         data_std: the data's standard deviation (per coordinate), when known; the ``tan`` grid
             (closed-form optimum for Gaussian data) uses it. None: unknown.
+        compile, autocast: how the network runs (``configure``): ``torch.compile`` (compilation
+            time kept apart in ``compile_s``) and bf16/fp16 autocast with float32 solver state.
     """
 
     def __init__(self, fn, sde: SDE, prediction: str = "eps", *, shape=None, name: str | None = None,
-                 data_std: float | None = None):
+                 data_std: float | None = None, compile: bool = False, autocast: str | None = None):
         if not callable(fn):
             raise InputError(f"fn must be callable (x, t) -> tensor, got {type(fn).__name__}")
         if not isinstance(sde, SDE):
@@ -55,6 +94,46 @@ class ScoreModel:
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
         self.data_std = None if data_std is None else float(data_std)
         self.nfe = 0
+        self.compile_s = 0.0
+        self.compiled, self.autocast = False, None
+        self.configure(compile=compile, autocast=autocast)
+
+    def configure(self, *, compile: bool = False, autocast: str | None = None) -> "ScoreModel":
+        """How the network runs (the contract of ``fn`` is unchanged; NFE counted as before):
+
+        compile: wrap ``fn`` in ``torch.compile`` (inductor; CPU needs a C compiler). A compiled
+            network compiles on its first call at each new input signature (shape, dtype,
+            device); those calls' wall time (compilation + one evaluation) is added to
+            ``compile_s``, so timings can report it apart. ``warm_compile(x)`` compiles ahead.
+        autocast: "bf16" or "fp16": run the network under ``torch.autocast`` in that precision
+            for float32 states; its output is cast back to the states' dtype, so the solver's
+            state and arithmetic stay float32. float64 states (references) run unchanged.
+        """
+        if autocast not in AUTOCAST:
+            raise InputError(f"autocast must be one of {', '.join(map(repr, AUTOCAST))}, got {autocast!r}")
+        if not isinstance(compile, bool):
+            raise InputError(f"compile must be True or False, got {compile!r}")
+        base = getattr(self, "_base_fn", self.fn)
+        self._base_fn = base
+        self.compiled, self.autocast = compile, autocast
+        self._signatures = set()
+        if not compile and autocast is None:
+            self.fn = base
+        else:
+            net = torch.compile(base) if compile else base
+            self.fn = _NetworkRunner(net, self)
+        return self
+
+    def warm_compile(self, x: torch.Tensor, t: float | None = None) -> float:
+        """Evaluate the network once at (x, t) (default mid-way in time) without counting it in NFE;
+        return the seconds it took. For a compiled network this is the compilation (also added
+        to ``compile_s``); call it before timing with the batch shape and dtype of the timed calls."""
+        t = 0.5 * (self.sde.T + self.sde.eps) if t is None else float(t)
+        t_vec = torch.tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        start = time.perf_counter()
+        self.fn(x, t_vec)
+        _sync(x.device)
+        return time.perf_counter() - start
 
     @classmethod
     def from_discrete(cls, net, betas, prediction: str = "eps", **kw) -> "ScoreModel":
@@ -74,8 +153,9 @@ class ScoreModel:
 
         ``t`` is a scalar or a (batch,) tensor. Solvers pass ``alpha``/``sigma`` at t as
         Python floats they computed once, in float64, for the whole grid."""
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        t_vec = t.expand(x.shape[0]) if t.ndim == 0 else t
+        if not isinstance(t, torch.Tensor) or t.dtype != x.dtype or t.device != x.device:
+            t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        t_vec = t if t.ndim == 1 else t.expand(x.shape[0])
         out = self.fn(x, t_vec)
         self.nfe += 1
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:

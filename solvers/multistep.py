@@ -97,9 +97,11 @@ class _Multistep(Solver):
 
     def setup(self):
         self.orders = [self.step_order(i) for i in range(self.steps)]
+        self.coefficients()
+
+    def reset(self):
         self.hist: list[torch.Tensor] = []  # outputs at nodes ..., k-1, k (newest last)
         self.hist_node = -1                 # k: the node of hist[-1]
-        self.coefficients()
 
     def coefficients(self):
         """Fill self.cx[i] (weight of x_i) and self.ce[i] (weights of hist[-1], hist[-2], ...)."""
@@ -202,17 +204,21 @@ class UniPC(_Multistep):
             else:
                 self.cc.append(None)
                 self.cnew.append(None)
+        self.dc = [None if cc is None else [a - b for a, b in zip(cc, ce)] for cc, ce in zip(self.cc, self.ce)]
 
     def step(self, i, x):
         if self.hist_node != i:  # first step, or no corrector evaluation to reuse
             self.remember(self.eval(x, i, "x0"), i)
         x_pred = self.combine(x, self.cx[i], self.ce[i])
-        if self.cc[i] is None:
+        dc = self.dc[i]
+        if dc is None:
             return x_pred
         m_new = self.eval(x_pred, i + 1, "x0")
-        out = self.combine(x, self.cx[i], self.cc[i]).add_(m_new, alpha=self.cnew[i])
+        # x_corr = x_pred + sum_j (cc_j - ce_j) hist[-1-j] + cnew m_new (x_pred is not needed after)
+        for c, m in zip(dc, reversed(self.hist)):
+            x_pred.add_(m, alpha=c)
         self.remember(m_new, i + 1)
-        return out
+        return x_pred.add_(m_new, alpha=self.cnew[i])
 
 
 @register

@@ -1,5 +1,12 @@
-"""Noise sources: one Brownian path per call for the SDE steps, a separate generator for
-Langevin corrector noise.
+"""Noise sources: Brownian increments for the SDE steps, a separate stream for Langevin
+corrector noise.
+
+``StepNoise`` (the default of a fixed-step call without ``brownian=``) answers each step's
+increment with fresh normals from a generator seeded by the call's seed: solvers query every
+step once, in order, so these are exact Brownian increments over the grid, at the cost of one
+``torch.randn`` (a ``BrownianInterval`` query costs ~3x more). Same seed, same samples. It is
+not a path: increments of other grids are independent of it. Its normals come from a
+``NormalStream`` or, for CUDA-graph replay, a ``NormalTape`` of the same draws made beforehand.
 
 ``BrownianPath`` wraps torchsde's ``BrownianInterval`` on [eps, T] keyed by a seed. All
 increments a sampling call draws come from one path, so the increment over a coarse step
@@ -24,7 +31,8 @@ import torchsde
 
 from .errors import InputError
 
-__all__ = ["BrownianPath", "CounterBrownianPath", "corrector_generator"]
+__all__ = ["BrownianPath", "CounterBrownianPath", "StepNoise", "NormalStream", "NormalTape",
+           "corrector_generator"]
 
 
 class BrownianPath:
@@ -209,3 +217,79 @@ def corrector_generator(seed: int, device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed((int(seed) * 1_000_003 + 7_919) % (2**63 - 1))
     return g
+
+
+def step_generator(seed: int, device) -> torch.Generator:
+    """The generator of ``StepNoise``: independent of the prior draw and of the corrector noise."""
+    g = torch.Generator(device=device)
+    g.manual_seed((int(seed) * 2_000_029 + 104_729) % (2**63 - 1))
+    return g
+
+
+# ----------------------------------------------------------------------------------------------
+# per-step noise: a stream of normals, or the same normals drawn beforehand (graph replay)
+# ----------------------------------------------------------------------------------------------
+
+class NormalStream:
+    """Standard normals of one shape, drawn in order from ``generator`` (a fresh tensor each)."""
+
+    def __init__(self, shape, generator: torch.Generator, dtype, device):
+        self.shape, self.generator, self.dtype, self.device = tuple(shape), generator, dtype, torch.device(device)
+        self.count = 0  # draws made so far (what a tape of the same draws must hold)
+
+    def draw(self) -> torch.Tensor:
+        self.count += 1
+        return torch.randn(self.shape, generator=self.generator, dtype=self.dtype, device=self.device)
+
+
+class NormalTape:
+    """The draws of a ``NormalStream`` made beforehand, held in one (k, *shape) buffer and answered
+    in order (views of the buffer: a captured CUDA graph reads them; refill them before a replay)."""
+
+    def __init__(self, buffer: torch.Tensor):
+        self.buffer, self.k = buffer, 0
+
+    @classmethod
+    def empty(cls, count: int, shape, dtype, device) -> "NormalTape":
+        return cls(torch.empty((count, *shape), dtype=dtype, device=device))
+
+    def fill(self, stream: NormalStream) -> "NormalTape":
+        """Overwrite the buffer with the next draws of ``stream`` (same order, same values); rewind."""
+        for j in range(self.buffer.shape[0]):
+            self.buffer[j].copy_(stream.draw())
+        self.k = 0
+        return self
+
+    def draw(self) -> torch.Tensor:
+        if self.k >= self.buffer.shape[0]:
+            raise RuntimeError(f"NormalTape: all {self.buffer.shape[0]} draws used")
+        self.k += 1
+        return self.buffer[self.k - 1]
+
+
+class StepNoise:
+    """Brownian increments of one grid, one fresh standard normal z per query:
+    W(t_hi) - W(t_lo) = sqrt(t_hi - t_lo) z. Exact over a grid whose steps are each queried once
+    (what every fixed-step solver does); not shareable between grids (use a ``BrownianPath``).
+    Interface of ``BrownianPath`` (``increment``, ``normal``, ``matches``)."""
+
+    exact = False
+
+    def __init__(self, source, shape, *, t0: float, t1: float, seed: int, dtype, device):
+        self.source, self.shape, self.dtype, self.device = source, tuple(shape), dtype, torch.device(device)
+        self.t0, self.t1, self.seed = float(t0), float(t1), int(seed)
+
+    @classmethod
+    def for_sde(cls, sde, shape, *, seed: int = 0, dtype=torch.float32, device="cpu") -> "StepNoise":
+        """The default noise of a call: normals from ``step_generator(seed)``."""
+        stream = NormalStream(shape, step_generator(seed, device), dtype, device)
+        return cls(stream, shape, t0=sde.eps, t1=sde.T, seed=seed, dtype=dtype, device=device)
+
+    def normal(self, t_hi: float, t_lo: float) -> torch.Tensor:
+        return self.source.draw()
+
+    def increment(self, t_hi: float, t_lo: float) -> torch.Tensor:
+        return self.source.draw() * math.sqrt(t_hi - t_lo)
+
+    def matches(self, x: torch.Tensor) -> bool:
+        return tuple(x.shape) == self.shape and x.dtype == self.dtype and x.device == self.device

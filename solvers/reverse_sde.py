@@ -33,12 +33,13 @@ class EulerMaruyama(Solver):
         nd = self.nodes
         self.a = [1 + h * nd.f[i] for i, h in enumerate(self.h)]
         self.b = [h * nd.g2[i] / nd.sigma[i] for i, h in enumerate(self.h)]
-        self.c = [self.sqrt(nd.g2[i]) for i in range(self.steps)]
+        # g_i dW_i = g_i sqrt|h| z_i: the step's standard normal, scaled once here
+        self.c = [self.sqrt(nd.g2[i] * -h) for i, h in enumerate(self.h)]
 
     def step(self, i, x):
         eps = self.eval(x, i)
-        dw = self.brownian_increment(i)
-        return torch.add(x * self.a[i], eps, alpha=self.b[i]).add_(dw, alpha=self.c[i])
+        z = self.brownian_normal(i)
+        return torch.add(x * self.a[i], eps, alpha=self.b[i]).add_(z, alpha=self.c[i])
 
 
 @register

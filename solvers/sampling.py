@@ -1,6 +1,9 @@
 """``solvers.sample``: the one entry point, and the only loop over steps."""
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -8,10 +11,10 @@ import torch
 from .errors import InputError, NonFiniteError
 from .grids import canonical, check_times, make_grid
 from .model import ScoreModel
-from .noise import BrownianPath, corrector_generator
+from .noise import BrownianPath, NormalStream, StepNoise, corrector_generator, step_generator
 from .registry import get
 
-__all__ = ["sample", "Sample"]
+__all__ = ["sample", "Sample", "Call", "prepare", "clear_caches"]
 
 
 @dataclass
@@ -52,7 +55,10 @@ def _times(model, steps, times, grid, solver_cls):
             return check_times(sde, [sde.T, sde.eps])
         raise InputError("pass steps (number of intervals) or times (a decreasing grid)")
     kind = canonical(grid or solver_cls.default_grid or sde.default_grid)
-    return make_grid(sde, steps, kind, **({"data_std": getattr(model, "data_std", None)} if kind == "tan" else {}))
+    extra = {"data_std": getattr(model, "data_std", None)} if kind == "tan" else {}
+    if type(steps) is not int or not isinstance(kind, str):  # make_grid says what is wrong
+        return make_grid(sde, steps, kind, **extra)
+    return _cached(_GRIDS, (sde, steps, kind, *extra.values()), lambda: make_grid(sde, steps, kind, **extra)).clone()
 
 
 def _initial(model, x_T, n, seed, dtype, device):
@@ -73,24 +79,131 @@ def _initial(model, x_T, n, seed, dtype, device):
     return x_T
 
 
-def _run(inst, x, trajectory):
-    """The loop over steps: no host-device synchronisation inside."""
-    if inst.adaptive:
-        states = inst.integrate(x)
-        if trajectory is not None:
-            trajectory.extend(states)
-        return states[-1]
-    for i in range(inst.steps):
-        x = inst.step(i, x)
-        if trajectory is not None:
-            trajectory.append(x)
-    return x
+# --- grid-only work, once per (model, solver, options, grid, dtype, device) -------------------------
+_GRIDS: OrderedDict = OrderedDict()
+_PLANS: OrderedDict = OrderedDict()
+CACHE_SIZE = 64
+
+
+def _cached(cache, key, build):
+    """An LRU cache of at most CACHE_SIZE entries."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = build()
+    if len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+    return value
+
+
+def clear_caches():
+    """Forget cached grids and set-up solvers (e.g. after changing a model's SDE in place)."""
+    _GRIDS.clear()
+    _PLANS.clear()
+
+
+def solver_instance(cls, model, times, dtype, device, options):
+    """A set-up instance of ``cls`` for one call. ``setup`` (grid-only coefficients) runs once per
+    (model, solver, options, grid, dtype, device); each call gets a shallow copy, ``reset``."""
+    if cls.adaptive:  # its per-call cost is the solve; nothing worth keeping
+        return cls(model, times, dtype=dtype, device=device, **options)
+    key = (model, cls, repr(sorted(options.items())), times.numpy().tobytes(), dtype, str(device))
+    inst = copy.copy(_cached(_PLANS, key, lambda: cls(model, times, dtype=dtype, device=device, **options)))
+    inst.reset()
+    return inst
+
+
+class Call:
+    """One validated sampling call: builds its solver instances (with their noise) and runs the loop.
+
+    The loop is the only one: ``loop`` runs every fixed step (``Solver.step``) or the adaptive
+    ``integrate``, then the optional final denoising, with no host-device synchronisation; the
+    finiteness check of the result is the caller's, outside."""
+
+    def __init__(self, model, cls, options, times, x, seed, brownian):
+        self.model, self.cls, self.options, self.times = model, cls, options, times
+        self.x, self.seed, self.brownian = x, seed, brownian
+
+    def instance(self, noise=None, corrector=None):
+        """A fresh instance whose Brownian noise is ``noise`` (default: ``brownian=`` if given,
+        else a ``BrownianPath`` for solvers that need one, else ``StepNoise`` keyed by the seed)
+        and whose corrector noise is ``corrector`` (default: a stream keyed by the seed)."""
+        x = self.x
+        inst = solver_instance(self.cls, self.model, self.times, x.dtype, x.device, self.options)
+        if inst.uses_brownian:
+            inst.noise = noise if noise is not None else self.default_noise(inst)
+        inst.generator = corrector if corrector is not None else self.corrector_stream()
+        return inst
+
+    def default_noise(self, inst):
+        x, sde, brownian = self.x, self.model.sde, self.brownian
+        if brownian is not None:
+            if not brownian.matches(x):
+                raise InputError(f"brownian path has shape {brownian.shape}, {brownian.dtype} on "
+                                 f"{brownian.device}; x_T has {tuple(x.shape)}, {x.dtype} on {x.device}")
+            return brownian
+        if inst.needs_path:
+            return BrownianPath.for_sde(sde, x.shape, seed=self.seed, dtype=x.dtype, device=x.device,
+                                        levy_area=inst.needs_levy)
+        return StepNoise.for_sde(sde, x.shape, seed=self.seed, dtype=x.dtype, device=x.device)
+
+    def step_stream(self) -> NormalStream:
+        """The normals ``StepNoise`` draws by default (for tapes of the same draws)."""
+        x = self.x
+        return NormalStream(x.shape, step_generator(self.seed, x.device), x.dtype, x.device)
+
+    def corrector_stream(self) -> NormalStream:
+        x = self.x
+        return NormalStream(x.shape, corrector_generator(self.seed, x.device), x.dtype, x.device)
+
+    def loop(self, inst, x, trajectory=None):
+        """The loop over steps, then the final denoising if asked: no host-device synchronisation."""
+        if inst.adaptive:
+            states = inst.integrate(x)
+            if trajectory is not None:
+                trajectory.extend(states)
+            x = states[-1]
+        else:
+            step = inst.step
+            for i in range(inst.steps):
+                x = step(i, x)
+                if trajectory is not None:
+                    trajectory.append(x)
+        if inst.denoise:
+            x = inst.eval(x, len(self.times) - 1, "x0")
+        return x
+
+
+def prepare(model: ScoreModel, solver, *, steps=None, times=None, x_T=None, n=None, seed: int = 0,
+            grid=None, brownian=None, dtype=torch.float32, device="cpu", **options) -> Call:
+    """Validate a call's arguments (as ``sample`` takes them) and return its ``Call``."""
+    if not isinstance(model, ScoreModel):
+        raise InputError(f"model must be a solvers.ScoreModel, got {type(model).__name__}")
+    cls = get(solver)
+    cls.resolve_options(options)  # unknown options fail before any work
+    times = _times(model, steps, times, grid, cls)
+    x = _initial(model, x_T, n, seed, dtype, device)
+    return Call(model, cls, options, times, x, seed, brownian)
+
+
+@contextmanager
+def sync_guard(device):
+    """Raise on any host-device synchronisation inside the block (CUDA's sync debug mode)."""
+    if torch.device(device).type != "cuda":
+        raise InputError("sync_debug=True checks CUDA host-device synchronisation; it needs device='cuda'")
+    prev = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(prev)
 
 
 def sample(model: ScoreModel, solver, *, steps: int | None = None, times=None, x_T=None,
            n: int | None = None, seed: int = 0, grid: str | None = None,
            return_trajectory: bool = False, brownian: BrownianPath | None = None,
-           dtype=torch.float32, device="cpu", **options) -> Sample:
+           dtype=torch.float32, device="cpu", graph: bool = False, sync_debug: bool = False,
+           **options) -> Sample:
     """Sample from ``model`` with a registered solver.
 
     Args:
@@ -101,45 +214,37 @@ def sample(model: ScoreModel, solver, *, steps: int | None = None, times=None, x
             ``grid`` (or ``times``) may also be a ``solvers.TunedGrid``.
         x_T / n: the initial state, or the number of samples to draw from the prior
             (``model.sample_prior``, seeded by ``seed``; in ``dtype`` on ``device``).
-        seed: keys the prior draw, the Brownian path and the corrector noise.
-        brownian: a ``BrownianPath`` to draw increments from; pass one object to several
-            calls to run them on one Brownian motion (strong error).
+        seed: keys the prior draw, the step noise and the corrector noise.
+        brownian: a ``BrownianPath`` (or ``CounterBrownianPath``) to draw increments from; pass
+            one object to several calls to run them on one Brownian motion (strong error).
+            Without it a fixed-step solver draws each step's increment from a generator keyed
+            by ``seed`` (``StepNoise``; solvers that need a path get their own ``BrownianPath``).
         return_trajectory: also return the state at every grid time.
+        graph: CUDA only, fixed-step solvers: capture the loop once per (model, solver, options,
+            grid, shape, dtype, device) as a CUDA graph and replay it (``solvers.graph``); the
+            noise is the eager call's, drawn on the device before the replay.
+        sync_debug: CUDA only: run the loop under ``torch.cuda.set_sync_debug_mode("error")``, so
+            any host-device synchronisation inside it raises (the final finiteness check is outside).
         **options: the solver's options (``solvers.get(name).option_defaults()``).
 
-    The computation runs in x_T's dtype (float64 end to end when x_T is float64).
+    The computation runs in x_T's dtype (float64 end to end when x_T is float64). Grid-only
+    work (the grid, the solver's ``setup``) is cached between calls (``clear_caches``).
     """
-    if not isinstance(model, ScoreModel):
-        raise InputError(f"model must be a solvers.ScoreModel, got {type(model).__name__}")
-    cls = get(solver)
-    cls.resolve_options(options)  # unknown options fail before any work
-    times = _times(model, steps, times, grid, cls)
-    x = _initial(model, x_T, n, seed, dtype, device)
+    call = prepare(model, solver, steps=steps, times=times, x_T=x_T, n=n, seed=seed, grid=grid,
+                   brownian=brownian, dtype=dtype, device=device, **options)
+    x, times, cls = call.x, call.times, call.cls
     nfe0 = model.nfe
-
-    def fresh():
-        inst = cls(model, times, dtype=x.dtype, device=x.device, **options)
-        if inst.uses_brownian:
-            if brownian is None:
-                inst.noise = BrownianPath.for_sde(model.sde, x.shape, seed=seed, dtype=x.dtype, device=x.device,
-                                                  levy_area=inst.needs_levy)
-            elif not brownian.matches(x):
-                raise InputError(f"brownian path has shape {brownian.shape}, {brownian.dtype} on "
-                                 f"{brownian.device}; x_T has {tuple(x.shape)}, {x.dtype} on {x.device}")
-            else:
-                inst.noise = brownian
-        inst.generator = corrector_generator(seed, x.device)
-        return inst
-
-    inst = fresh()
     traj = [x] if return_trajectory else None
-    out = _run(inst, x, traj)
-    if inst.denoise:
-        last = len(times) - 1
-        out = inst.eval(out, last, "x0")
+    if graph:
+        from .graph import replay
+        out, inst = replay(call, trajectory=return_trajectory, sync_debug=sync_debug)
+    else:
+        inst = call.instance()
+        with sync_guard(x.device) if sync_debug else nullcontext():
+            out = call.loop(inst, x, traj)
     nfe = model.nfe - nfe0
     if not bool(torch.isfinite(out).all()):  # the one synchronisation of the call
-        _raise_non_finite(model, x, fresh, traj, times, out)
+        _raise_non_finite(model, x, call.instance, traj, times, out)
     return Sample(x=out, nfe=nfe, times=times, steps=len(times) - 1, solver=cls.name, seed=seed,
                   options=inst.opts, trajectory=torch.stack(traj) if traj is not None else None,
                   stats=dict(getattr(inst, "stats", {})))

@@ -132,7 +132,7 @@ class _ReverseSDE:
 
 class _TorchsdeBase(Solver):
     kind = "sde"
-    stochastic = uses_brownian = True
+    stochastic = uses_brownian = needs_path = True
     method: str = ""
     noise_type: str = "additive"
     sde_type: str = "ito"

@@ -152,6 +152,8 @@ class Suite:
         bad = [m for m in self.metrics if m not in metrics.requestable()]
         if bad:
             raise self.err("metrics", f"unknown {bad}; allowed: {', '.join(metrics.requestable())}")
+        if models.TIMING_ONLY in self.models and self.metrics:  # random weights (bench.zoo.cifar_unet)
+            raise self.err("metrics", f"model {models.TIMING_ONLY!r} is timing-only: quality metrics are refused")
         if self.dtype not in DTYPES:
             raise self.err("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.repeats < 1 or self.warmup < 0:

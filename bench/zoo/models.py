@@ -176,6 +176,7 @@ def load(name: str, *, exact_prior: bool = False, **sde_kw) -> ExactModel:
 from bench.zoo import trained as _trained  # noqa: E402  (bench.zoo.trained does not import this module)
 
 _exact_available, _exact_load = available, load
+TIMING_ONLY = "cifar10-unet-timing"
 
 
 def is_exact(name: str) -> bool:
@@ -185,7 +186,7 @@ def is_exact(name: str) -> bool:
 
 
 def available() -> list[str]:  # noqa: F811 - extends the exact models with the trained ones
-    return _exact_available() + _trained.available()
+    return _exact_available() + _trained.available() + [TIMING_ONLY]
 
 
 def load(name: str, *, exact_prior: bool = False, **sde_kw):  # noqa: F811
@@ -201,4 +202,7 @@ def load(name: str, *, exact_prior: bool = False, **sde_kw):  # noqa: F811
             raise InputError(f"model {name!r} is a trained model: its SDE is fixed by its checkpoint; got "
                              f"SDE options {sorted(sde_kw)}")
         return _trained.load(name)
+    if name == TIMING_ONLY:  # random-weight DDPM CIFAR-10 U-Net: timing only (bench.zoo.cifar_unet)
+        from bench.zoo import cifar_unet
+        return cifar_unet.load(**sde_kw)
     raise InputError(f"unknown model {name!r}; available: {', '.join(available())}")
