@@ -11,7 +11,7 @@ class with its metadata, ``solvers.register`` adds your own.
 from . import (adaptive, ddim, dpm_solver, edm, langevin, multistep, ode, reverse_sde,  # noqa: F401
                torchsde_solvers)  # (importing registers the built-in solvers)
 from .base import Nodes, Solver
-from .errors import InputError, NonFiniteError
+from .errors import InputError, NonFiniteError, StepLimitError
 from .grids import GRIDS, check_times, make_grid
 from .model import PREDICTIONS, ScoreModel
 from .likelihood import Likelihood, decode, encode, log_likelihood
@@ -23,6 +23,6 @@ from .sde import EDM, SDE, SDES, VE, VP, DiscreteVP, SubVP
 __all__ = [
     "sample", "Sample", "available", "get", "register", "Solver", "Nodes", "ScoreModel", "PREDICTIONS",
     "SDE", "VP", "SubVP", "VE", "EDM", "DiscreteVP", "SDES", "GRIDS", "make_grid", "check_times",
-    "BrownianPath", "CounterBrownianPath", "InputError", "NonFiniteError",
+    "BrownianPath", "CounterBrownianPath", "InputError", "NonFiniteError", "StepLimitError",
     "log_likelihood", "encode", "decode", "Likelihood",
 ]

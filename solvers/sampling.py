@@ -10,6 +10,7 @@ from .grids import check_times, make_grid
 from .model import ScoreModel
 from .noise import BrownianPath, corrector_generator
 from .registry import get
+from . import validate
 
 __all__ = ["sample", "Sample"]
 
@@ -104,6 +105,8 @@ def sample(model: ScoreModel, solver, *, steps: int | None = None, times=None, x
     """
     if not isinstance(model, ScoreModel):
         raise InputError(f"model must be a solvers.ScoreModel, got {type(model).__name__}")
+    steps, n, seed, dtype, device = validate.sample_args(steps=steps, n=n, seed=seed, brownian=brownian, dtype=dtype,
+                                                         device=device, x_T=x_T, return_trajectory=return_trajectory)
     cls = get(solver)
     cls.resolve_options(options)  # unknown options fail before any work
     times = _times(model.sde, steps, times, grid, cls)

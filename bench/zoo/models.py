@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from solvers import SDES, InputError, ScoreModel
+from solvers import SDES, InputError, ScoreModel, validate
 
 __all__ = ["GaussianMixture", "ExactModel", "MODELS", "load", "available"]
 
@@ -167,6 +167,7 @@ def load(name: str, *, exact_prior: bool = False, **sde_kw) -> ExactModel:
     if name not in MODELS:
         raise InputError(f"unknown model {name!r}; available: {', '.join(available())}")
     mixture, sde_cls = MODELS[name]
+    validate.keywords(f"models.load({name!r})", sde_kw, ["exact_prior", *validate.parameters(sde_cls)])
     return ExactModel(mixture(), sde_cls(**sde_kw), name=name, exact_prior=exact_prior)
 
 
