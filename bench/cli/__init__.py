@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 import torch
@@ -34,18 +35,33 @@ def main(argv=None) -> int:
         group.register(sub)
     sub.add_parser("train", add_help=False, help="reproduce a shipped checkpoint (sdebench train --help)")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:
-        from bench.zoo.train import main as train_main
-
-        return train_main(argv[1:])
-    args = p.parse_args(argv)
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
     try:
+        if argv[:1] == ["train"]:
+            from bench.zoo.train import main as train_main
+
+            return train_main(argv[1:])
+        args = p.parse_args(argv)
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
         return args.fn(args)
-    except solvers.InputError as e:
+    except SystemExit as e:  # argparse: --help (0) or a bad argument (2, message printed)
+        return e.code if isinstance(e.code, int) else 2
+    except solvers.InputError as e:  # bad input of any kind, a store or checkpoint that cannot be used
         print(f"sdebench: error: {e}", file=sys.stderr)
         return 2
+    except sqlite3.Error as e:  # a store damaged after it was opened
+        print(f"sdebench: error: the results store failed: {type(e).__name__}: {e}; restore it or pass another "
+              "--store", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output that cannot be written (permissions, a full disk, a file in the way)
+        print(f"sdebench: error: {e}", file=sys.stderr)
+        return 2
+    except solvers.NonFiniteError as e:
+        print(f"sdebench: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sdebench: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -379,7 +379,15 @@ def load_suite(name_or_path: str) -> Suite:
                              "(or give a path to a .toml file)")
     if not path.exists():
         raise SuiteError(f"{path}: no such file")
-    text = path.read_text()
+    if not path.is_file():
+        raise SuiteError(f"{path}: not a suite file ({'a directory' if path.is_dir() else 'not a regular file'}); "
+                         "give a .toml file or a shipped suite name")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not a text file (a suite is TOML, UTF-8)") from None
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot be read: {e.strerror or e}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

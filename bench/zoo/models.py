@@ -187,9 +187,10 @@ def available() -> list[str]:  # noqa: F811 - extends the exact models with the 
     return _exact_available() + _trained.available()
 
 
-def load(name: str, *, exact_prior: bool = False, **sde_kw):  # noqa: F811
+def load(name: str, *, exact_prior: bool = False, verify: bool = True, **sde_kw):  # noqa: F811
     """An exact model (``load("gmm2d-vp")``, ``sde_kw`` go to its SDE) or a trained checkpoint
-    (``load("digits-vp")``; its SDE is the one it was trained with, and it has no exact prior)."""
+    (``load("digits-vp")``; its SDE is the one it was trained with, and it has no exact prior;
+    ``verify=False`` accepts a card without sha256, with a warning)."""
     if name in MODELS:
         return _exact_load(name, exact_prior=exact_prior, **sde_kw)
     if name in _trained.available():
@@ -199,5 +200,5 @@ def load(name: str, *, exact_prior: bool = False, **sde_kw):  # noqa: F811
         if sde_kw:
             raise InputError(f"model {name!r} is a trained model: its SDE is fixed by its checkpoint; got "
                              f"SDE options {sorted(sde_kw)}")
-        return _trained.load(name)
+        return _trained.load(name, verify=verify)
     raise InputError(f"unknown model {name!r}; available: {', '.join(available())}")
