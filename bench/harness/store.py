@@ -201,8 +201,9 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(_explain(self.path, e)) from None
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA busy_timeout=60000")
+            self._refuse_foreign()  # before anything is written (journal_mode=WAL writes the header)
+            self.db.execute("PRAGMA journal_mode=WAL")
             self._open_schema()
         except sqlite3.Error as e:
             self.db.close()
@@ -219,6 +220,7 @@ class Store:
             if not p.is_file():
                 raise StoreError(f"results store {p} is not a regular file (a device, pipe or broken link); "
                                  "pass a file path to --store")
+            self._check_header()
             return
         if not create:
             raise StoreError(f"no results store at {p} (nothing has been run into it yet); run a suite first "
@@ -234,8 +236,28 @@ class Store:
             raise StoreError(f"results store {p} cannot be created: {e.strerror or e} ({p.parent}); "
                              "pass another --store") from None
 
-    def _open_schema(self):
-        """Create a new store, migrate an older one, refuse a newer one or a database of something else."""
+    def _check_header(self):
+        """A truncated file: SQLite would read it as a smaller database, so say so before it does."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(100)
+            size = self.path.stat().st_size
+        except OSError as e:
+            raise StoreError(f"results store {self.path} cannot be read: {e.strerror or e}") from None
+        if not head:
+            return  # an empty file: a new store
+        if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+            raise StoreError(_explain(self.path, "file is not a database"))
+        page = int.from_bytes(head[16:18], "big")
+        page = 65536 if page == 1 else page
+        pages = int.from_bytes(head[28:32], "big")
+        valid = pages and head[24:28] == head[92:96]
+        if valid and size < pages * page:
+            raise StoreError(f"results store {self.path} is damaged (truncated: {size} bytes of the {pages * page} "
+                             "its header records); restore it, or pass another --store (or $SDEBENCH_STORE)")
+
+    def _refuse_foreign(self):
+        """Refuse, reading only, a database of something else or of a newer sdebench."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if version > SCHEMA_VERSION:
@@ -245,17 +267,24 @@ class Store:
         if not ours and tables - {"run_process", "sqlite_sequence"}:
             raise StoreError(f"{self.path} is an SQLite database of something else (tables: "
                              f"{', '.join(sorted(tables)[:6])}), not an sdebench results store; pass another --store")
-        if not ours:  # a new store
+        for table, need in _REQUIRED_COLUMNS.items():
+            if not ours:
+                break
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if not need <= have:
+                missing = sorted(need - have)
+                raise StoreError(f"{self.path}: table {table!r} lacks {', '.join(missing) if have else 'everything'}: "
+                                 "not an sdebench results store (or a damaged one); pass another --store")
+
+    def _open_schema(self):
+        """Create a new store, migrate an older one (``_refuse_foreign`` has refused the rest)."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables & {"runs", "cells"}:  # a new store
             self.db.executescript(SCHEMA)
             self.db.execute(PROCESS_TABLE)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return
-        for table, need in _REQUIRED_COLUMNS.items():
-            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
-            if not need <= have:
-                missing = sorted(need - have)
-                raise StoreError(f"{self.path}: table {table!r} lacks {', '.join(missing)}: not an sdebench results "
-                                 "store (or a damaged one); pass another --store")
         if "run_process" not in tables:
             self.db.execute(PROCESS_TABLE)
         while version < SCHEMA_VERSION:
