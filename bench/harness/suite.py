@@ -149,7 +149,8 @@ class Suite:
             raise self.err(key, f"is empty; name at least one {what} ({', '.join(valid)})")
         for v in values:
             if not isinstance(v, str) or v not in valid:
-                raise self.err(key, f"unknown {what} {v!r}; available: {', '.join(valid)}")
+                word = "allowed" if what == "metric" else "available"
+                raise self.err(key, f"unknown {what} {v!r}; {word}: {', '.join(valid)}")
         dup = sorted({v for v in values if values.count(v) > 1})
         if dup:
             raise self.err(key, f"lists {', '.join(dup)} more than once")
