@@ -134,23 +134,23 @@ class Suite:
 
     def _ints(self, key, values, low=1, high=None):
         example = "[0, 1]" if low == 0 else "[10, 20]"
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
         if not isinstance(values, list):
-            raise self.err(key, f"must be a list of integers >= {low} (e.g. {key.split('.')[-1]} = {example}), "
+            raise self.err(key, f"must be a non-empty list of integers {rng} (e.g. {key.split('.')[-1]} = {example}), "
                            f"got {type(values).__name__} {values!r}")
-        if not values:
-            raise self.err(key, f"is empty; give at least one integer >= {low}")
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
-                rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-                raise self.err(key, f"{v!r} is not an integer {rng}")
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < low
+               or (high is not None and v > high)]
+        if not values or bad:
+            raise self.err(key, f"must be a non-empty list of integers {rng}, got {values!r}")
 
     def _names(self, key, values, valid, what):
         if not values:
             raise self.err(key, f"is empty; name at least one {what} ({', '.join(valid)})")
-        for v in values:
-            if not isinstance(v, str) or v not in valid:
-                word = "allowed" if what == "metric" else "available"
-                raise self.err(key, f"unknown {what} {v!r}; {word}: {', '.join(valid)}")
+        bad = [v for v in values if not isinstance(v, str) or v not in valid]
+        if bad and what == "metric":
+            raise self.err(key, f"unknown {bad}; allowed: {', '.join(valid)}")
+        if bad:
+            raise self.err(key, f"unknown {what} {bad[0]!r}; available: {', '.join(valid)}")
         dup = sorted({v for v in values if values.count(v) > 1})
         if dup:
             raise self.err(key, f"lists {', '.join(dup)} more than once")
@@ -245,7 +245,6 @@ class Suite:
             cls = solvers.get(entry["name"])
         except InputError as e:
             raise self.err(f"{where}.name", str(e)) from None
-        where = f"solvers[{i}] ({cls.name})"
         for key in ("steps", "nfe"):
             if key in entry:
                 self._ints(f"{where}.{key}", entry[key])
