@@ -383,6 +383,16 @@ def test_ctrl_c_ends_a_run_with_the_resume_command(tmp_path, capsys, monkeypatch
     assert "interrupted" in out and "--resume 1" in out
 
 
+def test_resuming_a_run_still_running_in_another_process_is_refused(tmp_path, capsys):
+    store = _committed_store(tmp_path, capsys)
+    s = Store(store)
+    s.set_status(1, "running")
+    s.db.execute("UPDATE run_process SET pid=? WHERE run_id=1", (os.getppid(),))  # alive, not us
+    s.close()
+    code, _, err = run_cli(tmp_path, capsys, "--resume", "1", store=store)
+    assert code == 2 and "still running" in err and str(os.getppid()) in err
+
+
 def test_a_running_run_whose_process_is_gone_lists_as_interrupted(tmp_path, capsys):
     store = _committed_store(tmp_path, capsys)
     s = Store(store)
@@ -440,6 +450,15 @@ def test_two_stores_in_one_directory_write_to_distinct_places(tmp_path, capsys):
 
 
 def test_train_never_writes_into_the_package_nor_overwrites(tmp_path, capsys, monkeypatch):
+    from bench.zoo import train as train_mod
+
+    def fake(name, recipe, out_dir, seed, steps, log):  # where it writes is under test, not training
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for ext in (".safetensors", ".json"):
+            (out_dir / f"{name}{ext}").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(train_mod, "_train", fake)
     monkeypatch.chdir(tmp_path)
     shipped = (CHECKPOINTS / "checkerboard-vp.safetensors").read_bytes()
     code, _, err = call(["train", "checkerboard-vp", "--steps", "1", "--out", CHECKPOINTS], capsys)
