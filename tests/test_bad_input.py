@@ -113,6 +113,10 @@ API = [
     ("register nfe_per_step float", lambda m: _register(name="test_nfe15", nfe_per_step=1.5), "nfe_per_step"),
     ("register negative order", lambda m: _register(name="test_order", order=-1), "order"),
     ("register not a solver", lambda m: solvers.register(dict), "Solver"),
+    ("log_likelihood seed -1", lambda m: solvers.log_likelihood(m, torch.zeros(4, 2), seed=-1), "seed"),
+    ("log_likelihood probes 0", lambda m: solvers.log_likelihood(m, torch.zeros(4, 2), trace="hutchinson", probes=0),
+     "probes"),
+    ("log_likelihood rtol nan", lambda m: solvers.log_likelihood(m, torch.zeros(4, 2), rtol=math.nan), "rtol"),
     ("step returns wrong shape", lambda m: solvers.sample(m, solvers.register(Bad, replace=True), steps=2, n=4),
      "step(0, x) returned"),
 ]
@@ -131,6 +135,10 @@ def test_integers_from_numpy_and_0d_tensors_are_accepted(model):
     ref = solvers.sample(model, "euler_maruyama", steps=3, n=8, seed=5)
     assert out.steps == 3 and torch.equal(out.x, ref.x)
     assert solvers.ScoreModel(lambda x, t: x, solvers.VP(), shape=(np.int64(2),)).shape == (2,)
+    x = torch.zeros(4, 2, dtype=torch.float64)
+    ll = solvers.log_likelihood(model, x, rtol=1e-3, atol=1e-3, trace="hutchinson", probes=np.int64(1),
+                                seed=torch.tensor(3))
+    assert ll.logp.shape == (4,)
 
 
 def test_inf_is_allowed_where_it_means_something(model):
