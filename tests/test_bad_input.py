@@ -567,6 +567,19 @@ def test_compare_cli_options_are_validated(argv, tmp_path, capsys):
     assert not (tmp_path / "none.sqlite").exists()
 
 
+@pytest.mark.parametrize("content,needle", [
+    (b"format,key\nabc,k\n", "format"), (b"a,b\n1,2\n", "key"), (bytes(range(128, 256)) * 4, "not a cells CSV"),
+    (b"", "not a cells CSV"), (b"format,key\n1,k\n1,k\n", "repeat"),
+], ids=["format text", "no key", "binary", "empty", "duplicate keys"])
+def test_compare_of_bad_csvs(content, needle, tmp_path, capsys):
+    bad, good = tmp_path / "bad.csv", tmp_path / "good.csv"
+    bad.write_bytes(content)
+    _frame().to_csv(good)
+    code, _, err = call(["compare", bad, good, "--store", tmp_path / "none.sqlite"], capsys)
+    assert code == 2 and needle in err and str(bad) in err
+    assert not (tmp_path / "none.sqlite").exists()
+
+
 def test_nan_in_head_where_base_was_finite_is_a_regression():
     for col in ("sliced_w2", "nfe"):
         _, code = compare(_frame(), _frame(**{col: math.nan}))

@@ -125,7 +125,9 @@ def list_(args) -> int:
             return 0
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(df.to_string(index=False))
+        shipped = available_suites()
         for rid, suite in zip(df["id"][df["status"] == "interrupted"], df["suite"][df["status"] == "interrupted"]):
+            suite = suite if suite in shipped else f"PATH/TO/{suite}.toml"
             print(f"run {rid} was interrupted; resume it with: {resume_command(suite, rid, store.path)}")
         return 0
     if args.what == "solvers":

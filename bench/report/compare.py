@@ -72,7 +72,12 @@ def load_cells(ref, store=None) -> pd.DataFrame:
             raise InputError(f"{ref!r} is neither a run id, 'latest', nor a CSV file") from None
         store.run(run_id)
         df = store.cells(run_id)
-    fmt = int(df["format"].max()) if "format" in df.columns and len(df) else 0
+    try:
+        fmt = int(pd.to_numeric(df["format"]).max()) if "format" in df.columns and len(df) else 0
+    except (TypeError, ValueError):
+        raise InputError(f"{ref}: the 'format' column is not a number; export runs with `sdebench export`") from None
+    if "key" in df.columns and df["key"].duplicated().any():
+        raise InputError(f"{ref}: cell keys repeat ({df['key'][df['key'].duplicated()].iloc[0]}); not one run's cells")
     if fmt > EXPORT_FORMAT:
         raise InputError(f"{ref}: cells format {fmt} is newer than this sdebench reads ({EXPORT_FORMAT}); "
                          "upgrade sdebench")
