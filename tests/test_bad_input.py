@@ -205,6 +205,19 @@ SUITES = [
     ("likelihood models empty", BASE + "[[likelihood]]\nmodels = []\n", "models"),
     ("likelihood exact prior trained", BASE.replace('["gmm2d-vp"]', '["checkerboard-vp"]')
      + '[[likelihood]]\nprior = "exact"\n', "prior"),
+    ("name empty", BASE.replace('name = "tiny"', 'name = " "') + EULER, "name"),
+    ("n too large", BASE.replace("n = 16", "n = 10000000000") + EULER, "n"),
+    ("seeds float", BASE + "seeds = [0.5]\n" + EULER, "seeds"),
+    ("predictor option nan", BASE + '[[solvers]]\nname = "pc"\npredictor = "ddim"\npredictor_options = {eta = nan}\n',
+     "eta"),
+    ("option wrong type", BASE + '[[solvers]]\nname = "euler"\ndenoise = "yes"\n', "denoise"),
+    ("option nested list", BASE + '[[solvers]]\nname = "ddim"\neta = [[0.1]]\n', "eta"),
+    ("solvers scalar", BASE + "solvers = 3\n", "solvers"),
+    ("solvers entry scalar", BASE + "solvers = [3]\n", "solvers[0]"),
+    ("likelihood entry scalar", BASE + "likelihood = [3]\n", "likelihood[0]"),
+    ("likelihood models scalar", BASE + '[[likelihood]]\nmodels = "gmm2d-vp"\n', "likelihood[0].models"),
+    ("reference model table key", BASE + 'reference = {"gmm2d-vp" = {foo = 1}}\n' + EULER, "foo"),
+    ("steps and nfe in entry", BASE + '[[solvers]]\nname = "euler"\nsteps = [2]\nnfe = [4]\n', "not both"),
     ("imports missing module", BASE + 'imports = ["no_such_module_xyz"]\n' + EULER, "no_such_module_xyz"),
 ]
 

@@ -193,8 +193,9 @@ class Suite:
         return self
 
     def _validate_rest(self):
-        exact = [m for m in models.available()]
-        self._names("models", self.models, exact, "model")
+        if not self.name.strip():
+            raise self.err("name", "must be a non-empty string (runs are listed and resumed by it)")
+        self._names("models", self.models, models.available(), "model")
         self._ints("seeds", self.seeds, low=0, high=validate.SEED_MAX)
         self._check_numbers()
         for key in ("steps", "nfe"):
