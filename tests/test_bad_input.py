@@ -16,7 +16,7 @@ import torch
 import solvers
 from bench import cli
 from bench.harness import runner as runner_mod
-from bench.harness.store import Store, StoreError
+from bench.harness.store import Store
 from bench.harness.suite import SuiteError, load_suite
 from bench.report.compare import compare
 from bench.zoo import models, trained

@@ -41,15 +41,16 @@ def _values(cells, field):
 
 
 def definition_diff(old_cells, new_cells) -> list[str]:
-    """What differs between two sets of cells (dicts or ``Cell``), field by field: ["n: 16 -> 50", ...]."""
+    """What differs between two sets of cells (dicts or ``Cell``), field by field: ["n: 16 -> 50", ...].
+    A field is listed when the old cells have a value the new ones lack (the old set may be partial)."""
     old = [c.definition() if isinstance(c, Cell) else c for c in old_cells]
     new = [c.definition() if isinstance(c, Cell) else c for c in new_cells]
     out = []
     for f in _FIELDS:
         a, b = _values(old, f), _values(new, f)
-        if a != b:
+        if a - b:
             gone, added = sorted(a - b), sorted(b - a)
-            out.append(f"{f}: {', '.join(gone[:4]) or '-'} -> {', '.join(added[:4]) or '-'}")
+            out.append(f"{f}: {', '.join(gone[:4])} -> {', '.join(added[:4]) or '-'}")
     return out
 
 
@@ -67,7 +68,7 @@ def _check_resume(store, run_id, run, cells):
     foreign = [c for c in stored if c.get("key") not in keys]
     changed = run.get("definition") and run["definition"] != definition_hash(cells)
     if foreign or changed:
-        diff = definition_diff(stored, cells) if stored else []
+        diff = definition_diff(stored, cells) if foreign else []
         what = "; ".join(diff) if diff else "the set of cells (a solver, model or list entry was added or removed)"
         raise solvers.InputError(f"--resume {run_id}: this run was defined differently ({what}); resuming would mix "
                                  "two definitions in one run. Resume with the same suite and options, or start "
@@ -134,7 +135,7 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
             try:
                 store.add_cell(run_id, cell, result, wall_s=now - last)
             except sqlite3.Error as e:
-                committed = len(store.done_keys(run_id))
+                committed = _committed(store, run_id)
                 raise StoreError(f"{store.path}: saving a cell of run {run_id} failed ({e}): the cell in progress "
                                  f"({cell.describe()}) is lost, the {committed} committed cells are kept; fix the "
                                  f"cause (free disk space), then resume with --resume {run_id}") from None
