@@ -113,18 +113,20 @@ def brownian(value):
     return value
 
 
+_check_seed, _check_brownian, _check_dtype, _check_device = seed, brownian, dtype, device
+
+
 def sample_args(*, steps, n, seed, brownian, dtype, device, x_T, return_trajectory):
     """The checked, normalised (steps, n, seed, dtype, device) of ``solvers.sample``."""
     steps = None if steps is None else integer(steps, "steps", low=1)
     n = None if n is None else integer(n, "n", low=1)
-    seed_ = globals()["seed"](seed)
-    globals()["brownian"](brownian)
-    if x_T is None:
-        dtype = globals()["dtype"](dtype)
-        device = globals()["device"](device)
+    seed = _check_seed(seed)
+    _check_brownian(brownian)
+    if x_T is None:  # with x_T, its own dtype and device are used
+        dtype, device = _check_dtype(dtype), _check_device(device)
     if not isinstance(return_trajectory, bool):
         raise InputError(f"return_trajectory must be True or False, got {return_trajectory!r}")
-    return steps, n, seed_, dtype, device
+    return steps, n, seed, dtype, device
 
 
 def option_value(solver: str, key: str, value):
