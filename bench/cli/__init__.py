@@ -1,14 +1,18 @@
 """The ``sdebench`` command.
 
-    sdebench run SUITE [--resume [RUN]] [--executor local|ray]   sweep a suite into the results store
+    sdebench run SUITE [--resume [RUN]] [--n N] [--threads T]   sweep a suite into the results store
     sdebench list solvers|models|suites|runs                     what there is
     sdebench export RUN [--csv PATH]                             a run's cells as CSV
     sdebench report RUN [RUN...] [--out DIR]                     HTML + Markdown report with figures
     sdebench compare BASE HEAD                                   regression gate (exit 1 quality/NFE, 3 time)
-    sdebench sample MODEL SOLVER                                 sample once: NFE, time, error
+    sdebench sample MODEL SOLVER [-o KEY=VALUE ...]              sample once: NFE, time, error
     sdebench likelihood MODEL                                    ODE log-likelihood vs the exact one
     sdebench demo                                                every solver on the 2-D mixture, printed
-    sdebench train NAME... [--out DIR] [--seed S]                reproduce a shipped checkpoint
+    sdebench train NAME... [--out DIR] [--force] [--seed S]      reproduce a shipped checkpoint
+
+Exit codes: 0 success; 2 bad input of any kind (a one-line message, never a traceback: a bad
+argument, suite, store, checkpoint or output path); 1 a regression (compare) or a non-finite
+result; 3 a timing-only regression (compare); 130 interrupted (with the command that resumes).
 """
 from __future__ import annotations
 
