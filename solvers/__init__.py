@@ -12,7 +12,7 @@ time grid to a (model, solver, NFE).
 from . import (adaptive, ddim, dpm_solver, edm, langevin, multistep, ode, reverse_sde,  # noqa: F401
                torchsde_solvers)  # (importing registers the built-in solvers)
 from .base import Nodes, Solver
-from .errors import InputError, NonFiniteError
+from .errors import InputError, NonFiniteError, StepLimitError
 from .grids import GRIDS, check_times, make_grid
 from .model import PREDICTIONS, ScoreModel
 from .likelihood import Likelihood, decode, encode, log_likelihood
@@ -26,6 +26,6 @@ from .tuning import TunedGrid, load_grid, tune_grid
 __all__ = [
     "sample", "Sample", "available", "get", "register", "Solver", "Nodes", "ScoreModel", "PREDICTIONS",
     "SDE", "VP", "SubVP", "VE", "EDM", "DiscreteVP", "SDES", "GRIDS", "make_grid", "check_times",
-    "BrownianPath", "CounterBrownianPath", "StepNoise", "InputError", "NonFiniteError",
+    "BrownianPath", "CounterBrownianPath", "StepNoise", "InputError", "NonFiniteError", "StepLimitError",
     "log_likelihood", "encode", "decode", "Likelihood", "tune_grid", "TunedGrid", "load_grid", "clear_caches",
 ]

@@ -23,7 +23,7 @@ import torch
 import torchdiffeq
 
 from .base import Solver
-from .errors import InputError, NonFiniteError
+from .errors import InputError, NonFiniteError, StepLimitError
 from .noise import CounterBrownianPath
 from .registry import register
 
@@ -106,8 +106,13 @@ def odeint_pf(func, x: torch.Tensor, times: torch.Tensor, *, method: str, rtol: 
         options["norm"] = _sample_norm
     try:
         return torchdiffeq.odeint(func, x, t, method=method, rtol=rtol, atol=atol, options=options)
-    except AssertionError as e:  # torchdiffeq reports non-finite states and dt underflow by assert
-        raise NonFiniteError(f"{who}: torchdiffeq ({method}, rtol={rtol}, atol={atol}) stopped: {e}") from None
+    except (AssertionError, RuntimeError) as e:  # torchdiffeq reports non-finite states, dt underflow and
+        if "max_num_steps" not in str(e):       # the step limit by assert
+            if isinstance(e, AssertionError):
+                raise NonFiniteError(f"{who}: torchdiffeq ({method}, rtol={rtol}, atol={atol}) stopped: {e}") from None
+            raise
+        raise StepLimitError(f"{who}: max_num_steps={max_num_steps} used up before t={float(t[-1]):.6g} "
+                             f"({method}, rtol={rtol}, atol={atol}); raise max_num_steps or loosen rtol/atol") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,7 +296,7 @@ class AdaptiveSDE(Solver):
             if idx.numel() == 0:
                 break
             if iters >= self.max_iters:
-                raise InputError(f"solver {self.name!r}: max_iters={self.max_iters} reached with "
+                raise StepLimitError(f"solver {self.name!r}: max_iters={self.max_iters} reached with "
                                  f"{idx.numel()} samples unfinished (rtol={self.rtol}, atol={self.atol}); "
                                  "loosen the tolerance or raise max_iters")
             iters += 1

@@ -44,6 +44,7 @@ import math
 
 import torch
 
+from . import validate
 from .errors import InputError
 
 __all__ = ["Solver", "Nodes"]
@@ -160,7 +161,8 @@ class Solver:
         if unknown:
             raise InputError(f"solver {cls.name!r}: unknown option(s) {', '.join(unknown)}; "
                              f"valid options: {', '.join(sorted(defaults)) or 'none'}")
-        return {k: _check_type(cls.name, k, options.get(k, d), d) for k, d in defaults.items()}
+        return {k: validate.option_value(cls.name, k, _check_type(cls.name, k, options.get(k, d), d))
+                for k, d in defaults.items()}
 
     def check(self):
         """Validate option values (raise InputError naming the option)."""

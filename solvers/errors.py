@@ -7,3 +7,7 @@ class InputError(ValueError):
 
 class NonFiniteError(FloatingPointError):
     """The model or a solver step produced NaN or inf."""
+
+
+class StepLimitError(InputError):
+    """An adaptive solver used up its step budget (``max_num_steps``) before the end time."""

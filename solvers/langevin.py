@@ -16,6 +16,7 @@ import copy
 
 import torch
 
+from . import validate
 from .base import Solver
 from .errors import InputError
 from .registry import available, get, register
@@ -107,6 +108,7 @@ class PredictorCorrector(Solver):
     @classmethod
     def _parts(cls, opts):
         pred, corr = get(opts["predictor"]), get(opts["corrector"])
+        validate.pc_predictor(pred)
         if pred.kind == "corrector" or pred is cls:
             raise InputError(f"solver 'pc': predictor must be an ODE or SDE solver, got {opts['predictor']!r}")
         if corr.kind != "corrector":

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import validate
 from .adaptive import METHODS, NORMS, PFODE, check_tolerances, odeint_pf
 from .errors import InputError, NonFiniteError
 from .model import ScoreModel
@@ -202,6 +203,8 @@ def log_likelihood(model: ScoreModel, x: torch.Tensor, *, solver: str = "dopri5"
     Returns a ``Likelihood`` (``.logp`` nats per sample, ``.bpd``, ``.nfe``, ``.stderr``, ...).
     """
     who = "log_likelihood"
+    seed, probes, chunk = (validate.seed(seed, f"{who}: seed"), validate.integer(probes, f"{who}: probes", low=1),
+                           validate.integer(chunk, f"{who}: chunk", low=1))
     _check_unknown(options, ["solver", "rtol", "atol", "trace", "probes", "probe", "prior", "seed", "t0", "t1",
                              "bin_width", "norm", "chunk", "dtype"], who)
     _check_model(model, who)

@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from . import validate
 from .errors import InputError
 from .sde import SDE, DiscreteVP
 
@@ -89,6 +90,7 @@ class ScoreModel:
             raise InputError(f"sde must be a solvers.SDE instance, got {type(sde).__name__}")
         if prediction not in PREDICTIONS:
             raise InputError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
+        shape = validate.shape(shape)
         self.fn, self.sde, self.prediction = fn, sde, prediction
         self.shape = None if shape is None else tuple(int(s) for s in shape)
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
@@ -142,6 +144,7 @@ class ScoreModel:
         Continuous time t in [1/N, 1] is mapped once to the (fractional) step k = N t - 1
         and the SDE is the piecewise-linear ``DiscreteVP`` of the same betas (the convention
         of Lu et al., DPM-Solver, 2022)."""
+        validate.keywords("ScoreModel.from_discrete", kw, ("shape", "name"))
         sde = DiscreteVP(betas)
         model = cls(lambda x, t: net(x, sde.discrete_step(t)), sde, prediction, **kw)
         model.name = kw.get("name") or getattr(net, "__name__", type(net).__name__)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import Solver
+from . import validate
 from .errors import InputError
 
 __all__ = ["register", "get", "available"]
@@ -28,6 +29,7 @@ def register(cls=None, *, name: str | None = None, replace: bool = False):
             raise InputError(f"{c.__name__} does not implement step(i, x) (or, adaptive, integrate(x))")
         if key in _REGISTRY and not replace and _REGISTRY[key] is not c:
             raise InputError(f"a solver named {key!r} is already registered; pass replace=True")
+        validate.solver_class(c, key)
         c.name = key
         _REGISTRY[key] = c
         return c

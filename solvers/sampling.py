@@ -13,6 +13,7 @@ from .grids import canonical, check_times, make_grid
 from .model import ScoreModel
 from .noise import BrownianPath, NormalStream, StepNoise, corrector_generator, step_generator
 from .registry import get
+from . import validate
 
 __all__ = ["sample", "Sample", "Call", "prepare", "clear_caches"]
 
@@ -230,6 +231,8 @@ def sample(model: ScoreModel, solver, *, steps: int | None = None, times=None, x
     The computation runs in x_T's dtype (float64 end to end when x_T is float64). Grid-only
     work (the grid, the solver's ``setup``) is cached between calls (``clear_caches``).
     """
+    steps, n, seed, dtype, device = validate.sample_args(steps=steps, n=n, seed=seed, brownian=brownian, dtype=dtype,
+                                                         device=device, x_T=x_T, return_trajectory=return_trajectory)
     call = prepare(model, solver, steps=steps, times=times, x_T=x_T, n=n, seed=seed, grid=grid,
                    brownian=brownian, dtype=dtype, device=device, **options)
     x, times, cls = call.x, call.times, call.cls

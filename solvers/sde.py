@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from . import validate
+
 __all__ = ["SDE", "VP", "SubVP", "VE", "EDM", "DiscreteVP", "SDES"]
 
 
@@ -35,6 +37,7 @@ class SDE:
     default_grid: str = "uniform"
 
     def __init__(self, T: float, eps: float, prior_std: float):
+        validate.sde_args(type(self).__name__, T=T, eps=eps, prior_std=prior_std)
         if not (0 < eps < T):
             raise ValueError(f"{type(self).__name__}: need 0 < eps < T, got eps={eps}, T={T}")
         self.T = float(T)
@@ -101,6 +104,7 @@ class _VPSchedule(SDE):
     """alpha_t = exp(-t^2 (b1-b0)/4 - t b0/2), i.e. beta(t) = b0 + t (b1 - b0)."""
 
     def __init__(self, beta_min=0.1, beta_max=20.0, T=1.0, eps=1e-3, prior_std=1.0):
+        validate.sde_args(type(self).__name__, beta_min=beta_min, beta_max=beta_max, T=T, eps=eps)
         if not (0 <= beta_min < beta_max):
             raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
         super().__init__(T, eps, prior_std)
@@ -164,6 +168,7 @@ class VE(SDE):
     name = "ve"
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0, T=1.0, eps=1e-5):
+        validate.sde_args("VE", sigma_min=sigma_min, sigma_max=sigma_max, T=T, eps=eps)
         if not (0 < sigma_min < sigma_max):
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         super().__init__(T, eps, prior_std=sigma_max)
@@ -196,6 +201,7 @@ class EDM(SDE):
     default_grid = "edm"
 
     def __init__(self, sigma_min=0.002, sigma_max=80.0):
+        validate.sde_args("EDM", sigma_min=sigma_min, sigma_max=sigma_max)
         super().__init__(T=sigma_max, eps=sigma_min, prior_std=sigma_max)
 
     def log_alpha(self, t):
@@ -229,6 +235,7 @@ class DiscreteVP(SDE):
     name = "discrete_vp"
 
     def __init__(self, betas, T: float = 1.0):
+        validate.betas(betas)
         betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
         if betas.numel() < 2 or not bool(((betas > 0) & (betas < 1)).all()):
             raise ValueError("DiscreteVP: betas must be a 1-D sequence of at least 2 values in (0, 1)")

@@ -113,7 +113,7 @@ def _parse(path):
 
 def test_single_run_report_has_every_section_in_both_formats(runs, single):
     store, r1, _ = runs
-    assert single["html"] == store.path.parent / f"run-{r1}" / "report.html"
+    assert single["html"] == store.output_dir(r1) / "report.html"
     assert single["markdown"].parent == single["html"].parent and single["markdown"].exists()
     parsed = _parse(single["html"])
     assert parsed.ids == [sid for sid, _ in report.SECTIONS]

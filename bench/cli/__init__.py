@@ -1,21 +1,26 @@
 """The ``sdebench`` command.
 
-    sdebench run SUITE [--resume [RUN]] [--executor local|ray]   sweep a suite into the results store
+    sdebench run SUITE [--resume [RUN]] [--n N] [--threads T]   sweep a suite into the results store
     sdebench list solvers|models|suites|runs                     what there is
     sdebench export RUN [--csv PATH]                             a run's cells as CSV
     sdebench report RUN [RUN...] [--out DIR]                     HTML + Markdown report with figures
     sdebench compare BASE HEAD [--junit F] [--summary F]         regression gate (exit 1 quality/NFE, 3 time)
     sdebench history [--suite S] [--since DATE]                  metrics and time across runs, marked changes
     sdebench import-benchmark FILE                               a pytest-benchmark JSON file as a run
-    sdebench sample MODEL SOLVER                                 sample once: NFE, time, error
+    sdebench sample MODEL SOLVER [-o KEY=VALUE ...]              sample once: NFE, time, error
     sdebench likelihood MODEL                                    ODE log-likelihood vs the exact one
     sdebench demo                                                every solver on the 2-D mixture, printed
-    sdebench train NAME... [--out DIR] [--seed S]                reproduce a shipped checkpoint
+    sdebench train NAME... [--out DIR] [--force] [--seed S]      reproduce a shipped checkpoint
     sdebench recommend MODEL --nfe N [--tune]                    rank solvers x grids at a budget, ties included
+
+Exit codes: 0 success; 2 bad input of any kind (a one-line message, never a traceback: a bad
+argument, suite, store, checkpoint or output path); 1 a regression (compare) or a non-finite
+result; 3 a timing-only regression (compare); 130 interrupted (with the command that resumes).
 """
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 import torch
@@ -37,18 +42,33 @@ def main(argv=None) -> int:
         group.register(sub)
     sub.add_parser("train", add_help=False, help="reproduce a shipped checkpoint (sdebench train --help)")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:
-        from bench.zoo.train import main as train_main
-
-        return train_main(argv[1:])
-    args = p.parse_args(argv)
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
     try:
+        if argv[:1] == ["train"]:
+            from bench.zoo.train import main as train_main
+
+            return train_main(argv[1:])
+        args = p.parse_args(argv)
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
         return args.fn(args)
-    except solvers.InputError as e:
+    except SystemExit as e:  # argparse: --help (0) or a bad argument (2, message printed)
+        return e.code if isinstance(e.code, int) else 2
+    except solvers.InputError as e:  # bad input of any kind, a store or checkpoint that cannot be used
         print(f"sdebench: error: {e}", file=sys.stderr)
         return 2
+    except sqlite3.Error as e:  # a store damaged after it was opened
+        print(f"sdebench: error: the results store failed: {type(e).__name__}: {e}; restore it or pass another "
+              "--store", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output that cannot be written (permissions, a full disk, a file in the way)
+        print(f"sdebench: error: {e}", file=sys.stderr)
+        return 2
+    except solvers.NonFiniteError as e:
+        print(f"sdebench: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sdebench: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,24 +5,31 @@ import pathlib
 
 import pandas as pd
 
-from bench.cli.common import add_store, run_id as _run_id
+from bench.cli.common import add_store, number, run_id as _run_id
 from bench.harness.store import Store
+from solvers import InputError
 
 
 def report(args) -> int:
     from bench.report import write_report
 
-    store = Store(args.store)
+    out_dir = pathlib.Path(args.out) if args.out else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: is a file; --out names a folder (report.html and report.md go in it)")
+    store = Store(args.store, create=False)
     runs = [_run_id(store, r) for r in args.runs]
-    out = write_report(store, runs, pathlib.Path(args.out) if args.out else None)
+    for r in runs:
+        store.run(r)
+    out = write_report(store, runs, out_dir)
     print(f"report: {out['html']}  (self-contained; open in a browser)\n        {out['markdown']}")
     return 0
 
 
 def compare_(args) -> int:
-    from bench.report.compare import compare, load_cells
+    from bench.report.compare import compare, is_csv, load_cells
 
-    store = Store(args.store)
+    # CSVs need no store: a read-only command never creates one
+    store = None if is_csv(args.base) and is_csv(args.head) else Store(args.store, create=False)
     base, head = load_cells(args.base, store), load_cells(args.head, store)
     table, code = compare(base, head, rtol=args.rtol, time_factor=None if args.no_time else args.time_factor,
                           min_time_s=args.min_time)
@@ -82,9 +89,10 @@ def register(sub):
                         "regression, 3 on a timing regression only, 0 otherwise")
     cp.add_argument("base", help="run id or CSV (e.g. results/baselines/ci.csv)")
     cp.add_argument("head", help="run id or CSV")
-    cp.add_argument("--rtol", type=float, default=0.05, help="allowed relative worsening of quality (default 0.05)")
-    cp.add_argument("--time-factor", type=float, default=2.0, help="allowed slowdown factor (default 2.0)")
-    cp.add_argument("--min-time", type=float, default=0.02, help="cells faster than this (s) are not timed-gated")
+    cp.add_argument("--rtol", type=number(0), default=0.05, help="allowed relative worsening of quality (default 0.05)")
+    cp.add_argument("--time-factor", type=number(1, above=True), default=2.0,
+                    help="allowed slowdown factor, > 1 (default 2.0)")
+    cp.add_argument("--min-time", type=number(0), default=0.02, help="cells faster than this (s) are not timed-gated")
     cp.add_argument("--no-time", action="store_true", help="gate on quality and NFE only")
     cp.add_argument("--junit", default=None, metavar="FILE", help="also write JUnit XML: one test case per cell")
     cp.add_argument("--summary", default=None, metavar="FILE",

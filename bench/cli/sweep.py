@@ -1,34 +1,78 @@
 """Commands on sweeps and the results store: run, list, export."""
 from __future__ import annotations
 
+import contextlib
 import pathlib
+import shlex
+import signal
+import sys
+import threading
 
 import pandas as pd
 
 import solvers
-from bench.cli.common import add_store, run_id as _run_id
-from bench.harness.runner import run_suite
+from bench.cli.common import add_store, add_threads, positive_int, run_id as _run_id
+from bench.harness.runner import RunInterrupted, run_suite
 from bench.harness.store import Store
 from bench.harness.suite import available_suites, load_suite
 from bench.zoo import models
 
 
-def run(args) -> int:
-    suite = load_suite(args.suite)
-    if args.n is not None:
-        suite.n = args.n
-    store = Store(args.store)
-    resume = None
-    if args.resume is not None:
-        resume = store.latest_run(suite.name) if args.resume == "latest" else int(args.resume)
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM ends a run like Ctrl-C: committed cells kept, the run marked interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def resume_command(suite_arg, run_id, store) -> str:
+    return f"sdebench run {shlex.quote(str(suite_arg))} --resume {run_id} --store {shlex.quote(str(store))}"
+
+
+def _resume_id(args, store, suite):
+    if args.resume is None:
+        return None
+    if args.resume == "latest":
+        resume = store.latest_run(suite.name)
         if resume is None:
             raise solvers.InputError(f"--resume: no earlier run of suite {suite.name!r} in {store.path}")
-    run_id = run_suite(suite, store, executor=args.executor, address=args.address, resume=resume,
-                       progress=not args.quiet)
+        return resume
+    try:
+        resume = int(args.resume)
+    except ValueError:
+        resume = 0
+    if resume < 1:
+        raise solvers.InputError(f"--resume {args.resume!r}: give a run id (sdebench list runs) or nothing for "
+                                 "the latest run of the suite")
+    return resume
+
+
+def run(args) -> int:
+    suite = load_suite(args.suite).override(n=args.n, threads=args.threads)
+    store = Store(args.store)
+    resume = _resume_id(args, store, suite)
+    try:
+        with _sigterm_interrupts():
+            run_id = run_suite(suite, store, executor=args.executor, address=args.address, resume=resume,
+                               progress=not args.quiet)
+    except RunInterrupted as e:
+        print(f"sdebench: run {e.run_id} interrupted ({e.committed} of {e.total} cells committed and kept); "
+              f"resume with: {resume_command(args.suite, e.run_id, store.path)}", file=sys.stderr)
+        return 130
     info = store.run(run_id)
     df = store.cells(run_id)
     failed = int(df["error"].notna().sum()) if not df.empty else 0
-    csv = store.to_csv(run_id, pathlib.Path(args.store).parent / f"run-{run_id}" / "cells.csv")
+    csv = store.to_csv(run_id, store.output_dir(run_id) / "cells.csv")
     print(f"run {run_id}: {len(df)} cells ({failed} failed) in {info['wall_s']:.1f} s; store {store.path}; "
           f"table {csv}\n{_time_shares(df, info['wall_s'])}")
     if not args.no_report:
@@ -52,10 +96,14 @@ def _time_shares(df, wall) -> str:
 
 
 def export(args) -> int:
-    store = Store(args.store)
+    store = Store(args.store, create=False)
     run_id = _run_id(store, args.run)
     store.run(run_id)
-    path = args.csv or pathlib.Path(args.store).parent / f"run-{run_id}" / "cells.csv"
+    path = pathlib.Path(args.csv) if args.csv else store.output_dir(run_id) / "cells.csv"
+    if args.csv and (path.is_dir() or args.csv.endswith(("/", "\\"))):  # a folder: one file per store and run
+        path = path / f"{store.output_dir(run_id).name}.csv"
+    elif path.exists() and not path.is_file():
+        raise solvers.InputError(f"--csv {path}: not a regular file")
     print(store.to_csv(run_id, path))
     return 0
 
@@ -67,8 +115,20 @@ def list_(args) -> int:
             print(f"{name:10s} {load_suite(name).description}")
         return 0
     if args.what == "runs":
+        if not pathlib.Path(args.store).exists():
+            print(f"no runs (no store at {args.store})")
+            return 0
+        store = Store(args.store, create=False)
+        df = store.runs()
+        if df.empty:
+            print(f"no runs in {store.path}")
+            return 0
         with pd.option_context("display.width", 200, "display.max_columns", 20):
-            print(Store(args.store).runs().to_string(index=False))
+            print(df.to_string(index=False))
+        shipped = available_suites()
+        for rid, suite in zip(df["id"][df["status"] == "interrupted"], df["suite"][df["status"] == "interrupted"]):
+            suite = suite if suite in shipped else f"PATH/TO/{suite}.toml"
+            print(f"run {rid} was interrupted; resume it with: {resume_command(suite, rid, store.path)}")
         return 0
     if args.what == "solvers":
         for name in solvers.available():
@@ -90,7 +150,9 @@ def register(sub):
                    help="finish an interrupted run (default: the latest run of this suite)")
     r.add_argument("--executor", choices=["local", "ray"], default="local")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
-    r.add_argument("--n", type=int, default=None, help="override the suite's number of samples")
+    r.add_argument("--n", type=positive_int, default=None, help="override the suite's number of samples")
+    add_threads(r)
+    r.set_defaults(threads=None)  # the suite's threads unless given
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     r.set_defaults(fn=run)

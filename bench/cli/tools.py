@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 import solvers
-from bench.cli.common import add_threads, exact_target as _exact_target
+from bench.cli.common import add_threads, exact_target as _exact_target, positive_int, seed_int, solver_option
 from bench.harness import metrics
 from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
 from bench.zoo import models
@@ -74,7 +74,9 @@ def demo(args) -> int:
 def sample(args) -> int:
     model = models.load(args.model)
     t0 = time.perf_counter()
-    out = solvers.sample(model, args.solver, steps=args.steps, n=args.n, seed=args.seed, grid=args.grid)
+    options = dict(args.option)
+    steps = None if solvers.get(args.solver).adaptive else args.steps
+    out = solvers.sample(model, args.solver, steps=steps, n=args.n, seed=args.seed, grid=args.grid, **options)
     wall = time.perf_counter() - t0
     target = _exact_target(model, args.n, args.seed)
     x = out.x[: len(target)]
@@ -111,30 +113,32 @@ def likelihood(args) -> int:
 def register(sub):
     d = sub.add_parser("demo", help="sample the 2-D mixture with every solver; print error and NFE")
     d.add_argument("--model", default="gmm2d-vp", choices=[m for m in models.available() if models.is_exact(m)])
-    d.add_argument("--n", type=int, default=2000, help="samples (default 2000)")
-    d.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50], help="NFE budgets (default 10 20 50)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--n", type=positive_int, default=2000, help="samples (default 2000)")
+    d.add_argument("--nfe", type=positive_int, nargs="+", default=[10, 20, 50], help="NFE budgets (default 10 20 50)")
+    d.add_argument("--seed", type=seed_int, default=0)
     add_threads(d)
     d.set_defaults(fn=demo)
     s = sub.add_parser("sample", help="sample one model with one solver")
     s.add_argument("model", choices=models.available())
     s.add_argument("solver")
-    s.add_argument("--steps", type=int, default=20)
-    s.add_argument("--n", type=int, default=1000)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps", type=positive_int, default=20, help="steps (ignored by adaptive solvers)")
+    s.add_argument("--n", type=positive_int, default=1000)
+    s.add_argument("--seed", type=seed_int, default=0)
     s.add_argument("--grid", default=None)
+    s.add_argument("-o", "--option", type=solver_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="a solver option, repeatable (e.g. -o eta=1.0 -o solver_type=heun)")
     add_threads(s)
     s.set_defaults(fn=sample)
     lk = sub.add_parser("likelihood", help="log-likelihood through the probability-flow ODE vs the exact one")
     lk.add_argument("model", choices=models.available())
     lk.add_argument("--solver", default="dopri5")
-    lk.add_argument("--rtol", type=float, default=1e-5)
+    lk.add_argument("--rtol", type=float, default=1e-5)  # checked (finite, > 0) by log_likelihood
     lk.add_argument("--atol", type=float, default=1e-5)
     lk.add_argument("--trace", choices=["exact", "hutchinson"], default="exact")
-    lk.add_argument("--probes", type=int, default=1)
+    lk.add_argument("--probes", type=positive_int, default=1)
     lk.add_argument("--prior", choices=["exact", "sde"], default="exact",
                     help="exact p_T of the model, or the SDE's Gaussian prior (the gap is prior mismatch)")
-    lk.add_argument("--n", type=int, default=500)
-    lk.add_argument("--seed", type=int, default=0)
+    lk.add_argument("--n", type=positive_int, default=500)
+    lk.add_argument("--seed", type=seed_int, default=0)
     add_threads(lk)
     lk.set_defaults(fn=likelihood)

@@ -6,14 +6,73 @@ yet in the store to an executor (``bench.harness.executors``) that runs ``execut
 """
 from __future__ import annotations
 
+import json
+import os
+import socket
+import sqlite3
 import sys
 import time
 
 import solvers
+from bench.harness.cell import Cell
 from bench.harness.execute import execute_cell
 from bench.harness.executors import get_executor
+from bench.harness.store import StoreError, definition_hash, process_alive
 
-__all__ = ["run_suite", "Progress"]
+__all__ = ["run_suite", "Progress", "RunInterrupted", "definition_diff"]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM: its committed cells are kept and it is marked "interrupted"."""
+
+    def __init__(self, run_id: int, committed: int, total: int):
+        super().__init__(f"run {run_id} interrupted: {committed} of {total} cells committed")
+        self.run_id, self.committed, self.total = run_id, committed, total
+
+
+#: the definition fields a resume message compares (everything else is derived from them)
+_FIELDS = ("model", "solver", "options", "grid", "budget", "steps", "n", "seed", "exact_prior", "device", "dtype",
+           "threads", "metrics", "repeats", "warmup", "reference", "imports", "task")
+
+
+def _values(cells, field):
+    return {json.dumps(c.get(field) if isinstance(c, dict) else getattr(c, field), sort_keys=True, default=str)
+            for c in cells}
+
+
+def definition_diff(old_cells, new_cells) -> list[str]:
+    """What differs between two sets of cells (dicts or ``Cell``), field by field: ["n: 16 -> 50", ...].
+    A field is listed when the old cells have a value the new ones lack (the old set may be partial)."""
+    old = [c.definition() if isinstance(c, Cell) else c for c in old_cells]
+    new = [c.definition() if isinstance(c, Cell) else c for c in new_cells]
+    out = []
+    for f in _FIELDS:
+        a, b = _values(old, f), _values(new, f)
+        if a - b:
+            gone, added = sorted(a - b), sorted(b - a)
+            out.append(f"{f}: {', '.join(gone[:4])} -> {', '.join(added[:4]) or '-'}")
+    return out
+
+
+def _check_resume(store, run_id, run, cells):
+    """Refuse to resume a run with cells of another definition, or one still running elsewhere."""
+    owner = store.owner(run_id)
+    if run["status"] == "running" and owner:
+        host, pid = owner
+        if host == socket.gethostname() and pid != os.getpid() and process_alive(pid):
+            raise solvers.InputError(f"run {run_id} is still running (pid {pid} on {host}); wait for it to end "
+                                     "or stop it before resuming")
+    stored = [json.loads(r[0]) for r in store.db.execute(
+        "SELECT cell FROM cells WHERE run_id=? AND cell IS NOT NULL", (run_id,))]
+    keys = {c.key for c in cells}
+    foreign = [c for c in stored if c.get("key") not in keys]
+    changed = run.get("definition") and run["definition"] != definition_hash(cells)
+    if foreign or changed:
+        diff = definition_diff(stored, cells) if foreign else []
+        what = "; ".join(diff) if diff else "the set of cells (a solver, model or list entry was added or removed)"
+        raise solvers.InputError(f"--resume {run_id}: this run was defined differently ({what}); resuming would mix "
+                                 "two definitions in one run. Resume with the same suite and options, or start "
+                                 "a new run (without --resume)")
 
 
 class Progress:
@@ -60,6 +119,7 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
         run = store.run(resume)
         if run["suite"] != suite.name:
             raise solvers.InputError(f"run {resume} is of suite {run['suite']!r}, not {suite.name!r}")
+        _check_resume(store, resume, run, cells)
         run_id, done = resume, store.done_keys(resume)
     pending = [c for c in cells if c.key not in done]
     if progress:
@@ -69,10 +129,37 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
     bar.done = len(cells) - len(pending)
     store.set_status(run_id, "running")
     last = time.perf_counter()
-    for cell, result in runner.map(execute_cell, pending):
-        now = time.perf_counter()
-        store.add_cell(run_id, cell, result, wall_s=now - last)
-        last = now
-        bar.update(cell.describe(), result.get("error"))
+    try:
+        for cell, result in runner.map(execute_cell, pending):
+            now = time.perf_counter()
+            try:
+                store.add_cell(run_id, cell, result, wall_s=now - last)
+            except sqlite3.Error as e:
+                committed = _committed(store, run_id)
+                raise StoreError(f"{store.path}: saving a cell of run {run_id} failed ({e}): the cell in progress "
+                                 f"({cell.describe()}) is lost, the {committed} committed cells are kept; fix the "
+                                 f"cause (free disk space), then resume with --resume {run_id}") from None
+            last = now
+            bar.update(cell.describe(), result.get("error"))
+    except KeyboardInterrupt:
+        _mark_interrupted(store, run_id)
+        raise RunInterrupted(run_id, _committed(store, run_id), len(cells)) from None
+    except BaseException:
+        _mark_interrupted(store, run_id)
+        raise
     store.set_status(run_id, "complete")
     return run_id
+
+
+def _committed(store, run_id) -> int:
+    try:
+        return len(store.done_keys(run_id))
+    except sqlite3.Error:
+        return -1
+
+
+def _mark_interrupted(store, run_id):
+    try:
+        store.set_status(run_id, "interrupted")
+    except sqlite3.Error:  # the store itself failed (a full disk): the stale "running" row reads as interrupted
+        pass

@@ -40,7 +40,7 @@ except ModuleNotFoundError:  # Python < 3.11
 
 from solvers import InputError
 
-__all__ = ["Store", "DEFAULT_STORE", "environment", "SCHEMA_VERSION", "EXPORT_FORMAT"]
+__all__ = ["Store", "StoreError", "DEFAULT_STORE", "environment", "SCHEMA_VERSION", "EXPORT_FORMAT", "process_alive"]
 
 DEFAULT_STORE = pathlib.Path("results") / "sdebench.sqlite"
 
@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS cells (
     nfe INTEGER, metrics TEXT, timing TEXT, stats TEXT, error TEXT, cell_s REAL, solve_s REAL,
     created TEXT, cell TEXT, UNIQUE(run_id, key));
 """
+#: which process runs a run (host, pid): a run still "running" whose process is gone was interrupted.
+#: An optional side table: stores without it read the same, older sdebench versions ignore it.
+PROCESS_TABLE = "CREATE TABLE IF NOT EXISTS run_process (run_id INTEGER PRIMARY KEY, host TEXT, pid INTEGER)"
+#: columns every reader needs, by table (format 0 stores lack cells.cell and runs.definition: migrated)
+_REQUIRED_COLUMNS = {"runs": {"id", "uuid", "suite", "status", "started"},
+                     "cells": {"run_id", "key", "task", "model", "solver", "metrics", "timing", "error"}}
 #: the store's schema version (PRAGMA user_version); 0 = stores written before it was versioned
 SCHEMA_VERSION = 1
 #: the format of exported cell tables (the ``format`` column of a CSV export)
@@ -147,26 +153,140 @@ def _now():
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-class Store:
-    def __init__(self, path=DEFAULT_STORE):
-        self.path = pathlib.Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self._open_schema()
+class StoreError(InputError):
+    """A results store that cannot be used (not SQLite, damaged, another schema, an unusable path,
+    a full disk); the message names the file and what to do."""
 
-    def _open_schema(self):
-        """Create a new store, migrate an older one, refuse a newer one."""
+
+def _explain(path, e) -> str:
+    """One line for an sqlite3 error on the store at ``path``."""
+    text = str(e)
+    low = text.lower()
+    if "not a database" in low:
+        what = "is not an SQLite database (another kind of file, or its header is damaged)"
+    elif "malformed" in low or "corrupt" in low:
+        what = "is damaged (SQLite: database disk image is malformed)"
+    elif "disk is full" in low or "disk i/o" in low:
+        what = f"cannot be written: {text}; free some space"
+    elif "readonly" in low or "read-only" in low:
+        what = "is read-only here (no permission to write it or its directory)"
+    elif "unable to open" in low:
+        what = "cannot be opened or created there (check the path and its permissions)"
+    elif "locked" in low or "busy" in low:
+        what = f"is locked by another process ({text}); try again when it has finished"
+    else:
+        what = f"cannot be used: {type(e).__name__}: {text}"
+    return f"results store {path} {what}; restore it, or pass another --store (or $SDEBENCH_STORE)"
+
+
+def process_alive(pid) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, TypeError):
+        return True
+    return True
+
+
+class Store:
+    def __init__(self, path=DEFAULT_STORE, *, create: bool = True):
+        """Open (``create``: or create) the store at ``path``; every problem is a ``StoreError``
+        naming the file. ``create=False`` (read-only commands) never creates a file or directory."""
+        self.path = pathlib.Path(path)
+        self._check_path(create)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(_explain(self.path, e)) from None
+        try:
+            self.db.execute("PRAGMA busy_timeout=60000")
+            self._refuse_foreign()  # before anything is written (journal_mode=WAL writes the header)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self._open_schema()
+        except sqlite3.Error as e:
+            self.db.close()
+            raise StoreError(_explain(self.path, e)) from None
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _check_path(self, create: bool):
+        p = self.path
+        if p.exists() or p.is_symlink():
+            if p.is_dir():
+                raise StoreError(f"results store {p} is a directory; pass a file path such as {p / DEFAULT_STORE.name}")
+            if not p.is_file():
+                raise StoreError(f"results store {p} is not a regular file (a device, pipe or broken link); "
+                                 "pass a file path to --store")
+            self._check_header()
+            return
+        if not create:
+            raise StoreError(f"no results store at {p} (nothing has been run into it yet); run a suite first "
+                             "(sdebench run SUITE) or pass --store")
+        for parent in p.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise StoreError(f"results store {p} cannot be created: {parent} is a file, not a directory")
+                break
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"results store {p} cannot be created: {e.strerror or e} ({p.parent}); "
+                             "pass another --store") from None
+
+    def _check_header(self):
+        """A truncated file: SQLite would read it as a smaller database, so say so before it does."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(100)
+            size = self.path.stat().st_size
+        except OSError as e:
+            raise StoreError(f"results store {self.path} cannot be read: {e.strerror or e}") from None
+        if not head:
+            return  # an empty file: a new store
+        if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+            raise StoreError(_explain(self.path, "file is not a database"))
+        page = int.from_bytes(head[16:18], "big")
+        page = 65536 if page == 1 else page
+        pages = int.from_bytes(head[28:32], "big")
+        valid = pages and head[24:28] == head[92:96]
+        if valid and size < pages * page:
+            raise StoreError(f"results store {self.path} is damaged (truncated: {size} bytes of the {pages * page} "
+                             "its header records); restore it, or pass another --store (or $SDEBENCH_STORE)")
+
+    def _refuse_foreign(self):
+        """Refuse, reading only, a database of something else or of a newer sdebench."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if version > SCHEMA_VERSION:
-            raise InputError(f"{self.path}: store schema version {version} is newer than this sdebench "
+            raise StoreError(f"{self.path}: store schema version {version} is newer than this sdebench "
                              f"(version {SCHEMA_VERSION}); upgrade sdebench or use another --store")
+        ours = tables & {"runs", "cells"}
+        if not ours and tables - {"run_process", "sqlite_sequence"}:
+            raise StoreError(f"{self.path} is an SQLite database of something else (tables: "
+                             f"{', '.join(sorted(tables)[:6])}), not an sdebench results store; pass another --store")
+        for table, need in _REQUIRED_COLUMNS.items():
+            if not ours:
+                break
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if not need <= have:
+                missing = sorted(need - have)
+                raise StoreError(f"{self.path}: table {table!r} lacks {', '.join(missing) if have else 'everything'}: "
+                                 "not an sdebench results store (or a damaged one); pass another --store")
+
+    def _open_schema(self):
+        """Create a new store, migrate an older one (``_refuse_foreign`` has refused the rest)."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables & {"runs", "cells"}:  # a new store
             self.db.executescript(SCHEMA)
+            self.db.execute(PROCESS_TABLE)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return
+        if "run_process" not in tables:
+            self.db.execute(PROCESS_TABLE)
         while version < SCHEMA_VERSION:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -199,8 +319,25 @@ class Store:
         return int(cur.lastrowid)
 
     def set_status(self, run_id: int, status: str):
+        """Set a run's status; "running" also records this process (host, pid) as its owner."""
         finished = _now() if status == "complete" else None
         self.db.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (finished, status, run_id))
+        if status == "running":
+            self.db.execute("INSERT OR REPLACE INTO run_process (run_id, host, pid) VALUES (?,?,?)",
+                            (run_id, socket.gethostname(), os.getpid()))
+
+    def _status(self, run_id, status) -> str:
+        """"interrupted" for a run marked running whose process (on this host) is gone."""
+        if status != "running":
+            return status
+        row = self.db.execute("SELECT host, pid FROM run_process WHERE run_id=?", (run_id,)).fetchone()
+        if row and row[0] == socket.gethostname() and row[1] != os.getpid() and not process_alive(row[1]):
+            return "interrupted"
+        return status
+
+    def owner(self, run_id: int):
+        """(host, pid) of the process that last ran ``run_id``, or None."""
+        return self.db.execute("SELECT host, pid FROM run_process WHERE run_id=?", (run_id,)).fetchone()
 
     def record_run(self, fields: dict) -> int:
         """Insert a finished run made elsewhere (an imported pytest-benchmark file, a synthetic
@@ -219,8 +356,18 @@ class Store:
         cur = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,))
         row = cur.fetchone()
         if row is None:
-            raise InputError(f"no run {run_id} in {self.path}")
-        return dict(zip([c[0] for c in cur.description], row))
+            n = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            raise InputError(f"no run {run_id} in {self.path}" + (" (it has no runs)" if not n else
+                                                                   " (sdebench list runs shows them)"))
+        out = dict(zip([c[0] for c in cur.description], row))
+        out["status"] = self._status(run_id, out["status"])
+        return out
+
+    def output_dir(self, run_id: int) -> pathlib.Path:
+        """Where a run's report and CSV go: ``run-<id>/`` next to the default store, ``<stem>-run-<id>/``
+        next to any other, so that two stores in one directory never share an output folder."""
+        stem = self.path.stem
+        return self.path.parent / (f"run-{run_id}" if stem == DEFAULT_STORE.stem else f"{stem}-run-{run_id}")
 
     def latest_run(self, suite: str | None = None) -> int | None:
         """The newest run (of ``suite``, if given)."""
@@ -231,9 +378,11 @@ class Store:
         return None if row is None else int(row[0])
 
     def runs(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT id, suite, status, started, finished, git_commit, device, torch, threads,"
-                                 " wall_s, solve_s, (SELECT COUNT(*) FROM cells WHERE run_id=runs.id) AS cells"
-                                 " FROM runs ORDER BY id", self.db)
+        df = pd.read_sql_query("SELECT id, suite, status, started, finished, git_commit, device, torch, threads,"
+                               " wall_s, solve_s, (SELECT COUNT(*) FROM cells WHERE run_id=runs.id) AS cells"
+                               " FROM runs ORDER BY id", self.db)
+        df["status"] = [self._status(i, s) for i, s in zip(df["id"], df["status"])]
+        return df
 
     # --- cells -----------------------------------------------------------------------
     def done_keys(self, run_id: int) -> set[str]:

@@ -37,6 +37,7 @@ A bad file raises ``SuiteError`` naming the file, the key and what is allowed.
 from __future__ import annotations
 
 import itertools
+import math
 import pathlib
 
 try:
@@ -51,7 +52,10 @@ from bench.harness import metrics
 from bench.harness.cell import Cell, solver_meta
 from bench.harness.execute import import_plugins
 from bench.zoo import models
-from solvers import InputError
+from solvers import InputError, validate
+from solvers.adaptive import METHODS as ADAPTIVE_METHODS
+from solvers.grids import ALIASES as GRID_ALIASES
+from solvers.likelihood import TRACES
 
 __all__ = ["Suite", "SuiteError", "load_suite", "available_suites", "SUITES_DIR", "import_plugins",
            "DEFAULT_REFERENCE"]
@@ -67,6 +71,8 @@ DEFAULT_REFERENCE = {"ode_rtol": 1e-10, "sde_steps": 2048}
 LIKELIHOOD = {"solver": str, "rtol": (float, list), "atol": (float, list), "trace": (str, list),
               "probes": (int, list), "n": int, "prior": str, "models": list}
 ENTRY = ("name", "grid", "steps", "nfe")
+PRIORS = ("exact", "sde")
+N_MAX = 10**9
 
 
 class SuiteError(InputError):
@@ -126,9 +132,33 @@ class Suite:
         if not data.get("solvers") and not data.get("likelihood"):
             raise self.err("solvers", "a suite needs at least one [[solvers]] or [[likelihood]] entry")
 
-    def _ints(self, key, values, low=1):
-        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in values):
-            raise self.err(key, f"must be a non-empty list of integers >= {low}, got {values!r}")
+    def _ints(self, key, values, low=1, high=None):
+        example = "[0, 1]" if low == 0 else "[10, 20]"
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        if not isinstance(values, list):
+            raise self.err(key, f"must be a non-empty list of integers {rng} (e.g. {key.split('.')[-1]} = {example}), "
+                           f"got {type(values).__name__} {values!r}")
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < low
+               or (high is not None and v > high)]
+        if not values or bad:
+            raise self.err(key, f"must be a non-empty list of integers {rng}, got {values!r}")
+
+    def _names(self, key, values, valid, what):
+        if not values:
+            raise self.err(key, f"is empty; name at least one {what} ({', '.join(valid)})")
+        bad = [v for v in values if not isinstance(v, str) or v not in valid]
+        if bad and what == "metric":
+            raise self.err(key, f"unknown {bad}; allowed: {', '.join(valid)}")
+        if bad:
+            raise self.err(key, f"unknown {what} {bad[0]!r}; available: {', '.join(valid)}")
+        dup = sorted({v for v in values if values.count(v) > 1})
+        if dup:
+            raise self.err(key, f"lists {', '.join(dup)} more than once")
+
+    def _grid(self, key, grid):
+        valid = [*solvers.GRIDS, *GRID_ALIASES]
+        if grid is not None and (not isinstance(grid, str) or grid not in valid):
+            raise self.err(key, f"unknown grid {grid!r}; valid: {', '.join(valid)}")
 
     def _device(self, device):
         if device not in ("cpu", "cuda", "auto"):
@@ -139,63 +169,156 @@ class Suite:
             raise self.err("device", "cuda requested but torch.cuda.is_available() is False; use cpu or auto")
         return device
 
+    def _check_numbers(self):
+        """n, repeats, warmup, threads: also run again on CLI overrides (``override``)."""
+        for key, low in (("n", 2), ("repeats", 1), ("warmup", 0), ("threads", 1)):
+            v = getattr(self, key)
+            if key == "threads" and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low or v > N_MAX:
+                raise self.err(key, f"must be an integer in [{low}, {N_MAX}], got {v!r}")
+
+    def override(self, **values) -> "Suite":
+        """Set n, threads, repeats or warmup (e.g. from the command line) through the same checks."""
+        for key, v in values.items():
+            if key not in ("n", "threads", "repeats", "warmup"):
+                raise SuiteError(f"cannot override {key!r}")
+            if v is not None:
+                setattr(self, key, v)
+        self.err = lambda key, msg, src=self.source: SuiteError(f"{src}: {key} (command line --{key}): {msg}")
+        try:
+            self._check_numbers()
+        finally:
+            self.err = lambda key, msg, src=self.source: SuiteError(f"{src}: {key}: {msg}")
+        return self
+
     def _validate_rest(self):
-        for m in self.models:
-            if m not in models.available():
-                raise self.err("models", f"unknown model {m!r}; available: {', '.join(models.available())}")
-        self._ints("seeds", self.seeds, low=0)
-        if self.n < 2:
-            raise self.err("n", f"must be >= 2, got {self.n}")
+        if not self.name.strip():
+            raise self.err("name", "must be a non-empty string (runs are listed and resumed by it)")
+        self._names("models", self.models, models.available(), "model")
+        self._ints("seeds", self.seeds, low=0, high=validate.SEED_MAX)
+        self._check_numbers()
         for key in ("steps", "nfe"):
             if getattr(self, key) is not None:
                 self._ints(key, getattr(self, key))
-        bad = [m for m in self.metrics if m not in metrics.requestable()]
-        if bad:
-            raise self.err("metrics", f"unknown {bad}; allowed: {', '.join(metrics.requestable())}")
+        self._grid("grid", self.grid)
+        self._names("metrics", self.metrics, metrics.requestable(), "metric")
         if models.TIMING_ONLY in self.models and self.metrics:  # random weights (bench.zoo.cifar_unet)
             raise self.err("metrics", f"model {models.TIMING_ONLY!r} is timing-only: quality metrics are refused")
         if self.dtype not in DTYPES:
             raise self.err("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.repeats < 1 or self.warmup < 0:
-            raise self.err("repeats", "repeats must be >= 1 and warmup >= 0")
+        if not all(isinstance(m, str) and m for m in self.imports):
+            raise self.err("imports", f"must be a list of module names, got {self.imports!r}")
         for key, value in self.reference.items():
-            table = value if isinstance(value, dict) and key in self.models else {key: value}
-            for k, v in table.items():
-                if k not in REFERENCE or not isinstance(v, (int, float)):
-                    raise self.err(f"reference.{key}", f"allowed keys: {', '.join(REFERENCE)} (numbers), or a "
-                                   "table of them named after one of the suite's models")
+            if isinstance(value, dict):
+                if key not in self.models:
+                    raise self.err(f"reference.{key}", "a table of reference settings must be named after one "
+                                   f"of the suite's models ({', '.join(self.models)})")
+                for k, v in value.items():
+                    self._reference_value(f"reference.{key}.{k}", k, v)
+            else:
+                self._reference_value(f"reference.{key}", key, value)
         for i, entry in enumerate(self.solver_entries):
             self._check_solver_entry(i, entry)
         for i, entry in enumerate(self.likelihood_entries):
-            if not isinstance(entry, dict):
-                raise self.err(f"likelihood[{i}]", "must be a table")
-            for key in entry:
-                if key not in LIKELIHOOD:
-                    raise self.err(f"likelihood[{i}].{key}", f"unknown key; allowed: {', '.join(LIKELIHOOD)}")
-            for m in entry.get("models", []):
-                if m not in self.models:
-                    raise self.err(f"likelihood[{i}].models", f"{m!r} is not one of the suite's models")
+            self._check_likelihood_entry(i, entry)
+        cells = self.cells()
+        keys = [c.key for c in cells]
+        if len(set(keys)) < len(keys):
+            dup = next(c for c in cells if keys.count(c.key) > 1)
+            raise self.err("solvers", f"two entries define the same cell ({dup.describe()}); remove one")
+
+    def _reference_value(self, where, key, value):
+        if key not in REFERENCE:
+            raise self.err(where, f"unknown reference setting; allowed: {', '.join(REFERENCE)} (or a table of them "
+                           "named after one of the suite's models)")
+        if key == "ode_rtol":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and 0 < value < 1
+            if not ok:
+                raise self.err(where, f"must be a number in (0, 1) (e.g. 1e-10), got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.err(where, f"must be an integer >= 1 (e.g. 2048), got {value!r}")
 
     def _check_solver_entry(self, i, entry):
         where = f"solvers[{i}]"
-        if not isinstance(entry, dict) or "name" not in entry:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise self.err(where, "each [[solvers]] entry needs name = \"<solver>\"")
         try:
             cls = solvers.get(entry["name"])
         except InputError as e:
             raise self.err(f"{where}.name", str(e)) from None
+        for key in ("steps", "nfe"):
+            if key in entry:
+                self._ints(f"{where}.{key}", entry[key])
+                if cls.adaptive:
+                    raise self.err(f"{where}.{key}", f"{cls.name} is adaptive: its steps are set by rtol/atol; "
+                                   "sweep the tolerance instead")
+        if "steps" in entry and "nfe" in entry:
+            raise self.err(where, "give steps or nfe (budgets), not both")
+        self._grid(f"{where}.grid", entry.get("grid"))
         options = {k: v for k, v in entry.items() if k not in ENTRY}
+        for k, v in options.items():
+            if isinstance(v, list) and not v:
+                raise self.err(f"{where}.{k}", "is an empty list (a list gives one cell per value)")
         model = models.load(self.models[0])
-        for combo in _expand(options):
+        combos = _expand(options)
+        for combo in combos:
             try:  # a dry instance on a 2-step grid runs every option check
                 cls(model, solvers.make_grid(model.sde, 2), dtype=torch.float64, **combo)
             except InputError as e:
                 raise self.err(where, str(e)) from None
-        if not cls.adaptive and not (entry.get("steps") or entry.get("nfe") or self.steps or self.nfe):
-            raise self.err(where, f"{entry['name']} needs steps or nfe (in the entry or at the top level)")
-        for key in ("steps", "nfe"):
-            if key in entry:
-                self._ints(f"{where}.{key}", entry[key])
+        if cls.adaptive:
+            return
+        if not (entry.get("steps") or entry.get("nfe") or self.steps or self.nfe):
+            raise self.err(where, f"{cls.name} needs steps or nfe (in the entry or at the top level)")
+        budgets = entry.get("nfe") or (None if entry.get("steps") else self.nfe)
+        for combo in combos:
+            for b in budgets or ():
+                if cls.steps_for_nfe(b, **combo) < 1:
+                    need = cls.expected_nfe(1, **combo)
+                    opts = " ".join(f"{k}={v}" for k, v in combo.items())
+                    raise self.err(f"{where}.nfe", f"budget {b} is too small for {cls.name}{' ' + opts if opts else ''}: "
+                                   f"one step takes {need} NFE; use budgets >= {need}")
+
+    def _check_likelihood_entry(self, i, entry):
+        where = f"likelihood[{i}]"
+        if not isinstance(entry, dict):
+            raise self.err(where, "must be a table")
+        for key, value in entry.items():
+            if key not in LIKELIHOOD:
+                raise self.err(f"{where}.{key}", f"unknown key; allowed: {', '.join(LIKELIHOOD)}")
+            want = LIKELIHOOD[key]
+            values = value if isinstance(value, list) and key != "models" else [value]
+            if isinstance(value, list) and not value:
+                raise self.err(f"{where}.{key}", "is an empty list")
+            scalar = want[0] if isinstance(want, tuple) else want
+            for v in values:
+                ok = isinstance(v, scalar) or (scalar is float and isinstance(v, int))
+                if not ok or isinstance(v, bool):
+                    raise self.err(f"{where}.{key}", f"must be {'a list of ' if isinstance(want, tuple) else ''}"
+                                   f"{scalar.__name__}, got {v!r}")
+                if key in ("rtol", "atol") and not (math.isfinite(v) and v > 0):
+                    raise self.err(f"{where}.{key}", f"must be a finite number > 0, got {v!r}")
+                if key in ("probes", "n") and v < (1 if key == "probes" else 2):
+                    raise self.err(f"{where}.{key}", f"must be >= {1 if key == 'probes' else 2}, got {v!r}")
+                if key == "trace" and v not in TRACES:
+                    raise self.err(f"{where}.trace", f"must be one of {', '.join(TRACES)}, got {v!r}")
+                if key == "prior" and v not in PRIORS:
+                    raise self.err(f"{where}.prior", f"must be one of {', '.join(PRIORS)}, got {v!r}")
+                if key == "solver" and v not in ADAPTIVE_METHODS:
+                    raise self.err(f"{where}.solver", f"must be one of {', '.join(ADAPTIVE_METHODS)}, got {v!r}")
+        if "models" in entry:
+            if not entry["models"]:
+                raise self.err(f"{where}.models", "is empty; leave it out to use every model of the suite")
+            for m in entry["models"]:
+                if m not in self.models:
+                    raise self.err(f"{where}.models", f"{m!r} is not one of the suite's models")
+        if entry.get("prior") == "exact":
+            trained = [m for m in entry.get("models", self.models) if not models.is_exact(m)]
+            if trained:
+                raise self.err(f"{where}.prior", f"'exact' needs an exact model; {', '.join(trained)} "
+                               "has no exact p_T (use prior = \"sde\")")
 
     # --- cells -----------------------------------------------------------------------
     def _reference(self, model):
@@ -259,7 +382,15 @@ def load_suite(name_or_path: str) -> Suite:
                              "(or give a path to a .toml file)")
     if not path.exists():
         raise SuiteError(f"{path}: no such file")
-    text = path.read_text()
+    if not path.is_file():
+        raise SuiteError(f"{path}: not a suite file ({'a directory' if path.is_dir() else 'not a regular file'}); "
+                         "give a .toml file or a shipped suite name")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not a text file (a suite is TOML, UTF-8)") from None
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot be read: {e.strerror or e}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

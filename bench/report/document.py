@@ -99,12 +99,13 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
     """Write ``report.html`` (self-contained) and ``report.md`` + ``fig-*.png`` for ``run_ids``.
 
     ``store``: a ``bench.harness.store.Store`` (or a path to one). ``out_dir`` defaults to
-    ``store.path.parent / f"run-{run_ids[0]}"``. Returns {"html": path, "markdown": path,
-    "figures": [png paths]}. Raises ``InputError`` for an unknown run. ``interactive``: each quality and
-    work-precision figure also as an interactive chart in the HTML (plotly.js inlined once; skipped
-    when plotly is not installed; the Markdown keeps the PNGs)."""
+    ``store.output_dir(run_ids[0])`` (``run-<id>/``, or ``<stem>-run-<id>/`` for a store not named
+    sdebench.sqlite). Returns {"html": path, "markdown": path, "figures": [png paths]}. Raises
+    ``InputError`` for an unknown run. ``interactive``: each quality and work-precision figure also as
+    an interactive chart in the HTML (plotly.js inlined once; skipped when plotly is not installed;
+    the Markdown keeps the PNGs)."""
     if not isinstance(store, Store):
-        store = Store(store)
+        store = Store(store, create=False)
         try:
             return write_report(store, run_ids, out_dir, trajectories=trajectories, interactive=interactive)
         finally:
@@ -113,7 +114,7 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
     if not run_ids:
         raise InputError("write_report needs at least one run id")
     runs = {r: store.run(r) for r in run_ids}  # InputError for an unknown run
-    out_dir = pathlib.Path(out_dir) if out_dir is not None else store.path.parent / f"run-{run_ids[0]}"
+    out_dir = pathlib.Path(out_dir) if out_dir is not None else store.output_dir(run_ids[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     df = load_cells(store, run_ids)
     styles = _Styles(df["series"], run_ids)

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from solvers import SDES, InputError, ScoreModel
+from solvers import SDES, InputError, ScoreModel, validate
 
 __all__ = ["GaussianMixture", "ExactModel", "MODELS", "load", "available"]
 
@@ -169,6 +169,7 @@ def load(name: str, *, exact_prior: bool = False, **sde_kw) -> ExactModel:
     if name not in MODELS:
         raise InputError(f"unknown model {name!r}; available: {', '.join(available())}")
     mixture, sde_cls = MODELS[name]
+    validate.keywords(f"models.load({name!r})", sde_kw, ["exact_prior", *validate.parameters(sde_cls)])
     return ExactModel(mixture(), sde_cls(**sde_kw), name=name, exact_prior=exact_prior)
 
 
@@ -189,9 +190,10 @@ def available() -> list[str]:  # noqa: F811 - extends the exact models with the 
     return _exact_available() + _trained.available() + [TIMING_ONLY]
 
 
-def load(name: str, *, exact_prior: bool = False, **sde_kw):  # noqa: F811
+def load(name: str, *, exact_prior: bool = False, verify: bool = True, **sde_kw):  # noqa: F811
     """An exact model (``load("gmm2d-vp")``, ``sde_kw`` go to its SDE) or a trained checkpoint
-    (``load("digits-vp")``; its SDE is the one it was trained with, and it has no exact prior)."""
+    (``load("digits-vp")``; its SDE is the one it was trained with, and it has no exact prior;
+    ``verify=False`` accepts a card without sha256, with a warning)."""
     if name in MODELS:
         return _exact_load(name, exact_prior=exact_prior, **sde_kw)
     if name in _trained.available():
@@ -201,7 +203,7 @@ def load(name: str, *, exact_prior: bool = False, **sde_kw):  # noqa: F811
         if sde_kw:
             raise InputError(f"model {name!r} is a trained model: its SDE is fixed by its checkpoint; got "
                              f"SDE options {sorted(sde_kw)}")
-        return _trained.load(name)
+        return _trained.load(name, verify=verify)
     if name == TIMING_ONLY:  # random-weight DDPM CIFAR-10 U-Net: timing only (bench.zoo.cifar_unet)
         from bench.zoo import cifar_unet
         return cifar_unet.load(**sde_kw)

@@ -1,6 +1,10 @@
 """Training the shipped checkpoints: continuous-time denoising score matching, seeded.
 
-    sdebench train NAME [--seed 0] [--steps N] [--out DIR] [--threads 1]
+    sdebench train NAME [--seed 0] [--steps N] [--out DIR] [--threads 1] [--force]
+
+Checkpoints are written to ``--out`` (default ``./checkpoints``), never into the installed package
+(``bench/zoo/checkpoints``: copy files there by hand to replace a shipped checkpoint), and an
+existing checkpoint is overwritten only with ``--force``.
     python -m bench.zoo.train NAME ...
 
 Recipes (``RECIPES``; each reproduces the shipped checkpoint from its seed on one CPU thread):
@@ -161,17 +165,39 @@ def _heldout(recipe, fn, net, seed):
         return sum(losses) / len(losses), None
 
 
+#: where ``train`` writes when no directory is given (relative to the working directory)
+DEFAULT_OUT = pathlib.Path("checkpoints")
+
+
+def _check_out(out_dir: pathlib.Path, name: str, force: bool):
+    """A user directory (not the package's checkpoints) where <name>.* may be written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: is a file; --out names a directory (it gets {name}.safetensors and "
+                         f"{name}.json)")
+    try:
+        inside = out_dir.resolve() == CHECKPOINTS.resolve()
+    except OSError:
+        inside = False
+    if inside:
+        raise InputError(f"{out_dir} holds the shipped checkpoints of the installed package; train into another "
+                         "directory (--out DIR) and copy the two files there by hand if you mean to replace one")
+    existing = [p for p in (out_dir / f"{name}.safetensors", out_dir / f"{name}.json") if p.exists()]
+    if existing and not force:
+        raise InputError(f"{existing[0]} exists; pass --force (force=True) to overwrite it, or another --out")
+
+
 def train(name: str, out_dir=None, *, seed: int = 0, steps: int | None = None, threads: int | None = 1,
-          log=print) -> dict:
+          log=print, force: bool = False) -> dict:
     """Train recipe ``name`` and write ``<out_dir>/<name>.safetensors`` + ``<name>.json``.
 
     Args:
         name: a key of ``RECIPES``.
-        out_dir: where to write (default ``bench/checkpoints``, the shipped location).
+        out_dir: where to write (default ``./checkpoints``; never the package's shipped checkpoints).
         seed: seeds network initialisation, data order, dequantization and noise.
         steps: optimisation steps (default the recipe's, i.e. the shipped length).
         threads: torch CPU threads during training (restored after); None leaves them as they are.
         log: a function receiving progress lines (None for silence).
+        force: overwrite an existing checkpoint of that name in ``out_dir``.
 
     Returns the card written (a dict)."""
     if name not in RECIPES:
@@ -182,8 +208,11 @@ def train(name: str, out_dir=None, *, seed: int = 0, steps: int | None = None, t
     steps = recipe["steps"] if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
     log = log or (lambda *_: None)
-    out_dir = pathlib.Path(out_dir) if out_dir is not None else CHECKPOINTS
+    out_dir = pathlib.Path(out_dir) if out_dir is not None else DEFAULT_OUT
+    _check_out(out_dir, name, force)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -267,17 +296,29 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="sdebench train", description="Train a shipped checkpoint by "
                                 "continuous-time denoising score matching (reproducible from its seed).")
     p.add_argument("name", nargs="+", help=f"recipe(s): {', '.join(RECIPES)}, or 'all'")
-    p.add_argument("--out", default=None, help=f"output directory (default {CHECKPOINTS})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
-    p.add_argument("--threads", type=int, default=1,
+    from bench.cli.common import positive_int, seed_int
+
+    p.add_argument("--out", default=None, help=f"output directory (default ./{DEFAULT_OUT}; never the installed "
+                   "package's checkpoints)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in --out")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--steps", type=positive_int, default=None, help="optimisation steps (default: the recipe's)")
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: fastest for these small networks on a shared machine)")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     names = list(RECIPES) if args.name == ["all"] else args.name
     try:
         for name in names:
+            if name not in RECIPES:
+                raise InputError(f"unknown training recipe {name!r}; valid: {', '.join(RECIPES)}")
+        for name in names:
+            _check_out(pathlib.Path(args.out) if args.out else DEFAULT_OUT, name, args.force)
+        for name in names:
             train(name, args.out, seed=args.seed, steps=args.steps, threads=args.threads,
-                  log=lambda s: print(s, flush=True))
+                  log=lambda s: print(s, flush=True), force=args.force)
     except InputError as e:
         print(f"sdebench train: error: {e}", file=sys.stderr)
         return 2

@@ -26,7 +26,9 @@ c_in = 1 / sqrt(sigma^2 + sd^2) and sd = ``sigma_data``; the prediction is then 
 Loading checks everything and fails with ``CheckpointError`` (an ``InputError``) naming the
 file: a missing or unparsable card, a missing key, an unknown architecture / SDE / prediction,
 a weights file that is missing, truncated or altered (sha256), unreadable, or whose tensors do
-not match the architecture's names and shapes.
+not match the architecture's names and shapes; a card without ``sha256`` (unless loaded with
+``verify=False``, which warns); a ``weights`` path that leaves the card's directory; a ``shape``
+the network does not map to itself.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import hashlib
 import json
 import math
 import pathlib
+import warnings
 
 import torch
 
@@ -235,11 +238,30 @@ def read_card(path) -> dict:
     return card
 
 
-def _read_weights(wpath: pathlib.Path, card: dict, card_path: pathlib.Path) -> dict:
+def _weights_path(card: dict, card_path: pathlib.Path) -> pathlib.Path:
+    """The weights file named by the card: a file in the card's own directory, nowhere else."""
+    name = card["weights"]
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{card_path}: weights must be a file name, got {name!r}")
+    wpath = card_path.parent / name
+    home = card_path.parent.resolve()
+    if pathlib.PurePath(name).is_absolute() or home not in wpath.resolve().parents:
+        raise CheckpointError(f"{card_path}: weights {name!r} is outside the card's directory {home}; a card may "
+                              "only name a weights file next to it")
+    return wpath
+
+
+def _read_weights(wpath: pathlib.Path, card: dict, card_path: pathlib.Path, verify: bool = True) -> dict:
     if not wpath.exists():
         raise CheckpointError(f"{wpath}: weights file named by {card_path} does not exist")
     want = card.get("sha256")
-    if want is not None and _sha256(wpath) != want:
+    if want is None or not isinstance(want, str):
+        if verify:
+            raise CheckpointError(f"{card_path}: the card has no sha256 of its weights, so they cannot be verified; "
+                                  "add it (sha256sum of the weights file) or load with verify=False "
+                                  "(--no-verify) if you trust the file")
+        warnings.warn(f"{wpath}: loading weights without verifying them (the card has no sha256)", stacklevel=3)
+    elif _sha256(wpath) != want:
         raise CheckpointError(f"{wpath}: sha256 does not match the card {card_path} (file truncated, corrupt or "
                               "replaced); re-train it with `sdebench train` or restore the file")
     try:
@@ -264,16 +286,17 @@ def _read_weights(wpath: pathlib.Path, card: dict, card_path: pathlib.Path) -> d
     return state
 
 
-def load_net(name_or_path, *, checkpoints=None) -> tuple[torch.nn.Module, dict, pathlib.Path]:
-    """(network in eval mode, card, card path) of a checkpoint, every check done."""
+def load_net(name_or_path, *, checkpoints=None, verify: bool = True) -> tuple[torch.nn.Module, dict, pathlib.Path]:
+    """(network in eval mode, card, card path) of a checkpoint, every check done (``verify=False``
+    accepts a card without sha256, with a warning)."""
     card_path = _card_file(name_or_path, checkpoints)
     card = read_card(card_path)
     try:
         net = ARCHS[card["arch"]](**card["arch_args"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{card_path}: arch_args {card['arch_args']!r} do not build {card['arch']!r}: {e}") from None
-    wpath = card_path.parent / card["weights"]
-    state = _read_weights(wpath, card, card_path)
+    wpath = _weights_path(card, card_path)
+    state = _read_weights(wpath, card, card_path, verify)
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -291,17 +314,35 @@ def load_net(name_or_path, *, checkpoints=None) -> tuple[torch.nn.Module, dict, 
                               + "; ".join(parts))
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     net.eval().requires_grad_(False)
+    if card["kind"] == "score":
+        _check_shape(net, card, card_path)
     return net, card, card_path
 
 
-def load(name_or_path, *, checkpoints=None) -> TrainedModel:
-    """A trained model by name (``available()``) or by the path of its card or weights file."""
+def _check_shape(net, card, card_path):
+    """The card's sample shape must be one the network maps to itself."""
+    shape = tuple(card["shape"])
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(1, *shape), torch.zeros(1))
+    except Exception as e:  # noqa: BLE001 - any shape error of the network
+        raise CheckpointError(f"{card_path}: shape {list(shape)} does not fit {card['arch']}({card['arch_args']}): "
+                              f"{type(e).__name__}: {str(e)[:200]}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, *shape):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CheckpointError(f"{card_path}: shape {list(shape)} does not fit {card['arch']}: the network returns "
+                              f"{got} for an input of {(1, *shape)}")
+
+
+def load(name_or_path, *, checkpoints=None, verify: bool = True) -> TrainedModel:
+    """A trained model by name (``available()``) or by the path of its card or weights file
+    (``verify=False``: accept a card without sha256, with a warning)."""
     card_path = _card_file(name_or_path, checkpoints)
     p = pathlib.Path(name_or_path)
     if not card_path.exists() and p.suffix not in (".json", ".safetensors", ".pt", ".pth"):
         raise CheckpointError(f"unknown trained model {name_or_path!r}; available: {', '.join(available(checkpoints))} "
                               f"(no card {card_path})")
-    net, card, card_path = load_net(card_path)
+    net, card, card_path = load_net(card_path, verify=verify)
     if card["kind"] != "score":
         raise CheckpointError(f"{card_path}: {card['name']!r} is a {card['kind']}, not a score model")
     return TrainedModel(net, card, card_path)
