@@ -55,6 +55,17 @@ def run_cli(tmp_path, capsys, *extra, suite=None, store=None):
 # the Python API: every bad argument is an InputError naming it
 # --------------------------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """Solvers registered by a case here never leak into other test files (list, README, orders)."""
+    from solvers import registry
+
+    before = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)
+
+
 class Bad(solvers.Solver):
     name = "test_bad_shape"
 

@@ -133,7 +133,7 @@ def list_(args) -> int:
     if args.what == "solvers":
         for name in solvers.available():
             c = solvers.get(name)
-            doc = (c.__doc__ or "").strip().splitlines()[0]
+            doc = ((c.__doc__ or "").strip().splitlines() or [""])[0]
             print(f"{name:20s} {c.kind:9s} order={c.order!s:5s} nfe/step={c.nfe_per_step}  {doc}")
     else:
         print("\n".join(models.available()))
