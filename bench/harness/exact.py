@@ -424,7 +424,7 @@ def main(argv=None):
     p.add_argument("--render", default=None, help="only render the markdown from a pickled frame")
     a = p.parse_args(argv)
     cmd = "python -m bench.harness.exact --table" + "".join(
-        f" {k} {v}" for k, v in (("--models", a.models), ("--n", a.n), ("--n64", a.n64)) if v)
+        f" {k} {v}" for k, v in (("--models", a.models), ("--n", a.n), ("--n64", a.n64), ("--n-boot", a.n_boot)) if v)
     if a.render:
         df = pd.read_pickle(a.render)
         cmd = df.attrs.get("command", cmd)

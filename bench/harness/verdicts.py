@@ -137,8 +137,7 @@ def tied_ranking(entries, *, lower_is_better: bool = True, level: float = 0.95) 
     sign = 1.0 if lower_is_better else -1.0
     finite = [e for e in items if math.isfinite(float(e["value"]))]
     rest = sorted(finite, key=lambda e: (sign * float(e["value"]), str(e["name"])))
-    rows, group = [], 0
-    rest = [(e, None) for e in rest]
+    rows, group, rest = [], 0, [(e, None) for e in rest]
     while rest:
         (lead, why), group = rest[0], group + 1
         members, others = [(lead, why)], []
