@@ -112,7 +112,7 @@ class _Calibration:
         names = tuple(sorted(names))
         key = (names, n, d)
         if key not in self.metric_s:
-            small = min(n, 200)
+            small = min(n, 500)
             g = torch.Generator().manual_seed(0)
             x, y = (torch.randn(small, d, generator=g, dtype=torch.float64) for _ in range(2))
             t = _best(lambda: metrics.distribution_metrics(x, y, names), k=1)
@@ -180,7 +180,7 @@ def _cell_cost(cal, cell, cost, seen, cache):
         kind = key[0]
         if kind == "ode_ref":
             rtol = float(key[-1])
-            cost["reference"] += 13 * 12 * max(1.0, 1 / rtol) ** (1 / 8) * (ev64 + 10 * over)
+            cost["reference"] += 13 * 6 * max(1.0, 1 / rtol) ** (1 / 8) * (ev64 + 3 * over)
         elif kind == "sde_ref":
             cost["reference"] += int(key[-1]) * (ev64 + over + EXACT_PATH_STEP_S)
         elif kind == "floor":
