@@ -1,21 +1,28 @@
-# Quick start:  make run    (sets up .venv, runs the quick suite into results/)
-#               make test   (sets up .venv, runs the test suite)
+# Quick start:  make run    (sets up .venv with the package alone, runs the quick suite into results/)
+#               make test   (adds the test and ray extras, runs the test suite)
 # TORCH pins the CPU build that CI installs; use your own with `make test TORCH=torch`.
 PYTHON ?= python3
 TORCH  ?= torch==2.13.0
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup run demo test bench clean
+.PHONY: setup setup-test run demo test bench clean
 
+# the main job needs the package alone; the tests add the test and ray extras on top
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[test,ray]"
 	touch $@
 
 setup: $(VENV)/.installed
+
+setup-test: $(VENV)/.installed-test
 
 run: setup
 	$(VENV)/bin/sdebench run quick
@@ -23,10 +30,10 @@ run: setup
 demo: setup
 	$(VENV)/bin/sdebench demo
 
-test: setup
+test: setup-test
 	$(PY) -m pytest -q
 
-bench: setup
+bench: setup-test
 	$(PY) -m pytest bench/perf --benchmark-enable --benchmark-only -q
 
 clean:

@@ -399,7 +399,7 @@ def test_disk_full_keeps_committed_cells_and_resumes(tmp_path, capsys, monkeypat
 def test_ctrl_c_ends_a_run_with_the_resume_command(tmp_path, capsys, monkeypatch):
     real, calls = runner_mod.execute_cell, []
 
-    def interrupted(cell):
+    def interrupted(cell, **_):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt

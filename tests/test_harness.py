@@ -185,7 +185,7 @@ def test_cuda_is_refused_cleanly_when_absent(tmp_path):
 def test_failed_cell_is_recorded_not_lost(tmp_path, monkeypatch):
     suite = load_suite(str(write_suite(tmp_path)))
     cell = suite.cells()[0]
-    monkeypatch.setattr(execute, "_sample_cell", lambda c: (_ for _ in ()).throw(FloatingPointError("boom")))
+    monkeypatch.setattr(execute, "_sample_cell", lambda c, *a, **k: (_ for _ in ()).throw(FloatingPointError("boom")))
     result = execute.execute_cell(cell)
     assert result["error"] == "FloatingPointError: boom" and "Traceback" in result["traceback"]
 

@@ -12,7 +12,9 @@ import pandas as pd
 
 import solvers
 from bench.cli.common import add_store, add_threads, positive_int, run_id as _run_id
-from bench.harness.runner import RunInterrupted, run_suite
+from bench.harness.cache import cache_dir_for
+from bench.harness.estimate import estimate
+from bench.harness.runner import RunInterrupted, pending_cells, run_suite
 from bench.harness.store import Store
 from bench.harness.suite import available_suites, load_suite
 from bench.zoo import models
@@ -59,12 +61,24 @@ def _resume_id(args, store, suite):
 
 def run(args) -> int:
     suite = load_suite(args.suite).override(n=args.n, threads=args.threads)
+    if args.jobs < 1:
+        raise solvers.InputError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.dry_run and args.resume is None:  # nothing is created: not the store, not a run
+        cells = suite.cells()
+        est = estimate(cells, cache_dir_for(args.store), jobs=args.jobs)
+        print(f"suite {suite.name!r}: {len(cells)} cells\n{est.summary()}")
+        return 0
     store = Store(args.store)
     resume = _resume_id(args, store, suite)
+    if args.dry_run:
+        cells, pending = pending_cells(suite, store, resume)
+        est = estimate(pending, cache_dir_for(args.store), jobs=args.jobs)
+        print(f"suite {suite.name!r}: {len(cells)} cells, {len(pending)} left in run {resume}\n{est.summary()}")
+        return 0
     try:
         with _sigterm_interrupts():
             run_id = run_suite(suite, store, executor=args.executor, address=args.address, resume=resume,
-                               progress=not args.quiet)
+                               progress=not args.quiet, jobs=args.jobs)
     except RunInterrupted as e:
         print(f"sdebench: run {e.run_id} interrupted ({e.committed} of {e.total} cells committed and kept); "
               f"resume with: {resume_command(args.suite, e.run_id, store.path)}", file=sys.stderr)
@@ -148,7 +162,12 @@ def register(sub):
     add_store(r)
     r.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                    help="finish an interrupted run (default: the latest run of this suite)")
-    r.add_argument("--executor", choices=["local", "ray"], default="local")
+    r.add_argument("--executor", choices=["local", "process", "ray"], default="local",
+                   help="local: this process (--jobs N > 1: N worker processes); ray: Ray tasks")
+    r.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run cells in N local worker processes, one thread each (timings record N)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the cell count and the estimated wall time, then exit (no run is created)")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     r.add_argument("--n", type=positive_int, default=None, help="override the suite's number of samples")
     add_threads(r)

@@ -1,14 +1,21 @@
 """Executing one cell: a pure function of the cell (so any executor can run it anywhere).
 
-``execute_cell(cell)`` times the sampling call alone, then measures quality. References and exact
-target samples are cached per process, keyed by what they depend on. This module imports
-neither the sweep (suites) nor the results store.
+``execute_cell(cell, cache_dir=None, jobs=1)`` times the sampling call alone, then measures
+quality. References, exact target samples and noise floors are cached per process, keyed by what
+they depend on, and, given ``cache_dir`` (the runner passes ``<store>.cache/``), on disk
+(``bench.harness.cache``), so resumed runs, parallel workers and later runs make each once.
+This module imports neither the sweep (suites) nor the results store.
 
 Per sample cell:
-  timing      ``warmup`` untimed + ``repeats`` timed calls of ``solvers.sample`` (fresh noise
-              keyed by the seed), median and spread, peak memory, NFE, and
+  timing      ``bench.harness.timing.time_adaptive`` on ``solvers.sample`` (fresh noise keyed by
+              the seed): warm-up only for a (solver, options, model, batch, dtype, device) shape
+              new to the process, a call over 1 s timed once, shorter calls repeated until the
+              median is stable to 5% (at most ``repeats`` times); median and spread, the number
+              of timed runs, peak memory, NFE, ``jobs`` (cells running at the same time: > 1
+              makes timings noisier), and
               overhead = median wall / (NFE x median time of one network evaluation at that batch)
-  discretization  a float64 solve from the same x_T against the reference: the float64 dopri8
+  discretization  a float64 solve from the same x_T against the reference (for a deterministic
+              solver timed in float64 on the CPU, the timed call's own output): the float64 dopri8
               PF-ODE solution (deterministic solvers) or fine-grid Euler-Maruyama on the same
               Brownian path (solvers that use the path; that path is torchsde's dyadic tree,
               a function of the seed alone, so every cell sees the same Brownian motion)
@@ -26,15 +33,19 @@ import torch
 
 import solvers
 from bench.harness import metrics
+from bench.harness.cache import DiskCache
 from bench.harness.cell import Cell
 from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
-from bench.harness.timing import time_call
+from bench.harness.timing import time_adaptive, time_call
 from bench.zoo import models
 
-__all__ = ["execute_cell", "import_plugins"]
+__all__ = ["execute_cell", "import_plugins", "shared_keys", "model_fingerprint"]
 
 _CACHE: dict = {}
 _SPENT = {"reference": 0.0}  # seconds spent making cached references, exact samples and floors
+_DISK: dict = {"cache": None}  # the DiskCache of the cell being run, if any
+#: what is kept on disk (the rest: models, x_T, Brownian paths, timings, is cheap or per machine)
+DISK_KINDS = ("exact", "floor", "fd_floor", "ode_ref", "sde_ref")
 
 
 def import_plugins(modules, error=None):
@@ -49,11 +60,29 @@ def import_plugins(modules, error=None):
             raise (error(msg) if error else solvers.InputError(msg)) from None
 
 
+def model_fingerprint(name: str) -> str:
+    """What a model's shared results depend on besides its name: a trained model's weights hash."""
+    if models.is_exact(name):
+        return name
+    m = _cached(("model", name, False), lambda: models.load(name))
+    card = getattr(m, "card", {}) or {}
+    return f"{name}:{card.get('sha256', '')}"
+
+
+def disk_key(key: tuple) -> dict:
+    """The on-disk key of a shared result: its in-memory key plus the model's fingerprint."""
+    return {"kind": key[0], "key": list(key), "model": model_fingerprint(key[1])}
+
+
 def _cached(key, make):
     if key not in _CACHE:
         t0 = time.perf_counter()
-        _CACHE[key] = make()
-        if key[0] not in ("model", "x_T"):
+        disk = _DISK["cache"]
+        if disk is not None and key[0] in DISK_KINDS:
+            _CACHE[key] = disk.get(disk_key(key), make)
+        else:
+            _CACHE[key] = make()
+        if key[0] not in ("model", "x_T", "sde_path"):
             _SPENT["reference"] += time.perf_counter() - t0
     return _CACHE[key]
 
@@ -109,23 +138,60 @@ def _floor(cell, name):
     return _cached(("floor", cell.model, cell.n, cell.seed, name), lambda: fn(_exact(cell, 1), _exact(cell, 0)))
 
 
+def _ode_key(cell):
+    return ("ode_ref", cell.model, cell.exact_prior, cell.n, cell.seed, cell.reference["ode_rtol"])
+
+
+def _sde_key(cell, cls):
+    return ("sde_ref", cell.model, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
+
+
+def shared_keys(cell) -> list[tuple]:
+    """The shared results (references, exact sets, floors) a cell needs, as in-memory keys
+    (``disk_key`` gives their on-disk form): what a cost estimate counts once."""
+    if cell.task != "sample":
+        return [("exact", cell.model, cell.n, cell.seed, 0)]
+    cls, opts, out = solvers.get(cell.solver), dict(cell.options), []
+    exact_model, data = models.is_exact(cell.model), getattr(_model(cell), "data", None)
+    for name in cell.metrics:
+        if name in metrics.METRICS and not metrics.get_metric(name).applies_to(exact_model, data):
+            continue
+        if name == "w2" and cell.n > metrics.W2_MAX_N:
+            continue
+        if name == "discretization":
+            if not cls.is_stochastic(**opts):
+                out.append(_ode_key(cell))
+            elif cls.kind != "corrector":
+                out.append(_sde_key(cell, cls))
+        elif name == "fd_digits":
+            out += [("exact", cell.model, cell.n, cell.seed, 0), ("exact", cell.model, cell.n, cell.seed, 1),
+                    ("fd_floor", cell.model, cell.n, cell.seed)]
+        elif name in metrics.METRICS and metrics.get_metric(name).floor:
+            out += [("exact", cell.model, cell.n, cell.seed, 0), ("exact", cell.model, cell.n, cell.seed, 1),
+                    ("floor", cell.model, cell.n, cell.seed, name)]
+    return list(dict.fromkeys(out))
+
+
 def _ode_ref(cell):
     tol = cell.reference["ode_rtol"]
-    key = ("ode_ref", cell.model, cell.exact_prior, cell.n, cell.seed, tol)
-    return _cached(key, lambda: ode_reference(_model(cell), _x_T(cell, torch.float64).cpu(), rtol=tol, atol=tol))
+    return _cached(_ode_key(cell), lambda: ode_reference(_model(cell), _x_T(cell, torch.float64).cpu(),
+                                                         rtol=tol, atol=tol))
 
 
 def _sde_ref(cell, cls):
     """(path, fine-grid reference) for the kind of Brownian path the solver queries; every path is
-    a function of the seed alone, so all cells see the same Brownian motion."""
-    key = ("sde_ref", path_kind(cls), cell.model, cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
+    a function of the seed alone, so all cells see the same Brownian motion (and a reference read
+    from disk matches a path rebuilt here)."""
+    path = _cached(("sde_path", cell.model, path_kind(cls), cell.n, cell.seed),
+                   lambda: brownian_path_for(cls, _model(cell).sde, _x_T(cell, torch.float64).shape,
+                                             seed=cell.seed, exact=True))
 
     def make():
         m, x = _model(cell), _x_T(cell, torch.float64).cpu()
-        path = brownian_path_for(cls, m.sde, x.shape, seed=cell.seed, exact=True)
-        return path, sde_reference(m, x, path, steps=int(cell.reference["sde_steps"]))
+        fresh = brownian_path_for(cls, m.sde, x.shape, seed=cell.seed, exact=True)
+        return sde_reference(m, x, fresh, steps=int(cell.reference["sde_steps"]))
 
-    return _cached(key, make)
+    return path, _cached(_sde_key(cell, cls), make)
 
 
 def _one_eval_s(cell, x_T):
@@ -138,13 +204,16 @@ def _one_eval_s(cell, x_T):
     return _cached(("one_eval", cell.model, cell.n, cell.dtype, cell.device), make)
 
 
-def _per_sample_discretization(cell, cls, opts):
+def _per_sample_discretization(cell, cls, opts, timed=None):
     """Per-sample errors ||x_i - ref_i|| / sqrt(d) of a float64 solve from the same x_T, or None
-    (corrector-only samplers have no pathwise reference)."""
+    (corrector-only samplers have no pathwise reference). ``timed``: the timed call's output,
+    reused when it is the float64 solve already."""
     m = _model(cell)
     x64 = _x_T(cell, torch.float64).cpu()
     kw = dict(steps=cell.steps, grid=cell.grid, seed=cell.seed, **opts)
     if not cls.is_stochastic(**opts):
+        if timed is not None and timed.dtype == torch.float64 and timed.device.type == "cpu":
+            return metrics.per_sample_error(timed, _ode_ref(cell))
         return metrics.per_sample_error(solvers.sample(m, cls.name, x_T=x64, **kw).x, _ode_ref(cell))
     if cls.kind == "corrector":
         return None
@@ -175,26 +244,27 @@ def _exact_metric(cell, cls, opts, name, x):
     return {"mode_tv": r["value"], "mode_tv_se": r["stderr"], "mode_tv_floor": floor}
 
 
-def _sample_cell(cell):
+def _sample_cell(cell, jobs=1):
     m, cls, opts = _model(cell), solvers.get(cell.solver), dict(cell.options)
     x_T = _x_T(cell)
 
     def run():
         return solvers.sample(m, cls.name, steps=cell.steps, grid=cell.grid, x_T=x_T, seed=cell.seed, **opts)
 
+    shape = (cls.name, repr(sorted(opts.items())), cell.model, cell.exact_prior, cell.n, cell.dtype, cell.device)
     t0 = time.perf_counter()
-    out, timing = time_call(run, repeats=cell.repeats, warmup=cell.warmup, device=cell.device)
+    out, timing = time_adaptive(run, repeats=cell.repeats, warmup=cell.warmup, device=cell.device, shape_key=shape)
     t_solve = time.perf_counter() - t0
     one = _one_eval_s(cell, x_T)
     timing.update(one_eval_s=one, overhead=timing["median_s"] / (out.nfe * one) if out.nfe else math.nan,
-                  threads=torch.get_num_threads())
+                  threads=torch.get_num_threads(), jobs=jobs)
     result = {"nfe": out.nfe, "steps": out.steps, "stats": out.stats, "timing": timing, "metrics": {}}
     x = out.x.double().cpu()
     res = result["metrics"]
     finite = bool(torch.isfinite(x).all())
     exact_model = models.is_exact(cell.model)
     t_metrics, ref0 = time.perf_counter(), _SPENT["reference"]
-    t_disc = 0.0
+    t_disc, dist = 0.0, []
     stochastic = cls.is_stochastic(**opts) or cls.kind == "corrector"
     for name in cell.metrics:
         metric = metrics.get_metric(name)
@@ -208,7 +278,7 @@ def _sample_cell(cell):
             elif cls.kind != "corrector":
                 _sde_ref(cell, cls)
             t0 = time.perf_counter()
-            errors = _per_sample_discretization(cell, cls, opts)
+            errors = _per_sample_discretization(cell, cls, opts, timed=out.x)
             t_disc = time.perf_counter() - t0  # the float64 solve of the cell is solving
             res["discretization"] = math.nan if errors is None else _median(errors)
             if errors is not None:
@@ -222,12 +292,19 @@ def _sample_cell(cell):
             if finite:
                 res.update(_fd_digits(cell, x))
         else:
-            target = _exact(cell, 0)
-            res[name] = metric.fn(x, target) if finite else math.nan
-            if finite and len(target) == len(x):
-                res[name + "_se"] = metrics.standard_error(metric, metric.fn, x, target, seed=cell.seed)
+            dist.append(name)
             if metric.floor:
                 res[name + "_floor"] = _floor(cell, name)
+    if dist:  # together: some share their pairwise distances
+        target = _exact(cell, 0)
+        values = metrics.distribution_metrics(x, target, dist) if finite else {}
+        for name in dist:
+            res[name] = values.get(name, math.nan)
+            metric = metrics.get_metric(name)
+            if finite and len(target) == len(x):
+                se = metrics.standard_error(metric, metric.fn, x, target, seed=cell.seed)
+                if math.isfinite(se):
+                    res[name + "_se"] = se
     ref_s = _SPENT["reference"] - ref0
     result["solve_s"] = t_solve + t_disc
     timing["metrics_s"] = time.perf_counter() - t_metrics - t_disc - ref_s
@@ -264,20 +341,24 @@ def _likelihood_cell(cell):
             "timing": {"median_s": wall, "min_s": wall, "max_s": wall, "repeats": 1}, "solve_s": wall}
 
 
-def execute_cell(cell: Cell) -> dict:
+def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> dict:
     """Run one cell; never raises: a failure is a result with ``error`` set.
 
-    Besides the sampling timing, ``timing`` holds where the cell's time went: ``reference_s``
-    (references, exact samples and noise floors made for it; cached for later cells) and
-    ``metrics_s``; ``solve_s`` is the time in solvers (timed runs and the float64 solve)."""
+    ``cache_dir``: where shared results (references, exact sets, floors) are kept on disk and
+    reused (``bench.harness.cache``); None keeps them in this process only. ``jobs``: how many
+    cells run at the same time (recorded with the timing). Besides the sampling timing,
+    ``timing`` holds where the cell's time went: ``reference_s`` (references, exact samples and
+    noise floors made or read for it) and ``metrics_s``; ``solve_s`` is the time in solvers
+    (timed runs and the float64 solve)."""
     if not isinstance(cell, Cell):
         cell = Cell.from_dict(cell)
     if cell.threads:
         torch.set_num_threads(int(cell.threads))
     t0, ref0 = time.perf_counter(), _SPENT["reference"]
     try:
+        _DISK["cache"] = DiskCache(cache_dir) if cache_dir else None
         import_plugins(cell.imports)  # a worker process registers the suite's plugin solvers too
-        result = _likelihood_cell(cell) if cell.task == "likelihood" else _sample_cell(cell)
+        result = _likelihood_cell(cell) if cell.task == "likelihood" else _sample_cell(cell, jobs)
         result["error"] = None
     except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
         result = {"nfe": None, "steps": cell.steps, "stats": {}, "metrics": {}, "timing": {},

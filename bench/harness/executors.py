@@ -1,17 +1,20 @@
 """Executors: one interface for running cells locally or as Ray tasks.
 
-    executor = get_executor("local" | "ray", address=None)
+    executor = get_executor("local" | "process" | "ray", address=None, jobs=1)
     for cell, result in executor.map(fn, cells): ...
 
 An executor runs ``fn(cell)`` for each cell and yields (cell, result) as cells finish, in any
 order. It imports neither the sweep (suites) nor the results store: the driver alone writes
-results. Registered in ``EXECUTORS`` by name.
+results. ``fn`` must be picklable for the process and Ray executors (a module-level function,
+or a ``functools.partial`` of one). Registered in ``EXECUTORS`` by name.
 """
 from __future__ import annotations
 
+import os
+
 from solvers import InputError
 
-__all__ = ["LocalExecutor", "RayExecutor", "EXECUTORS", "get_executor"]
+__all__ = ["LocalExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "get_executor"]
 
 
 class LocalExecutor:
@@ -19,13 +22,63 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, address: str | None = None):
+    jobs = 1
+
+    def __init__(self, address: str | None = None, jobs: int = 1):
         if address:
             raise InputError("--address is for --executor ray")
+        if jobs != 1:
+            raise InputError("the local executor runs one cell at a time; --jobs N uses the process executor")
 
     def map(self, fn, cells):
         for cell in cells:
             yield cell, fn(cell)
+
+
+def _one_thread():
+    """Worker initializer: one torch thread per worker (N workers on N cores do not oversubscribe)."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (a forkserver child of a process that ran torch ops)
+        pass
+
+
+class ProcessExecutor:
+    """Cells in ``jobs`` worker processes of this machine (``concurrent.futures``; the forkserver
+    start method where available, else spawn: never fork a process that holds torch threads),
+    one torch thread each; results come back as they finish."""
+
+    name = "process"
+
+    def __init__(self, address: str | None = None, jobs: int = 2):
+        if address:
+            raise InputError("--address is for --executor ray")
+        if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+            raise InputError(f"--jobs must be a positive integer, got {jobs!r}")
+        self.jobs = jobs
+
+    def map(self, fn, cells):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by the workers
+        pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=mp.get_context(method), initializer=_one_thread)
+        try:
+            futures = {pool.submit(fn, cell): cell for cell in cells}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # an interrupted run leaves no workers behind
+            for k, v in env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 class RayExecutor:
@@ -33,7 +86,11 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None):
+    jobs = 1
+
+    def __init__(self, address: str | None = None, jobs: int = 1):
+        if jobs != 1:
+            raise InputError("--jobs is for local runs; Ray schedules its own workers")
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -50,8 +107,8 @@ class RayExecutor:
         try:
             pending = {}
             for cell in cells:
-                task = ray.remote(num_cpus=1, num_gpus=1 if cell.device == "cuda" else 0)(fn)
-                pending[task.remote(cell)] = cell
+                task = ray.remote(num_cpus=1, num_gpus=1 if cell.device == "cuda" else 0)(_call)
+                pending[task.remote(fn, cell)] = cell
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
@@ -61,7 +118,12 @@ class RayExecutor:
                 ray.shutdown()
 
 
-EXECUTORS = {e.name: e for e in (LocalExecutor, RayExecutor)}
+def _call(fn, cell):
+    """``fn(cell)`` as one Ray task (``fn`` may be a ``functools.partial``, which Ray cannot wrap)."""
+    return fn(cell)
+
+
+EXECUTORS = {e.name: e for e in (LocalExecutor, RayExecutor, ProcessExecutor)}
 
 
 def get_executor(name: str, **kw):

@@ -300,6 +300,10 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
         info = runs[r]
         b.append(_h3(f"run {r}"))
         b.append(_table(["key", "value"], [[k, info.get(k)] for k in keys]))
+        jobs = df.loc[df["run_id"] == r, "time_jobs"].max() if "time_jobs" in df else None
+        if jobs is not None and jobs == jobs and jobs > 1:  # not NaN: cells ran concurrently
+            b.append(_p(f"Timings of run {r} were measured with {int(jobs)} cells running at once (--jobs "
+                        f"{int(jobs)}): they are noisier than a serial run's; quality metrics are unaffected."))
         b.append(_p("suite text:"))
         b.append(_pre(info.get("suite_text") or "(none stored)"))
     b.append(_h3("report generated with"))
