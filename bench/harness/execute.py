@@ -143,13 +143,24 @@ def _per_sample_discretization(cell, cls, opts):
     (corrector-only samplers have no pathwise reference)."""
     m = _model(cell)
     x64 = _x_T(cell, torch.float64).cpu()
-    kw = dict(steps=cell.steps, grid=cell.grid, seed=cell.seed, **opts)
+    kw = dict(steps=cell.steps, seed=cell.seed, **_grid(cell), **opts)
     if not cls.is_stochastic(**opts):
         return metrics.per_sample_error(solvers.sample(m, cls.name, x_T=x64, **kw).x, _ode_ref(cell))
     if cls.kind == "corrector":
         return None
     path, ref = _sde_ref(cell, cls)
     return metrics.per_sample_error(solvers.sample(m, cls.name, x_T=x64, brownian=path, **kw).x, ref)
+
+
+def _grid(cell) -> dict:
+    """``grid=`` (a built-in grid's name) or, for a tuned grid, ``times=`` its resolved times,
+    which the driver put into the cell (``bench.harness.tuned``) before dispatch."""
+    if cell.times is not None:
+        return {"times": torch.tensor(cell.times, dtype=torch.float64)}
+    if cell.grid is not None and (cell.grid.startswith("tuned") or cell.grid.endswith(".json")):
+        raise solvers.InputError(f"grid {cell.grid!r} is a tuned grid: the driver resolves its times before "
+                                 "dispatch (bench.harness.tuned.resolve_grids); this cell has none")
+    return {"grid": cell.grid}
 
 
 def _median(v):
@@ -162,7 +173,7 @@ def _exact_metric(cell, cls, opts, name, x):
 
     m = _model(cell)
     if name == "exact_kl":
-        r = exact.exact_kl(m, cls.name, steps=cell.steps, grid=cell.grid, x_T=_x_T(cell, torch.float64).cpu(),
+        r = exact.exact_kl(m, cls.name, steps=cell.steps, **_grid(cell), x_T=_x_T(cell, torch.float64).cpu(),
                            seed=cell.seed, **opts)
         return {"exact_kl": r["value"], "exact_kl_se": r["stderr"]}
     if name == "xent_gap":
@@ -178,9 +189,10 @@ def _exact_metric(cell, cls, opts, name, x):
 def _sample_cell(cell):
     m, cls, opts = _model(cell), solvers.get(cell.solver), dict(cell.options)
     x_T = _x_T(cell)
+    grid = _grid(cell)
 
     def run():
-        return solvers.sample(m, cls.name, steps=cell.steps, grid=cell.grid, x_T=x_T, seed=cell.seed, **opts)
+        return solvers.sample(m, cls.name, steps=cell.steps, **grid, x_T=x_T, seed=cell.seed, **opts)
 
     t0 = time.perf_counter()
     out, timing = time_call(run, repeats=cell.repeats, warmup=cell.warmup, device=cell.device)

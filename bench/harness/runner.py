@@ -12,6 +12,7 @@ import time
 import solvers
 from bench.harness.execute import execute_cell
 from bench.harness.executors import get_executor
+from bench.harness.tuned import resolve_grids
 
 __all__ = ["run_suite", "Progress"]
 
@@ -65,6 +66,8 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
     if progress:
         stream.write(f"run {run_id} of suite {suite.name!r} -> {store.path}: {len(cells)} cells, "
                      f"{len(cells) - len(pending)} already done, {len(pending)} to run ({executor})\n")
+    # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
+    pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None), stream=stream if progress else None)
     bar = Progress(len(cells), stream, progress)
     bar.done = len(cells) - len(pending)
     store.set_status(run_id, "running")
