@@ -9,6 +9,7 @@
     sdebench likelihood MODEL                                    ODE log-likelihood vs the exact one
     sdebench demo                                                every solver on the 2-D mixture, printed
     sdebench train NAME... [--out DIR] [--seed S]                reproduce a shipped checkpoint
+    sdebench tune MODEL SOLVER --nfe N [--method dp|search]      tune a time grid, compare, save as JSON
 """
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ import sys
 import torch
 
 import solvers
-from bench.cli import outputs, sweep, tools
+from bench.cli import outputs, sweep, tools, tune
 
 __all__ = ["main"]
 
 #: the command groups, one module each; each adds its subcommands with ``register(sub)``
-GROUPS = (tools, sweep, outputs)
+GROUPS = (tools, sweep, outputs, tune)
 
 
 def main(argv=None) -> int:

@@ -240,6 +240,9 @@ def _sample_cell(cell):
                 res[name + "_se"] = metrics.standard_error(metric, metric.fn, x, target, seed=cell.seed)
             if metric.floor:
                 res[name + "_floor"] = _floor(cell, name)
+    for k in ("objective_train", "objective_test", "builtin_train", "builtin_test", "cost_nfe", "wall_s"):
+        if cell.tuning.get(k) is not None:  # a tuned grid's own figures (bench.harness.tuned), for the report
+            res["tune_" + k] = float(cell.tuning[k])
     ref_s = _SPENT["reference"] - ref0
     result["solve_s"] = t_solve + t_disc
     timing["metrics_s"] = time.perf_counter() - t_metrics - t_disc - ref_s
