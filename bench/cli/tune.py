@@ -10,7 +10,7 @@ import torch
 
 import solvers
 from bench.cli.common import add_threads
-from bench.harness.tuned import DEFAULT_METHOD
+from bench.harness.tuned import DEFAULT_METHOD, tunable
 from bench.zoo import models
 from solvers.tuning import METHODS, TEACHER, TEST_SEED_OFFSET, Objective, _builtins, dopri8_teacher
 
@@ -52,6 +52,9 @@ def tune(args) -> int:
     err = sys.stderr
     model = models.load(args.model, exact_prior=models.is_exact(args.model))
     cls = solvers.get(args.solver)
+    why = tunable(cls, {})
+    if why:
+        raise solvers.InputError(f"no tuned grid: {why}")
     out = pathlib.Path(args.out) if args.out else default_path(args.model, cls.name, args.nfe, args.method, args.seed)
     if out.exists() and not args.force:
         raise solvers.InputError(f"{out} exists; pass --force to overwrite it or --out another file")
