@@ -86,13 +86,37 @@ def grid_summary(g: solvers.TunedGrid, **extra) -> dict:
             "cost_nfe": g.cost_nfe, "wall_s": g.wall_s, **extra}
 
 
+class _Teacher:
+    """The tuner's default teacher (float64 dopri8, rtol = atol = 1e-10), remembering its answers,
+    so that the solvers tuned for one model share one teacher solve of the train and held-out x_T."""
+
+    __name__ = "dopri8 float64 rtol=atol=1e-10 (shared)"
+
+    def __init__(self, model):
+        self.model, self.memo = model, {}
+
+    def __call__(self, x_T):
+        from solvers.tuning import dopri8_teacher
+
+        key = (tuple(x_T.shape), x_T.numpy().tobytes())
+        if key not in self.memo:
+            self.memo[key] = dopri8_teacher(self.model, x_T)
+        return self.memo[key]
+
+
+_TEACHERS: dict = {}
+
+
 def tune_for_cell(cell, tune: dict | None = None, model=None) -> solvers.TunedGrid:
     """Tune the grid of ``cell`` (a tuned name) with ``solvers.tune_grid``."""
     key = tuning_key(cell, tune)
-    model = model or models.load(cell.model, exact_prior=cell.exact_prior)
+    if (cell.model, cell.exact_prior) not in _TEACHERS:
+        m = model or models.load(cell.model, exact_prior=cell.exact_prior)
+        _TEACHERS[(cell.model, cell.exact_prior)] = _Teacher(m)
+    teacher = _TEACHERS[(cell.model, cell.exact_prior)]
     kw = {"budget": key["budget"]} if key["budget"] is not None else {}
-    return solvers.tune_grid(model, key["solver"], steps=key["steps"], method=key["method"], n=key["n"],
-                             seed=key["seed"], **kw, **dict(cell.options))
+    return solvers.tune_grid(teacher.model, key["solver"], steps=key["steps"], method=key["method"], n=key["n"],
+                             seed=key["seed"], teacher=teacher, **kw, **dict(cell.options))
 
 
 def _from_file(cell, path):
