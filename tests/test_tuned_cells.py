@@ -9,7 +9,6 @@ import json
 import sqlite3
 
 import pytest
-import torch
 
 import solvers
 from bench.cli import main
@@ -33,8 +32,6 @@ def calls(monkeypatch):
         cls = solvers.get(solver)
         steps = steps if steps is not None else cls.steps_for_nfe(nfe, **options)
         log.append({"model": model.name, "solver": cls.name, "steps": steps, "method": method, "seed": seed, "n": n})
-        if callable(teacher):  # as the real tuner does: the teacher answers for the train x_T
-            teacher(model.sample_prior(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
         t = solvers.make_grid(model.sde, steps, "logsnr").clone()
         if steps > 1:
             t[1:-1] = t[1:-1] * 0.97 + t[2:] * 0.03  # not a built-in grid, still decreasing
@@ -128,7 +125,6 @@ def test_a_tuned_cell_is_tuned_once_stored_and_not_retuned_on_resume_or_in_a_lat
 
 
 def test_a_tuned_grid_file_in_a_suite(tmp_path, calls):
-    m = solvers.tuning  # noqa: F841 - the fake stands in for the tuner that wrote the file
     from bench.zoo import models
 
     g = solvers.tune_grid(models.load("gmm2d-vp"), "euler", nfe=5)

@@ -12,9 +12,16 @@ import solvers
 from bench.cli.common import add_threads
 from bench.harness.tuned import DEFAULT_METHOD, tunable
 from bench.zoo import models
-from solvers.tuning import METHODS, TEACHER, TEST_SEED_OFFSET, Objective, _builtins, dopri8_teacher
+from solvers.tuning import (
+    METHODS,
+    TEACHER,
+    TEST_SEED_OFFSET,
+    Objective,
+    _builtins,
+    dopri8_teacher,
+)
 
-__all__ = ["register", "tune", "default_path"]
+__all__ = ["default_path", "register", "tune"]
 
 GRIDS_DIR = pathlib.Path("results") / "grids"
 

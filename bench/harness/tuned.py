@@ -32,8 +32,19 @@ import torch
 import solvers
 from bench.zoo import models
 
-__all__ = ["TUNED", "DEFAULT_METHOD", "TUNE_SEED", "DEFAULT_TUNE", "is_tuned", "tuned_method", "tunable",
-           "tuning_key", "resolve_grids", "tune_for_cell", "grid_summary"]
+__all__ = [
+    "DEFAULT_METHOD",
+    "DEFAULT_TUNE",
+    "TUNED",
+    "TUNE_SEED",
+    "grid_summary",
+    "is_tuned",
+    "resolve_grids",
+    "tunable",
+    "tune_for_cell",
+    "tuned_method",
+    "tuning_key",
+]
 
 DEFAULT_METHOD = "dp"
 #: grid names that ask for tuning, and the method each means

@@ -18,7 +18,7 @@ from bench.harness.tuned import is_tuned
 from bench.report.figures import DPI, _style
 from bench.report.render import _figure, _p, _table
 
-__all__ = ["tuned_table", "grids_figure", "tuned_section", "COLUMNS", "distribution_metric"]
+__all__ = ["COLUMNS", "distribution_metric", "grids_figure", "markdown", "tuned_section", "tuned_table"]
 
 #: distribution metrics, in order of preference (FD-digits where measured)
 DISTRIBUTION = ("fd_digits", "sliced_w2", "energy", "w2", "mmd2")
@@ -149,3 +149,55 @@ def tuned_section(b, df, fig_path, figures, word):
         figures.append(p)
         b.append(_figure(p, "Grid nodes in log-SNR: per tuned grid (dots, top row) the built-in grids of the same "
                             "steps (ticks) beneath it."))
+
+
+def markdown(df: pd.DataFrame, title: str = "Tuned vs built-in grids") -> str:
+    """Every sample cell of the solvers that have a tuned cell, one row per grid, per model and NFE
+    budget: the teacher distance (discretization error on the evaluation x_T, which tuning never
+    saw), the model's distribution metric and, for tuned grids, the tuner's figures; then the
+    summary table of ``tuned_table``."""
+    s = _frame(df)
+    lines = [f"# {title}", ""]
+    if s.empty or not s["tuned"].any():
+        return "\n".join(lines + ["no tuned-grid cells", ""])
+    for (model, size), g in s.groupby(["model", "size"], sort=True):
+        metric = distribution_metric(g)
+        lines += [f"## {model}, NFE budget {int(size)}", "",
+                  f"| solver | grid | NFE | teacher distance | {metric or '-'} | tuner held-out | tuning NFE | tuning s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        bases = sorted(set(g.loc[g["tuned"], "base"]))
+        for base in bases:
+            b = g[g["base"] == base].copy()
+            for r in b.sort_values("discretization").itertuples():
+                tu = r.cell.tuning
+                val = getattr(r, metric) if metric else math.nan
+                lines.append(f"| {base} | {r.grid or 'default'}{' **(tuned)**' if r.tuned else ''} | {int(r.nfe)} | "
+                             f"{r.discretization:.4g} | {val:.4g} | {_g(tu.get('objective_test'))} | "
+                             f"{_g(tu.get('cost_nfe'))} | {_g(tu.get('wall_s'))} |")
+        lines.append("")
+    t = tuned_table(df)
+    lines += ["## Summary: tuned / best built-in (same run, same NFE)", "",
+              "| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+    lines += ["| " + " | ".join(_g(v) for v in row) + " |" for row in t.values.tolist()]
+    return "\n".join(lines) + "\n"
+
+
+def _g(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.4g}"
+    return str(v)
+
+
+if __name__ == "__main__":  # python -m bench.report.tuned STORE RUN [OUT.md]
+    import sys
+
+    from bench.harness.store import Store
+    from bench.report.data import load_cells
+
+    store = Store(sys.argv[1])
+    text = markdown(load_cells(store, [int(sys.argv[2])]))
+    if len(sys.argv) > 3:
+        pathlib.Path(sys.argv[3]).write_text(text)
+    print(text)
