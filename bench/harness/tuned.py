@@ -8,7 +8,8 @@ driver (``bench.harness.runner``) calls ``resolve_grids``, which fills each such
 - a file: loaded with ``solvers.load_grid`` (checked against the model's SDE and the cell's
   solver and steps);
 - a tuned name: looked up in the store's ``grids`` table by its *tuning key* (model, exact
-  prior, solver, resolved options, steps, method, train size, budget, seed); tuned once with
+  prior, solver, resolved options, steps, method, train size, budget, seed, teacher tolerance =
+  the cell's reference ``ode_rtol``); tuned once with
   ``solvers.tune_grid`` when absent and stored there with its cost, so neither ``--resume`` nor
   a later run with the same definition tunes it again.
 
@@ -82,7 +83,8 @@ def tuning_key(cell, tune: dict | None = None) -> dict:
     cls = solvers.get(cell.solver)
     return {"model": cell.model, "exact_prior": bool(cell.exact_prior), "solver": cls.name,
             "options": cls.resolve_options(dict(cell.options)), "steps": int(cell.steps),
-            "method": TUNED[cell.grid], "n": int(tune["n"]), "budget": tune["budget"], "seed": TUNE_SEED}
+            "method": TUNED[cell.grid], "n": int(tune["n"]), "budget": tune["budget"], "seed": TUNE_SEED,
+            "teacher_rtol": float(cell.reference.get("ode_rtol", 1e-10))}
 
 
 def _hash(d: dict) -> str:
@@ -98,20 +100,19 @@ def grid_summary(g: solvers.TunedGrid, **extra) -> dict:
 
 
 class _Teacher:
-    """The tuner's default teacher (float64 dopri8, rtol = atol = 1e-10), remembering its answers,
-    so that the solvers tuned for one model share one teacher solve of the train and held-out x_T."""
+    """The teacher of the train and held-out x_T: float64 dopri8 at the cell's own reference
+    tolerance (``reference.ode_rtol``, what its discretization error is measured against; tighter
+    would be spent on nothing), remembering its answers, so that the solvers tuned for one model
+    share one teacher solve. (``dp``'s fine teacher path is the library's, rtol = 1e-10.)"""
 
-    __name__ = "dopri8 float64 rtol=atol=1e-10 (shared)"
-
-    def __init__(self, model):
-        self.model, self.memo = model, {}
+    def __init__(self, model, rtol):
+        self.model, self.rtol, self.memo = model, rtol, {}
+        self.__name__ = f"dopri8 float64 rtol=atol={rtol:g} (shared)"
 
     def __call__(self, x_T):
-        from solvers.tuning import dopri8_teacher
-
         key = (tuple(x_T.shape), x_T.numpy().tobytes())
         if key not in self.memo:
-            self.memo[key] = dopri8_teacher(self.model, x_T)
+            self.memo[key] = solvers.sample(self.model, "dopri8", x_T=x_T.double(), rtol=self.rtol, atol=self.rtol).x
         return self.memo[key]
 
 
@@ -121,10 +122,10 @@ _TEACHERS: dict = {}
 def tune_for_cell(cell, tune: dict | None = None, model=None) -> solvers.TunedGrid:
     """Tune the grid of ``cell`` (a tuned name) with ``solvers.tune_grid``."""
     key = tuning_key(cell, tune)
-    if (cell.model, cell.exact_prior) not in _TEACHERS:
-        m = model or models.load(cell.model, exact_prior=cell.exact_prior)
-        _TEACHERS[(cell.model, cell.exact_prior)] = _Teacher(m)
-    teacher = _TEACHERS[(cell.model, cell.exact_prior)]
+    tk = (cell.model, cell.exact_prior, key["teacher_rtol"])
+    if tk not in _TEACHERS:
+        _TEACHERS[tk] = _Teacher(model or models.load(cell.model, exact_prior=cell.exact_prior), key["teacher_rtol"])
+    teacher = _TEACHERS[tk]
     kw = {"budget": key["budget"]} if key["budget"] is not None else {}
     return solvers.tune_grid(teacher.model, key["solver"], steps=key["steps"], method=key["method"], n=key["n"],
                              seed=key["seed"], teacher=teacher, **kw, **dict(cell.options))
