@@ -127,8 +127,14 @@ def tune_for_cell(cell, tune: dict | None = None, model=None) -> solvers.TunedGr
         _TEACHERS[tk] = _Teacher(model or models.load(cell.model, exact_prior=cell.exact_prior), key["teacher_rtol"])
     teacher = _TEACHERS[tk]
     kw = {"budget": key["budget"]} if key["budget"] is not None else {}
-    return solvers.tune_grid(teacher.model, key["solver"], steps=key["steps"], method=key["method"], n=key["n"],
-                             seed=key["seed"], teacher=teacher, **kw, **dict(cell.options))
+    threads = torch.get_num_threads()
+    if cell.threads:  # the cell's threads, as execute_cell sets them (OpenMP waits on a loaded machine)
+        torch.set_num_threads(int(cell.threads))
+    try:
+        return solvers.tune_grid(teacher.model, key["solver"], steps=key["steps"], method=key["method"], n=key["n"],
+                                 seed=key["seed"], teacher=teacher, **kw, **dict(cell.options))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _from_file(cell, path):
