@@ -11,6 +11,7 @@
     sdebench likelihood MODEL                                    ODE log-likelihood vs the exact one
     sdebench demo                                                every solver on the 2-D mixture, printed
     sdebench train NAME... [--out DIR] [--force] [--seed S]      reproduce a shipped checkpoint
+    sdebench tune MODEL SOLVER --nfe N [--method dp|search]      tune a time grid, compare, save as JSON
     sdebench recommend MODEL --nfe N [--tune]                    rank solvers x grids at a budget, ties included
 
 Exit codes: 0 success; 2 bad input of any kind (a one-line message, never a traceback: a bad
@@ -26,12 +27,12 @@ import sys
 import torch
 
 import solvers
-from bench.cli import outputs, recommend, sweep, tools
+from bench.cli import outputs, recommend, sweep, tools, tune
 
 __all__ = ["main"]
 
 #: the command groups, one module each; each adds its subcommands with ``register(sub)``
-GROUPS = (tools, sweep, outputs, recommend)
+GROUPS = (tools, sweep, outputs, tune, recommend)
 
 
 def main(argv=None) -> int:

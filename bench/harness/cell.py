@@ -23,6 +23,8 @@ __all__ = ["Cell", "CELL_FORMAT", "solver_meta"]
 
 #: version of the JSON form; 0 = cells of stores written before cells were stored whole
 CELL_FORMAT = 1
+#: fields that travel with a cell but are not part of its definition (nor of its key)
+_NOT_DEFINITION = ("solver_meta", "times", "tuning")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +48,16 @@ class Cell:
     reference: dict = dataclasses.field(default_factory=dict)  # this model's ode_rtol, sde_steps
     imports: tuple = ()
     solver_meta: dict = dataclasses.field(default_factory=dict, compare=False)
+    # a tuned grid's resolved times and provenance (``bench.harness.tuned``): filled in by the
+    # driver before dispatch; not part of the definition (``grid`` names the tuned grid)
+    times: tuple | None = dataclasses.field(default=None, compare=False)
+    tuning: dict = dataclasses.field(default_factory=dict, compare=False)
 
     __hash__ = None  # dict fields: identity is ``key``
 
     def definition(self) -> dict:
         """What the key hashes: every field that changes what runs."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "solver_meta"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_DEFINITION}
         d["metrics"] = list(self.metrics)
         d["imports"] = list(self.imports)
         if not d["imports"]:
@@ -63,7 +69,10 @@ class Cell:
         return hashlib.sha1(json.dumps(self.definition(), sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
-        return {"format": CELL_FORMAT, "key": self.key, **self.definition(), "solver_meta": dict(self.solver_meta)}
+        d = {"format": CELL_FORMAT, "key": self.key, **self.definition(), "solver_meta": dict(self.solver_meta)}
+        if self.times is not None:
+            d["times"], d["tuning"] = list(self.times), dict(self.tuning)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, default=str)
@@ -76,6 +85,9 @@ class Cell:
         kw["imports"] = tuple(kw.get("imports") or ())
         kw.setdefault("options", {})
         kw.setdefault("reference", {})
+        if kw.get("times") is not None:
+            kw["times"] = tuple(kw["times"])
+        kw["tuning"] = kw.get("tuning") or {}
         return cls(**kw)
 
     @classmethod

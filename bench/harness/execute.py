@@ -210,7 +210,7 @@ def _per_sample_discretization(cell, cls, opts, timed=None):
     reused when it is the float64 solve already."""
     m = _model(cell)
     x64 = _x_T(cell, torch.float64).cpu()
-    kw = dict(steps=cell.steps, grid=cell.grid, seed=cell.seed, **opts)
+    kw = dict(steps=cell.steps, seed=cell.seed, **_grid(cell), **opts)
     if not cls.is_stochastic(**opts):
         if timed is not None and timed.dtype == torch.float64 and timed.device.type == "cpu":
             return metrics.per_sample_error(timed, _ode_ref(cell))
@@ -219,6 +219,17 @@ def _per_sample_discretization(cell, cls, opts, timed=None):
         return None
     path, ref = _sde_ref(cell, cls)
     return metrics.per_sample_error(solvers.sample(m, cls.name, x_T=x64, brownian=path, **kw).x, ref)
+
+
+def _grid(cell) -> dict:
+    """``grid=`` (a built-in grid's name) or, for a tuned grid, ``times=`` its resolved times,
+    which the driver put into the cell (``bench.harness.tuned``) before dispatch."""
+    if cell.times is not None:
+        return {"times": torch.tensor(cell.times, dtype=torch.float64)}
+    if cell.grid is not None and (cell.grid.startswith("tuned") or cell.grid.endswith(".json")):
+        raise solvers.InputError(f"grid {cell.grid!r} is a tuned grid: the driver resolves its times before "
+                                 "dispatch (bench.harness.tuned.resolve_grids); this cell has none")
+    return {"grid": cell.grid}
 
 
 def _median(v):
@@ -231,7 +242,7 @@ def _exact_metric(cell, cls, opts, name, x):
 
     m = _model(cell)
     if name == "exact_kl":
-        r = exact.exact_kl(m, cls.name, steps=cell.steps, grid=cell.grid, x_T=_x_T(cell, torch.float64).cpu(),
+        r = exact.exact_kl(m, cls.name, steps=cell.steps, **_grid(cell), x_T=_x_T(cell, torch.float64).cpu(),
                            seed=cell.seed, **opts)
         return {"exact_kl": r["value"], "exact_kl_se": r["stderr"]}
     if name == "xent_gap":
@@ -247,9 +258,10 @@ def _exact_metric(cell, cls, opts, name, x):
 def _sample_cell(cell, jobs=1):
     m, cls, opts = _model(cell), solvers.get(cell.solver), dict(cell.options)
     x_T = _x_T(cell)
+    grid = _grid(cell)
 
     def run():
-        return solvers.sample(m, cls.name, steps=cell.steps, grid=cell.grid, x_T=x_T, seed=cell.seed, **opts)
+        return solvers.sample(m, cls.name, steps=cell.steps, **grid, x_T=x_T, seed=cell.seed, **opts)
 
     shape = (cls.name, repr(sorted(opts.items())), cell.model, cell.exact_prior, cell.n, cell.dtype, cell.device)
     t0 = time.perf_counter()
@@ -305,6 +317,9 @@ def _sample_cell(cell, jobs=1):
                 se = metrics.standard_error(metric, metric.fn, x, target, seed=cell.seed)
                 if math.isfinite(se):
                     res[name + "_se"] = se
+    for k in ("objective_train", "objective_test", "builtin_train", "builtin_test", "cost_nfe", "wall_s"):
+        if cell.tuning.get(k) is not None:  # a tuned grid's own figures (bench.harness.tuned), for the report
+            res["tune_" + k] = float(cell.tuning[k])
     ref_s = _SPENT["reference"] - ref0
     result["solve_s"] = t_solve + t_disc
     timing["metrics_s"] = time.perf_counter() - t_metrics - t_disc - ref_s

@@ -21,6 +21,7 @@ from bench.harness.estimate import estimate, fmt_seconds  # noqa: F401 - fmt_sec
 from bench.harness.execute import execute_cell
 from bench.harness.executors import get_executor
 from bench.harness.store import StoreError, definition_hash, process_alive
+from bench.harness.tuned import resolve_grids
 
 __all__ = ["run_suite", "Progress", "RunInterrupted", "definition_diff", "pending_cells"]
 
@@ -152,6 +153,8 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
         _check_resume(store, resume, run, cells)
         run_id, done = resume, store.done_keys(resume)
     pending = [c for c in cells if c.key not in done]
+    # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
+    pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None), stream=stream if progress else None)
     est = estimate(pending, cache_dir, jobs=jobs) if progress else None
     if progress:
         par = f", {jobs} jobs" if jobs > 1 else ""

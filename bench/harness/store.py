@@ -4,6 +4,8 @@
          torch, cuda, dtype, threads, executor, wall_s, solve_s, definition)
     cells(run_id, key, task, model, solver, options, grid, budget, steps, seed, n, nfe,
           metrics, timing, stats, error, cell_s, solve_s, created, cell)   UNIQUE(run_id, key)
+    grids(key, model, solver, options, steps, method, seed, n, cost_nfe, wall_s, created, tuning,
+          grid)   tuned grids (``bench.harness.tuned``), one per tuning key, shared by all runs
 
 ``cells.cell`` is the cell's whole JSON (``bench.harness.cell.Cell.to_json``): what every reader
 uses; the other columns are for SQL. ``runs.definition`` hashes the run's resolved cells.
@@ -62,8 +64,14 @@ PROCESS_TABLE = "CREATE TABLE IF NOT EXISTS run_process (run_id INTEGER PRIMARY 
 #: columns every reader needs, by table (format 0 stores lack cells.cell and runs.definition: migrated)
 _REQUIRED_COLUMNS = {"runs": {"id", "uuid", "suite", "status", "started"},
                      "cells": {"run_id", "key", "task", "model", "solver", "metrics", "timing", "error"}}
+#: tuned grids (``bench.harness.tuned``): one row per tuning key, shared by every run of the store
+GRIDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS grids (
+    key TEXT PRIMARY KEY, model TEXT, solver TEXT, options TEXT, steps INTEGER, method TEXT,
+    seed INTEGER, n INTEGER, cost_nfe INTEGER, wall_s REAL, created TEXT, tuning TEXT, grid TEXT);
+"""
 #: the store's schema version (PRAGMA user_version); 0 = stores written before it was versioned
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: the format of exported cell tables (the ``format`` column of a CSV export)
 EXPORT_FORMAT = 1
 _FORMAT0_REFERENCE = {"ode_rtol": 1e-10, "sde_steps": 2048}
@@ -109,8 +117,13 @@ def _cells_of_suite_text(text) -> dict:
         return {}
 
 
+def _migrate_1_to_2(db):
+    """Add the ``grids`` table (tuned grids and their cost)."""
+    db.execute(GRIDS_SCHEMA.strip().rstrip(";"))  # one statement: executescript would commit the migration's transaction
+
+
 #: MIGRATIONS[v] takes a store from version v to v + 1
-MIGRATIONS = {0: _migrate_0_to_1}
+MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 def definition_hash(cells) -> str:
@@ -281,7 +294,7 @@ class Store:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables & {"runs", "cells"}:  # a new store
-            self.db.executescript(SCHEMA)
+            self.db.executescript(SCHEMA + GRIDS_SCHEMA)
             self.db.execute(PROCESS_TABLE)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return
@@ -414,6 +427,34 @@ class Store:
              json.dumps(result.get("stats", {}), default=str), result.get("error"), result.get("cell_s"),
              result.get("solve_s"), _now(), cell.to_json()))
         return cur.rowcount == 1
+
+    # --- tuned grids -------------------------------------------------------------------
+    def grid(self, key: str) -> dict | None:
+        """The tuned grid stored under ``key``: {"key", "tuning": its tuning key, "grid":
+        ``TunedGrid.to_dict()``, "cost_nfe", "wall_s", "created"}, or None."""
+        row = self.db.execute("SELECT key, tuning, grid, cost_nfe, wall_s, created FROM grids WHERE key=?",
+                              (key,)).fetchone()
+        if row is None:
+            return None
+        return {"key": row[0], "tuning": json.loads(row[1]), "grid": json.loads(row[2]), "cost_nfe": row[3],
+                "wall_s": row[4], "created": row[5]}
+
+    def add_grid(self, key: str, tuning: dict, grid: dict) -> bool:
+        """Store a tuned grid (``TunedGrid.to_dict()``) under its tuning key; False if there was one."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO grids (key, model, solver, options, steps, method, seed, n, cost_nfe, wall_s,"
+            " created, tuning, grid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (key, tuning.get("model"), tuning.get("solver"), json.dumps(tuning.get("options", {}), sort_keys=True,
+                                                                         default=str),
+             tuning.get("steps"), tuning.get("method"), tuning.get("seed"), tuning.get("n"), grid.get("cost_nfe"),
+             grid.get("wall_s"), _now(), json.dumps(tuning, sort_keys=True, default=str),
+             json.dumps(grid, default=str)))
+        return cur.rowcount == 1
+
+    def grids(self) -> pd.DataFrame:
+        """Every stored tuned grid (without its times)."""
+        return pd.read_sql_query("SELECT key, model, solver, options, steps, method, seed, n, cost_nfe, wall_s, created"
+                                 " FROM grids ORDER BY created", self.db)
 
     def cells(self, run_id: int) -> pd.DataFrame:
         """One row per cell; metrics and timing expanded into columns; ``cell`` the cell's JSON."""

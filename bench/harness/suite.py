@@ -31,7 +31,14 @@
     rtol = [1e-3, 1e-5]
     trace = "exact"
 
-Each entry of ``solvers`` may also set ``grid``, ``steps`` or ``nfe`` for itself.
+Each entry of ``solvers`` may also set ``grid``, ``grids``, ``steps`` or ``nfe`` for itself.
+
+``grids = ["logsnr", "edm", "tuned"]`` (top level or in an entry; an entry's wins) gives one cell
+per grid: a built-in grid's name, ``tuned`` (= ``tuned-dp``), ``tuned-dp``, ``tuned-search`` or a
+path to a saved tuned-grid JSON (see ``bench.harness.tuned``: tuned once per model, solver,
+options, steps and method, on x_T disjoint from the evaluation's, and kept in the store). At the
+top level a tuned grid skips the solvers that cannot have one (adaptive, stochastic); in an entry
+it is an error. ``tune = { n = 256, budget = 64 }`` sets the tuning's train size and budget.
 A bad file raises ``SuiteError`` naming the file, the key and what is allowed.
 """
 from __future__ import annotations
@@ -48,9 +55,10 @@ except ModuleNotFoundError:  # Python < 3.11
 import torch
 
 import solvers
-from bench.harness import metrics
+from bench.harness import metrics, tuned
 from bench.harness.cell import Cell, solver_meta
 from bench.harness.execute import import_plugins
+from bench.harness.tuned import DEFAULT_TUNE
 from bench.zoo import models
 from solvers import InputError, validate
 from solvers.adaptive import METHODS as ADAPTIVE_METHODS
@@ -65,12 +73,13 @@ DTYPES = ("float32", "float64")
 TOP = {"name": str, "description": str, "models": list, "exact_prior": bool, "n": int, "seeds": list,
        "steps": list, "nfe": list, "grid": str, "metrics": list, "device": str, "dtype": str,
        "repeats": int, "warmup": int, "threads": int, "solvers": list, "likelihood": list,
-       "reference": dict, "imports": list}
+       "reference": dict, "imports": list, "grids": list, "tune": dict}
 REFERENCE = {"ode_rtol": float, "sde_steps": int}
 DEFAULT_REFERENCE = {"ode_rtol": 1e-10, "sde_steps": 2048}
 LIKELIHOOD = {"solver": str, "rtol": (float, list), "atol": (float, list), "trace": (str, list),
               "probes": (int, list), "n": int, "prior": str, "models": list}
-ENTRY = ("name", "grid", "steps", "nfe")
+ENTRY = ("name", "grid", "grids", "steps", "nfe")
+TUNE = {"n": int, "budget": int}
 PRIORS = ("exact", "sde")
 N_MAX = 10**9
 
@@ -107,6 +116,8 @@ class Suite:
         self.seeds = data.get("seeds", [0])
         self.steps, self.nfe = data.get("steps"), data.get("nfe")
         self.grid = data.get("grid")
+        self.grids = data.get("grids")
+        self.tune = {**DEFAULT_TUNE, **data.get("tune", {})}
         self.metrics = data.get("metrics", metrics.requestable())
         self.device = self._device(data.get("device", "cpu"))
         self.dtype = data.get("dtype", "float32")
@@ -129,6 +140,8 @@ class Suite:
             raise self.err("models", f"required; available: {', '.join(models.available())}")
         if "steps" in data and "nfe" in data:
             raise self.err("steps", "give steps or nfe (budgets), not both")
+        if "grid" in data and "grids" in data:
+            raise self.err("grids", "give grid or grids, not both")
         if not data.get("solvers") and not data.get("likelihood"):
             raise self.err("solvers", "a suite needs at least one [[solvers]] or [[likelihood]] entry")
 
@@ -157,6 +170,8 @@ class Suite:
 
     def _grid(self, key, grid):
         valid = [*solvers.GRIDS, *GRID_ALIASES]
+        if isinstance(grid, str) and tuned.is_tuned(grid):
+            return self._check_grids(key, [grid])
         if grid is not None and (not isinstance(grid, str) or grid not in valid):
             raise self.err(key, f"unknown grid {grid!r}; valid: {', '.join(valid)}")
 
@@ -218,6 +233,12 @@ class Suite:
                     self._reference_value(f"reference.{key}.{k}", k, v)
             else:
                 self._reference_value(f"reference.{key}", key, value)
+        for key, value in self.tune.items():
+            if key not in TUNE or (value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                                          or value < 2)):
+                raise self.err(f"tune.{key}", f"allowed keys: {', '.join(TUNE)} (integers >= 2)")
+        if self.grids is not None:
+            self._check_grids("grids", self.grids)
         for i, entry in enumerate(self.solver_entries):
             self._check_solver_entry(i, entry)
         for i, entry in enumerate(self.likelihood_entries):
@@ -268,6 +289,15 @@ class Suite:
                 cls(model, solvers.make_grid(model.sde, 2), dtype=torch.float64, **combo)
             except InputError as e:
                 raise self.err(where, str(e)) from None
+        if "grid" in entry and "grids" in entry:
+            raise self.err(f"{where}.grids", "give grid or grids, not both")
+        if "grids" in entry:
+            self._check_grids(f"{where}.grids", entry["grids"])
+            for g, combo in itertools.product(entry["grids"], _expand(options)):
+                why = tuned.tunable(cls, combo) if tuned.is_tuned(g) else None
+                if why:
+                    raise self.err(f"{where}.grids", f"{g!r}: no tuned grid: {why}")
+
         if cls.adaptive:
             return
         if not (entry.get("steps") or entry.get("nfe") or self.steps or self.nfe):
@@ -280,6 +310,18 @@ class Suite:
                     opts = " ".join(f"{k}={v}" for k, v in combo.items())
                     raise self.err(f"{where}.nfe", f"budget {b} is too small for {cls.name}{' ' + opts if opts else ''}: "
                                    f"one step takes {need} NFE; use budgets >= {need}")
+
+    def _check_grids(self, where, grids):
+        if not isinstance(grids, list) or not grids or not all(isinstance(g, str) for g in grids):
+            raise self.err(where, f"must be a non-empty list of grid names, got {grids!r}")
+        for g in grids:
+            if tuned.is_tuned(g):
+                if g.endswith(".json") and not pathlib.Path(g).exists():
+                    raise self.err(where, f"tuned grid file {g!r} does not exist")
+                continue
+            if solvers.grids.canonical(g) not in solvers.grids.GRIDS:
+                raise self.err(where, f"unknown grid {g!r}; built-in: {', '.join(solvers.grids.GRIDS)}; tuned: "
+                               f"{', '.join(tuned.TUNED)}, or a tuned-grid .json file")
 
     def _check_likelihood_entry(self, i, entry):
         where = f"likelihood[{i}]"
@@ -342,13 +384,17 @@ class Suite:
             for entry in self.solver_entries:
                 cls = solvers.get(entry["name"])
                 options = {k: v for k, v in entry.items() if k not in ENTRY}
-                grid = entry.get("grid", self.grid)
-                for opts in _expand(options):
+                grids = entry.get("grids") or ([entry["grid"]] if "grid" in entry else None) or self.grids \
+                    or [self.grid]
+                for opts, grid in itertools.product(_expand(options), grids):
+                    if tuned.is_tuned(grid) and tuned.tunable(cls, opts):
+                        continue  # a top-level tuned grid skips what cannot be tuned (checked per entry)
                     base = Cell(**common, task="sample", solver=cls.name, options=opts, grid=grid, budget=None,
                                 steps=None, metrics=tuple(self.metrics), repeats=self.repeats, warmup=self.warmup,
                                 reference=self._reference(model), solver_meta=solver_meta(cls, opts))
                     if cls.adaptive:
-                        out.append(base)
+                        if grid == grids[0]:
+                            out.append(base)
                         continue
                     budgets = entry.get("nfe") or (None if entry.get("steps") else self.nfe)
                     if budgets:

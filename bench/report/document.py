@@ -17,6 +17,8 @@ Markdown anchor):
     trajectories       SDE vs ODE paths on the 2-D two-Gaussian mixture over the exact p_t,
                        computed fresh from the exact model
     best-solver        per model and NFE budget (5, 10, 20, 50): which solver to pick
+    tuned-grids        tuned-grid cells against the same solver's best built-in grid at the same NFE,
+                       the tuner's held-out objectives and cost, and the grids in log-SNR (bench.report.tuned)
     failed-cells       every cell whose ``error`` is set
     all-cells          a compact table of every cell
     environment        per run: commit, device, versions, threads, host, suite text
@@ -49,6 +51,7 @@ from bench.report.figures import (_likelihood_figure, _quality_figure, _Styles, 
                                   trajectory_figure)
 from bench.report import interactive as _iv
 from bench.report.render import _Doc, _figure, _h3, _interactive, _p, _pre, _render_html, _render_md, _table
+from bench.report.tuned import tuned_section
 from solvers import InputError
 
 __all__ = ["write_report", "SECTIONS"]
@@ -62,6 +65,7 @@ SECTIONS = (
     ("convergence-order", "Convergence order"),
     ("trajectories", "SDE vs ODE trajectories"),
     ("best-solver", "Best solver per NFE budget"),
+    ("tuned-grids", "Tuned vs built-in grids"),
     ("failed-cells", "Failed cells"),
     ("all-cells", "All cells"),
     ("environment", "Environment"),
@@ -271,8 +275,11 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
         b.append(_table(["NFE budget", "rank", "solver", "NFE", "steps", f"{label} (± 1.96 se)", "floor",
                          "discretization", "wall s", "note"], rows, group_col="NFE budget"))
 
+    # --- tuned vs built-in grids -----------------------------------------------------------
+    tuned_section(doc.section(*SECTIONS[7]), df, fig_path, figures, word)
+
     # --- failed cells ---------------------------------------------------------------------
-    b = doc.section(*SECTIONS[7])
+    b = doc.section(*SECTIONS[8])
     if failed.empty:
         b.append(_p(f"no failed cells in {word}"))
     else:
@@ -282,7 +289,7 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
         b.append(_table(["run", "task", "model", "solver", "budget", "steps", "seed", "n", "error"], rows))
 
     # --- all cells ------------------------------------------------------------------------
-    b = doc.section(*SECTIONS[8])
+    b = doc.section(*SECTIONS[9])
     cols = ["run", "task", "model", "solver", "budget", "steps", "seed", "n", "NFE", "discretization", "sliced W2",
             "MMD^2", "energy", "W2", "logp err/dim", "wall s", "overhead", "error"]
     rows = [[r.run_id, r.task, r.model, r.label, r.budget, r.steps, r.seed, r.n, r.nfe, r.discretization,
@@ -293,7 +300,7 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
     b.append(_table(cols, rows, collapse=f"show all {len(df)} cells" if len(df) > 80 else None))
 
     # --- environment ----------------------------------------------------------------------
-    b = doc.section(*SECTIONS[9])
+    b = doc.section(*SECTIONS[10])
     keys = ["suite", "status", "git_commit", "device", "torch", "cuda", "dtype", "threads", "host", "executor",
             "started", "finished", "wall_s", "solve_s", "uuid"]
     for r in run_ids:
