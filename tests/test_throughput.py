@@ -105,6 +105,7 @@ def test_disk_cache_writes_atomically_and_checks_its_key(tmp_path, monkeypatch):
 def test_a_second_run_reads_every_reference_from_the_disk_cache(small, tmp_path, monkeypatch):
     suite = load_suite(str(small))
     store = Store(tmp_path / "s.sqlite")
+    execute._CACHE.clear()  # references made by earlier tests in this process would not reach the disk
     first = runner.run_suite(suite, store, progress=False)
     cache = cache_dir_for(store.path)
     assert {p.name.split("-")[0] for p in cache.glob("*.pt")} >= {"ode_ref", "sde_ref", "exact", "floor"}
