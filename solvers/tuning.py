@@ -229,9 +229,16 @@ class Objective:
 def dopri8_teacher(model, x_T, times=None) -> torch.Tensor:
     """The default teacher: float64 dopri8 at rtol = atol = 1e-10; the end state, or the states at
     every time of ``times`` (shape (len(times), *x_T.shape)) when given."""
-    out = sample(model, TEACHER["solver"], x_T=x_T.double(), times=times, return_trajectory=times is not None,
-                 rtol=TEACHER["rtol"], atol=TEACHER["atol"])
-    return out.x if times is None else out.trajectory
+    kw = dict(rtol=TEACHER["rtol"], atol=TEACHER["atol"])
+    if times is None:
+        return sample(model, TEACHER["solver"], x_T=x_T.double(), **kw).x
+    # one solve per interval: a single dense solve through many close output times can stall at
+    # tight tolerances (torchdiffeq's step size underflows near t = eps)
+    times = torch.as_tensor(times, dtype=torch.float64)
+    states = [x_T.double()]
+    for a, b in zip(times[:-1], times[1:]):
+        states.append(sample(model, TEACHER["solver"], x_T=states[-1], times=torch.stack([a, b]), **kw).x)
+    return torch.stack(states)
 
 
 def _draw(model, n, seed):

@@ -227,6 +227,8 @@ def _grid(cell) -> dict:
     if cell.times is not None:
         return {"times": torch.tensor(cell.times, dtype=torch.float64)}
     if cell.grid is not None and (cell.grid.startswith("tuned") or cell.grid.endswith(".json")):
+        if cell.tuning.get("error"):
+            raise solvers.InputError(f"tuning grid {cell.grid!r} failed: {cell.tuning['error']}")
         raise solvers.InputError(f"grid {cell.grid!r} is a tuned grid: the driver resolves its times before "
                                  "dispatch (bench.harness.tuned.resolve_grids); this cell has none")
     return {"grid": cell.grid}

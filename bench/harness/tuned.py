@@ -181,7 +181,14 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
                     stream.write(f"tuning grid {len(memo) + 1}/{todo} (at most): {cell.model} "
                                  f"{key['solver']} steps={key['steps']} method={key['method']} n={key['n']} ...\n")
                     stream.flush()
-                g, reused = tuner(cell, tune), False
+                try:
+                    g, reused = tuner(cell, tune), False
+                except Exception as e:  # noqa: BLE001 - its cells fail, the run goes on
+                    memo[h] = (None, f"{type(e).__name__}: {e}")
+                    if stream is not None:
+                        stream.write(f"  tuning failed ({memo[h][1]}): its cells are recorded as failed\n")
+                    out.append(cell.replace(tuning={"error": memo[h][1]}))
+                    continue
                 if stream is not None:
                     stream.write(f"  tuned in {time.perf_counter() - t0:.1f} s, {g.cost_nfe} NFE: train "
                                  f"{g.objective['train']:.3g} (best built-in {g.baseline['grid']}: "
@@ -192,6 +199,9 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
                     store.add_grid(h, key, g.to_dict())
             memo[h] = (g, reused)
         g, reused = memo[h]
+        if g is None:  # the tuning failed: the cell fails with its reason
+            out.append(cell.replace(tuning={"error": reused}))
+            continue
         out.append(cell.replace(times=tuple(g.times.tolist()),
                                 tuning=grid_summary(g, source="store" if reused else "tuned", grid_key=h,
                                                     seed=key["seed"], n=key["n"])))
