@@ -145,8 +145,8 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol:
                 continue
             floor = max(_num(b, m + "_floor"), _num(h, m + "_floor"))
             below = not math.isnan(floor) and bv <= floor and hv <= floor
-            worse = math.isnan(hv) or (hv > bv * (1 + rtol) and hv - bv > atol)
-            better = hv < bv * (1 - rtol) and bv - hv > atol
+            worse = math.isnan(hv) or (hv - bv > rtol * abs(bv) and hv - bv > atol)  # abs: MMD^2 can be < 0
+            better = bv - hv > rtol * abs(bv) and bv - hv > atol
             if worse and not below:
                 flag(cell, m, bv, hv, "REGRESSION")
                 code = EXIT_QUALITY
