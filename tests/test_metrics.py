@@ -83,6 +83,47 @@ def test_sliced_w2_standard_error_matches_the_generic_bootstrap():
     assert fast == pytest.approx(slow, rel=0.2)
 
 
+def test_sliced_w2_standard_error_replicates_equal_resampling_and_sorting():
+    """The linear-time replicates (sorted once, repeated by multiplicity) are the replicates of
+    resampling the pairs and sorting each projection again, draw for draw."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 5, generator=g, dtype=torch.float64)
+    y = 1.2 * torch.randn(300, 5, generator=g, dtype=torch.float64)
+    px, py = (p.T for p in metrics._projections(x, y, 64, 0))
+    gen, reps = torch.Generator().manual_seed(7), []
+    for start in range(0, 40, 25):
+        for idx in torch.randint(0, 300, (min(25, 40 - start), 300), generator=gen):
+            a, b = px[:, idx].sort(dim=-1)[0], py[:, idx].sort(dim=-1)[0]
+            reps.append(float(((a - b) ** 2).mean().sqrt()))
+    assert metrics.sliced_wasserstein_se(x, y, boot=40, seed=7, projections=64) == pytest.approx(
+        float(torch.tensor(reps, dtype=torch.float64).std()), rel=1e-12)
+
+
+def test_pooled_bootstrap_standard_errors_equal_recomputing_on_each_resample():
+    from bench.harness.verdicts import bootstrap_interval
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(150, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(150, 3, generator=g, dtype=torch.float64) + 0.2
+    fast = metrics.pooled_bootstrap_se(x, y, ["mmd2", "energy"], boot=30, seed=5)
+    slow = bootstrap_interval(metrics.energy_distance, x, y, n_boot=30, seed=5)["stderr"]
+    assert fast["energy"] == pytest.approx(slow, rel=1e-9)
+    # MMD^2 with its bandwidth held at the estimate's, recomputed on each resample
+    z = torch.cat([x, y])
+    s2 = metrics._median_pair(torch.cdist(z, z).pow(2))
+
+    def mmd2_fixed(a, b):
+        k = lambda u, v: torch.exp(-torch.cdist(u, v).pow(2) / (2 * s2))  # noqa: E731
+        n = len(a)
+        kxx, kyy = k(a, a), k(b, b)
+        return float((kxx.sum() - n) / (n * (n - 1)) + (kyy.sum() - n) / (n * (n - 1)) - 2 * k(a, b).mean())
+
+    slow = bootstrap_interval(mmd2_fixed, x, y, n_boot=30, seed=5)["stderr"]
+    assert fast["mmd2"] == pytest.approx(slow, rel=1e-9)
+    assert metrics.standard_error(metrics.METRICS["energy"], metrics.energy_distance, x, y, seed=5) == pytest.approx(
+        metrics.pooled_bootstrap_se(x, y, ["energy"], boot=metrics.METRICS["energy"].boot, seed=5)["energy"])
+
+
 def test_a_cell_stores_every_requested_metric_with_its_interval():
     from bench.harness.cell import Cell
     from bench.harness.execute import execute_cell
