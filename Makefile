@@ -25,7 +25,7 @@ setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
 
 run: setup
-	$(VENV)/bin/sdebench run quick
+	$(VENV)/bin/sdebench run quick --jobs 2
 
 demo: setup
 	$(VENV)/bin/sdebench demo

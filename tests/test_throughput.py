@@ -144,6 +144,20 @@ def test_jobs_2_gives_the_same_cells_and_errors_as_jobs_1(small, tmp_path):
     assert set(two["time_jobs"]) == {2} and set(one["time_jobs"]) == {1}
 
 
+def test_jobs_make_the_shared_results_up_front_so_cells_only_read_them(small, tmp_path):
+    store = tmp_path / "j2.sqlite"
+    r = _cli("run", str(small), "--store", str(store), "--jobs", "2", "--no-report")
+    assert r.returncode == 0, r.stderr
+    assert "shared results: " in r.stderr and "made on 2 workers" in r.stderr, r.stderr
+    names = {p.name.split("-")[0] for p in cache_dir_for(store).glob("*.pt")}
+    assert names >= {"ode_ref", "sde_ref", "exact", "floor"}
+    cells = Store(store).cells(1)
+    assert cells["error"].isna().all()
+    # every cell found its references on disk: reading costs milliseconds, making them does not
+    assert cells["time_reference_s"].max() < 0.1, cells["time_reference_s"].max()
+    assert "2 workers x" in r.stdout
+
+
 def test_dry_run_prints_an_estimate_and_creates_no_run(small, tmp_path):
     store = tmp_path / "dry.sqlite"
     r = _cli("run", str(small), "--store", str(store), "--dry-run")

@@ -193,3 +193,20 @@ def test_the_report_has_a_tuned_vs_built_in_section_with_its_table(tmp_path, cal
     assert "## Tuned vs built-in grids" in md and "| tuning NFE |" in md and "tuned-dp" in md
     assert (tmp_path / "rep" / "fig-tuned-grids.png").exists()
     assert 'id="tuned-grids"' in out["html"].read_text()
+
+
+def test_jobs_2_tunes_the_missing_grids_in_parallel_with_the_serial_result(tmp_path):
+    """Real tuning (dp on a few x_T): the workers' grids equal the serial driver's, and are stored."""
+    s = suite(models=["gmm2d-vp"], nfe=[4], tune={"n": 8, "budget": 8},
+              solvers=[{"name": "euler", "grids": ["tuned"]}, {"name": "heun", "grids": ["tuned"]}])
+    times = {}
+    for jobs in (1, 2):
+        store = Store(tmp_path / f"j{jobs}.sqlite")
+        stream = io.StringIO()
+        rid = run_suite(s, store, progress=True, stream=stream, jobs=jobs)
+        cells = store.cells(rid)
+        assert cells["error"].isna().all(), cells["error"].tolist()
+        times[jobs] = {c.solver: c.times for c in map(Cell.from_json, cells["cell"])}
+        assert ("tuning 2 grids on 2 workers" in stream.getvalue()) == (jobs == 2)
+        assert len(store.db.execute("SELECT key FROM grids").fetchall()) == 2
+    assert times[1] == times[2] and all(t is not None for t in times[2].values())

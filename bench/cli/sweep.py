@@ -98,15 +98,21 @@ def run(args) -> int:
 
 
 def _time_shares(df, wall) -> str:
-    """Where the run's wall time went: solving, references, metrics, the rest (store, bookkeeping)."""
+    """Where the run's time went: solving, references, metrics and the rest, in worker-seconds
+    (wall x jobs); with jobs > 1 the rest includes the shared results made up front and
+    workers idle at the end."""
     if df.empty or not wall:
         return ""
+    jobs = int(df["time_jobs"].fillna(1).max()) if "time_jobs" in df else 1
+    total = wall * max(jobs, 1)
     parts = {"solving": df["solve_s"].fillna(0).sum()}
     for key, col in (("references", "time_reference_s"), ("metrics", "time_metrics_s")):
         parts[key] = df[col].fillna(0).sum() if col in df else 0.0
-    parts["store and bookkeeping"] = max(wall - sum(parts.values()), 0.0)
-    return "time: " + ", ".join(f"{k} {v:.1f} s ({v / wall:.0%})" for k, v in parts.items())
-
+    rest = "shared results made up front, idle workers, store and bookkeeping" if jobs > 1 else \
+        "store and bookkeeping"
+    parts[rest] = max(total - sum(parts.values()), 0.0)
+    head = f"time ({jobs} workers x {wall:.1f} s)" if jobs > 1 else "time"
+    return f"{head}: " + ", ".join(f"{k} {v:.1f} s ({v / total:.0%})" for k, v in parts.items())
 
 
 def export(args) -> int:

@@ -5,18 +5,27 @@
 
 Model (rough by design; the progress line refines it with the cells' actual times):
 
-- one network evaluation of each (model, batch, dtype, device) is timed once here (a few
-  calls), and so is the per-evaluation loop overhead of a fixed-step solve;
-- a sample cell's solving = (timed runs + warm-up) x NFE x (evaluation + overhead) plus its
-  float64 discretization solve (dearer per step on the exact Brownian tree for stochastic
-  solvers; none when the timed call already was float64), with NFE from
-  ``Solver.expected_nfe``, or a guess from the tolerance for adaptive solvers;
-- timed runs as ``bench.harness.timing.time_adaptive`` makes them: one for a call over 1 s,
-  else up to ``repeats``;
-- metrics: the distribution metrics timed once at a small batch and scaled as n^2;
-- shared work (ODE/SDE references, exact sets, floors) counted once per run, on the first cell
-  that needs it, and not at all when it is already in the disk cache;
-- likelihood cells: a tolerance-based NFE guess x (1 + dimension) float64 evaluations.
+Everything that scales is measured here once per run, on the cells' own models and shapes
+(a second or two for a suite; all of it is reported in the run's time shares):
+
+- one network evaluation of each (model, batch, dtype, device), and the per-evaluation loop
+  overhead of a fixed-step solve;
+- one query of each kind of exact Brownian path at the cells' shape (the dyadic tree costs
+  milliseconds per query at batch 1,000: it, not the network, dominates SDE references);
+- the NFE of each ODE reference (float64 dopri8 at the cell's tolerance), solved on 8 samples
+  and costed at the cell's batch;
+- the metrics a cell asks for with their standard errors (bootstraps included), computed once
+  on synthetic sets of the cell's size and dimension.
+
+Then a sample cell's solving = (timed runs + warm-up) x NFE x (evaluation + overhead), with
+NFE from ``Solver.expected_nfe`` (a tolerance-based guess for adaptive solvers) and timed runs as
+``bench.harness.timing.time_adaptive`` makes them (one for a call over 1 s, else up to
+``repeats``), plus the float64 discretization solve (plus a path query per step for stochastic
+solvers; none when the timed call already was float64). Exact KL's Jacobian costs
+(2 + 1.2 d) float64 solves (d backward passes; measured 4.4x at d = 2 and 75x at d = 64) and
+is the cell's float64 solve too. Shared work (references, exact sets, floors) is counted once
+per run, on the first cell that needs it, and not at all when it is already in the disk cache.
+Likelihood cells: a tolerance-based NFE guess x (1 + dimension) float64 evaluations.
 
 It imports neither the sweep nor the store.
 """
@@ -37,8 +46,8 @@ from bench.zoo import models
 
 __all__ = ["estimate", "Estimate", "fmt_seconds"]
 
-#: per-step cost of a float64 solve on the exact (dyadic-tree) Brownian path, beyond the network
-EXACT_PATH_STEP_S = 4e-4
+#: exact KL's Jacobian (d backward passes through the float64 solve) in float64 solves: a + b d
+KL_SOLVES = (2.0, 1.2)
 
 
 def fmt_seconds(s: float) -> str:
@@ -68,13 +77,18 @@ class Estimate:
 
 
 def _best(fn, k=3):
+    """The median of k timed calls after one untimed (the harness times medians too)."""
     fn()
-    best = math.inf
+    times = []
     for _ in range(k):
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+class _OverBudget(Exception):
+    pass
 
 
 class _Calibration:
@@ -82,11 +96,12 @@ class _Calibration:
 
     def __init__(self):
         self.evals, self.metric_s, self._models, self._overhead = {}, {}, {}, None
+        self.paths, self.refs = {}, {}
 
     def model(self, name, exact_prior=False):
         key = (name, exact_prior)
         if key not in self._models:
-            self._models[key] = models.load(name, exact_prior=exact_prior)
+            self._models[key] = models.load(name, exact_prior=exact_prior and models.is_exact(name))
         return self._models[key]
 
     def eval_s(self, name, n, dtype, device="cpu"):
@@ -108,15 +123,78 @@ class _Calibration:
             self._overhead = max(wall / 20 - self.eval_s("gmm2d-vp", 4, "float32"), 1e-5)
         return self._overhead
 
-    def metrics_s(self, names, n, d):
+    def path_step_s(self, cls, name, shape):
+        """One query of the exact Brownian path the solver class uses, at this shape."""
+        from bench.harness.reference import brownian_path_for, path_kind
+
+        key = (path_kind(cls), name, tuple(shape))
+        if key not in self.paths:
+            sde = self.model(name).sde
+            path = brownian_path_for(cls, sde, shape, seed=0, exact=True)
+            ts = torch.linspace(float(sde.T), float(sde.eps), 1025, dtype=torch.float64)[:17].tolist()
+            t0 = time.perf_counter()
+            for a, b in zip(ts[:-1], ts[1:]):
+                path.increment(a, b)
+            self.paths[key] = (time.perf_counter() - t0) / 16
+        return self.paths[key]
+
+    def counted_nfe(self, key, name, exact_prior, solve, budget_s: float = 1.0):
+        """NFE of ``solve(model, x)`` on 8 samples of a fresh copy of the model (solvers with
+        step control: references, adaptive solvers; about independent of the batch); a solve
+        that outlasts ``budget_s`` is stopped and its NFE extrapolated from the share of
+        [eps, T] it covered (an underestimate: steps shrink toward eps)."""
+        if key not in self.refs:
+            m = models.load(name, exact_prior=exact_prior and models.is_exact(name))  # its fn is wrapped here
+            x = m.sample_prior(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            net, calls, deadline = m.fn, [0, float(m.sde.T)], time.perf_counter() + budget_s
+
+            def counted(x_, t_, *a, **k):
+                calls[0] += 1
+                calls[1] = float(torch.as_tensor(t_).reshape(-1)[0])
+                if time.perf_counter() > deadline:
+                    raise _OverBudget
+                return net(x_, t_, *a, **k)
+
+            m.fn = counted
+            try:
+                solve(m, x)
+                self.refs[key] = max(calls[0], 1)
+            except _OverBudget:
+                T, eps = float(m.sde.T), float(m.sde.eps)
+                self.refs[key] = calls[0] * (T - eps) / max(T - calls[1], 1e-3 * (T - eps))
+        return self.refs[key]
+
+    def ode_ref_nfe(self, name, exact_prior, rtol):
+        """NFE of the float64 dopri8 reference at ``rtol``."""
+        from bench.harness.reference import ode_reference
+
+        return self.counted_nfe(("ode_ref", name, exact_prior, rtol), name, exact_prior,
+                                lambda m, x: ode_reference(m, x, rtol=rtol, atol=rtol))
+
+    def adaptive_nfe(self, cell, cls, options):
+        """NFE of an adaptive solver at the cell's tolerance (float64 on 8 samples)."""
+        key = ("adaptive", cell.model, cell.exact_prior, cls.name, repr(sorted(options.items())))
+        return self.counted_nfe(key, cell.model, cell.exact_prior,
+                                lambda m, x: solvers.sample(m, cls.name, x_T=x, seed=0, **options))
+
+    def metrics_s(self, names, n, d, se=True):
+        """The metrics ``names`` (the distribution metrics' values; with ``se`` every metric's
+        bootstrap standard error too), on synthetic sets of n samples in d dimensions."""
         names = tuple(sorted(names))
-        key = (names, n, d)
+        key = (names, n, d, se)
         if key not in self.metric_s:
-            small = min(n, 500)
             g = torch.Generator().manual_seed(0)
-            x, y = (torch.randn(small, d, generator=g, dtype=torch.float64) for _ in range(2))
-            t = _best(lambda: metrics.distribution_metrics(x, y, names), k=1)
-            self.metric_s[key] = t * (n / small) ** 2
+            x, y = (torch.randn(n, d, generator=g, dtype=torch.float64) for _ in range(2))
+            t0 = time.perf_counter()
+            dist = [m for m in names if metrics.get_metric(m).fn is not None]
+            if dist:
+                metrics.distribution_metrics(x, y, dist)
+            for m in names:
+                metric = metrics.get_metric(m)
+                if metric.boot and se:
+                    fn = metric.fn or (lambda v: float(v.median()))
+                    metrics.standard_error(metric, fn, *((x, y) if metric.fn else (x.norm(dim=1),)))
+            self.metric_s[key] = time.perf_counter() - t0
         return self.metric_s[key]
 
 
@@ -156,21 +234,37 @@ def _cell_cost(cal, cell, cost, seen, cache):
         cost["solve"] += nfe * ((1 + min(d, 512)) * ev64 * 2 + over)
         return
     cls, opts = solvers.get(cell.solver), dict(cell.options)
-    stochastic = bool(cls.is_stochastic(**opts))
+    stochastic = bool(cls.is_stochastic(**opts)) or cls.kind == "corrector"
     nfe = cls.expected_nfe(cell.steps, **opts) if cell.steps else None
-    nfe = float(nfe) if nfe else _adaptive_nfe(cls, opts)
+    if not nfe:
+        try:
+            nfe = cal.adaptive_nfe(cell, cls, opts)
+        except Exception:  # noqa: BLE001 - the cell reports its own error; a guess here
+            nfe = _adaptive_nfe(cls, opts)
+    nfe = float(nfe)
     ev = cal.eval_s(cell.model, cell.n, cell.dtype, cell.device)
     call = nfe * (ev + over)
-    runs = 1 + (1 if cell.warmup else 0) if call > LONG_S else min(cell.repeats, 3) + min(cell.warmup, 1)
+    shape = ("warm", cls.name, repr(sorted(opts.items())), cell.model, cell.exact_prior, cell.n, cell.dtype, cell.device)
+    warm = 0 if shape in seen else min(cell.warmup, 1)  # a shape new to the process is warmed up once
+    seen.add(shape)
+    runs = 1 + warm if call > LONG_S else min(cell.repeats, 3) + warm
     cost["solve"] += runs * call
+    exact_model = models.is_exact(cell.model)
     names = [m for m in cell.metrics if m in metrics.METRICS and metrics.get_metric(m).applies_to(
-        models.is_exact(cell.model), getattr(cal.model(cell.model), "data", None))]
-    if "discretization" in names and not (cell.dtype == "float64" and not stochastic):
-        steps = cell.steps or nfe
-        cost["solve"] += nfe * (ev64 + over) + (steps * EXACT_PATH_STEP_S if stochastic else 0.0)
-    dist = [m for m in names if metrics.get_metric(m).fn is not None and not (m == "w2" and cell.n > metrics.W2_MAX_N)]
-    if dist:
-        cost["metrics"] += cal.metrics_s(dist, cell.n, d)
+        exact_model, getattr(cal.model(cell.model), "data", None))]
+    solve64 = nfe * (ev64 + over)
+    shape = (cell.n, *(getattr(cal.model(cell.model), "shape", None) or (d,)))
+    if "exact_kl" in names and not (stochastic or cls.adaptive):
+        cost["metrics"] += (KL_SOLVES[0] + KL_SOLVES[1] * d - 1) * solve64
+        cost["solve"] += solve64  # exact KL's float64 solve is the cell's (the discretization error reuses it)
+    elif "discretization" in names and not (cell.dtype == "float64" and not stochastic):
+        if not stochastic:
+            cost["solve"] += solve64
+        elif cls.kind != "corrector":
+            cost["solve"] += solve64 + (cell.steps or nfe) * cal.path_step_s(cls, cell.model, shape)
+    per_cell = [m for m in names if metrics.get_metric(m).boot and not (m == "w2" and cell.n > metrics.W2_MAX_N)]
+    if per_cell:
+        cost["metrics"] += cal.metrics_s(per_cell, cell.n, d)
     for key in shared_keys(cell):
         if key in seen:
             continue
@@ -179,11 +273,10 @@ def _cell_cost(cal, cell, cost, seen, cache):
             continue
         kind = key[0]
         if kind == "ode_ref":
-            rtol = float(key[-1])
-            cost["reference"] += 13 * 6 * max(1.0, 1 / rtol) ** (1 / 8) * (ev64 + 3 * over)
+            cost["reference"] += cal.ode_ref_nfe(cell.model, cell.exact_prior, float(key[-1])) * (ev64 + over)
         elif kind == "sde_ref":
-            cost["reference"] += int(key[-1]) * (ev64 + over + EXACT_PATH_STEP_S)
+            cost["reference"] += int(key[-1]) * (ev64 + over + cal.path_step_s(cls, cell.model, shape))
         elif kind == "floor":
-            cost["reference"] += cal.metrics_s([key[-1]], cell.n, d)
+            cost["reference"] += cal.metrics_s([key[-1]], cell.n, d, se=False)
         elif kind == "fd_floor":
             cost["reference"] += 1.0

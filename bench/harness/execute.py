@@ -39,7 +39,7 @@ from bench.harness.reference import brownian_path_for, ode_reference, path_kind,
 from bench.harness.timing import time_adaptive, time_call
 from bench.zoo import models
 
-__all__ = ["execute_cell", "import_plugins", "shared_keys", "model_fingerprint"]
+__all__ = ["execute_cell", "make_shared", "import_plugins", "shared_keys", "model_fingerprint"]
 
 _CACHE: dict = {}
 _SPENT = {"reference": 0.0}  # seconds spent making cached references, exact samples and floors
@@ -391,3 +391,28 @@ def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> dict:
     result["cell_s"] = time.perf_counter() - t0
     result.setdefault("timing", {})["reference_s"] = _SPENT["reference"] - ref0
     return result
+
+
+def make_shared(item, cache_dir=None) -> float:
+    """Make one shared result before the cells that need it run: ``item`` = (a cell that needs
+    it, its key from ``shared_keys``). Run over the workers by the driver (``--jobs N``), so
+    that N workers make N references at once instead of waiting on each other's lock on the
+    first cells. Returns the seconds it took (0 when it was already on disk)."""
+    cell, key = item
+    if not isinstance(cell, Cell):
+        cell = Cell.from_dict(cell)
+    if cell.threads:
+        torch.set_num_threads(int(cell.threads))
+    _DISK["cache"] = DiskCache(cache_dir) if cache_dir else None
+    import_plugins(cell.imports)
+    t0 = time.perf_counter()
+    kind = key[0]
+    if kind == "ode_ref":
+        _ode_ref(cell)
+    elif kind == "sde_ref":
+        _sde_ref(cell, solvers.get(cell.solver))
+    elif kind == "exact":
+        _exact(cell, key[-1])
+    elif kind == "floor":
+        _floor(cell, key[-1])
+    return time.perf_counter() - t0

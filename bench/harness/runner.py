@@ -18,7 +18,8 @@ import solvers
 from bench.harness.cache import cache_dir_for
 from bench.harness.cell import Cell
 from bench.harness.estimate import estimate, fmt_seconds  # noqa: F401 - fmt_seconds re-exported for the CLI
-from bench.harness.execute import execute_cell
+from bench.harness.cache import DiskCache
+from bench.harness.execute import disk_key, execute_cell, make_shared, shared_keys
 from bench.harness.executors import get_executor
 from bench.harness.store import StoreError, definition_hash, process_alive
 from bench.harness.tuned import resolve_grids
@@ -154,7 +155,8 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
         run_id, done = resume, store.done_keys(resume)
     pending = [c for c in cells if c.key not in done]
     # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
-    pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None), stream=stream if progress else None)
+    pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None), stream=stream if progress else None,
+                            runner=runner)
     est = estimate(pending, cache_dir, jobs=jobs) if progress else None
     if progress:
         par = f", {jobs} jobs" if jobs > 1 else ""
@@ -168,6 +170,9 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
     last = time.perf_counter()
     fn = functools.partial(execute_cell, cache_dir=cache_dir, jobs=jobs)
     try:
+        if runner.jobs > 1 and cache_dir:
+            _make_shared(runner, pending, cache_dir, stream if progress else None)
+            bar.t0 = time.perf_counter()  # the ETA's rate is the cells' own (the run's wall time keeps it)
         for cell, result in runner.map(fn, pending):
             now = time.perf_counter()
             try:
@@ -187,6 +192,48 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
         raise
     store.set_status(run_id, "complete")
     return run_id
+
+
+def _make_shared(runner, cells, cache_dir, stream=None):
+    """Make the shared results the cells need and the disk cache lacks (references, exact sets,
+    floors) over the workers first, one task each, so that parallel workers do not each start
+    on cells that need the same missing reference and then wait on its lock. Errors are left
+    to the cells (which report them)."""
+    cache, items, seen = DiskCache(cache_dir), [], set()
+    for cell in cells:
+        try:
+            keys = shared_keys(cell)
+        except Exception:  # noqa: BLE001 - the cell reports its own error
+            continue
+        for key in keys:
+            if key[0] == "fd_floor" or key in seen:
+                continue
+            seen.add(key)
+            if not cache.contains(disk_key(key)):
+                items.append((cell, key))
+    if not items:
+        return
+    order = {"ode_ref": 0, "sde_ref": 1, "exact": 2, "floor": 3}  # the longest first: better packing
+    items.sort(key=lambda item: order.get(item[1][0], 4))
+    t0 = time.perf_counter()
+    done = 0
+    try:
+        for _ in runner.map(functools.partial(_shared_task, cache_dir=cache_dir), items):
+            done += 1
+    except Exception as e:  # noqa: BLE001 - the cells make what is missing and report errors
+        if stream:
+            stream.write(f"shared results: {type(e).__name__}: {e}; the cells will make what is missing\n")
+        return
+    if stream:
+        stream.write(f"shared results: {done} references, exact sets and floors made on {runner.jobs} workers "
+                     f"in {time.perf_counter() - t0:.1f} s\n")
+
+
+def _shared_task(item, cache_dir=None):
+    try:
+        return make_shared(item, cache_dir=cache_dir)
+    except Exception:  # noqa: BLE001 - the cells that need it will fail with the message
+        return None
 
 
 def pending_cells(suite, store=None, resume: int | None = None):

@@ -103,7 +103,7 @@ class _Teacher:
     """The teacher of the train and held-out x_T: float64 dopri8 at the cell's own reference
     tolerance (``reference.ode_rtol``, what its discretization error is measured against; tighter
     would be spent on nothing), remembering its answers, so that the solvers tuned for one model
-    share one teacher solve. (``dp``'s fine teacher path is the library's, rtol = 1e-10.)"""
+    share one teacher solve; ``dp``'s fine teacher path is solved at the same tolerance."""
 
     def __init__(self, model, rtol):
         self.model, self.rtol, self.memo = model, rtol, {}
@@ -152,12 +152,63 @@ def _from_file(cell, path):
     return g, {"source": "file", "path": str(path), "sha1": digest, "seed": g.data.get("seed"), "note": note}
 
 
-def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, tuner=None) -> list:
+def _tune_task(cell, tune=None):
+    """``tune_for_cell`` in a worker: the tuned grid, or the error's text."""
+    try:
+        return tune_for_cell(cell, tune)
+    except Exception as e:  # noqa: BLE001 - its cells fail with this reason
+        return f"{type(e).__name__}: {e}"
+
+
+def _tune_in_parallel(cells, store, tune, runner, stream) -> tuple[dict, set]:
+    """Tune the grids missing from ``store`` over the executor's workers (one task per tuning
+    key) and store them; returns ({hash: error} of failed tunings, hashes tuned here)."""
+    import functools
+
+    reps = {}
+    for c in cells:
+        if c.grid in TUNED and c.times is None:
+            h = _hash(tuning_key(c, tune))
+            if h not in reps and store.grid(h) is None:
+                reps[h] = c
+    failed, fresh = {}, set()
+    if len(reps) < 2:
+        return failed, fresh
+    if stream is not None:
+        stream.write(f"tuning {len(reps)} grids on {runner.jobs} workers ...\n")
+        stream.flush()
+    t0 = time.perf_counter()
+    for cell, g in runner.map(functools.partial(_tune_task, tune=tune), list(reps.values())):
+        key = tuning_key(cell, tune)
+        h = _hash(key)
+        if isinstance(g, str):
+            failed[h] = g
+            if stream is not None:
+                stream.write(f"  {cell.model} {key['solver']} steps={key['steps']}: tuning failed ({g}): its cells "
+                             "are recorded as failed\n")
+            continue
+        store.add_grid(h, key, g.to_dict())
+        fresh.add(h)
+        if stream is not None:
+            stream.write(f"  {cell.model} {key['solver']} steps={key['steps']}: tuned in {g.wall_s:.1f} s, "
+                         f"{g.cost_nfe} NFE: train {g.objective['train']:.3g} (best built-in {g.baseline['grid']}: "
+                         f"{g.baseline['train']:.3g}), held-out {g.objective['test']:.3g} ({g.baseline['test']:.3g})\n")
+            stream.flush()
+    if stream is not None:
+        stream.write(f"  {len(reps)} grids in {time.perf_counter() - t0:.1f} s\n")
+    return failed, fresh
+
+
+def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, tuner=None, runner=None) -> list:
     """The cells with every tuned grid resolved (``times`` and ``tuning`` filled in); others
     unchanged. Tuned names are looked up in ``store`` (``Store.grid``) and tuned once when
-    absent, with a progress line on ``stream``; ``tuner`` replaces ``tune_for_cell`` (tests)."""
+    absent, with a progress line on ``stream``; ``tuner`` replaces ``tune_for_cell`` (tests).
+    ``runner``: an executor with several workers tunes the missing grids in parallel first."""
     tuner = tuner or tune_for_cell
-    out, memo = [], {}
+    out, memo, fresh = [], {}, set()
+    if runner is not None and getattr(runner, "jobs", 1) > 1 and store is not None and tuner is tune_for_cell:
+        failed, fresh = _tune_in_parallel(cells, store, tune, runner, stream)
+        memo.update({h: (None, err) for h, err in failed.items()})
     todo = len({_hash(tuning_key(c, tune)) for c in cells if c.grid in TUNED and c.times is None})
     for i, cell in enumerate(cells):
         if not (is_tuned(cell.grid) and cell.times is None):
@@ -203,7 +254,8 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
             out.append(cell.replace(tuning={"error": reused}))
             continue
         out.append(cell.replace(times=tuple(g.times.tolist()),
-                                tuning=grid_summary(g, source="store" if reused else "tuned", grid_key=h,
+                                tuning=grid_summary(g, source="store" if reused and h not in fresh else "tuned",
+                                                    grid_key=h,
                                                     seed=key["seed"], n=key["n"])))
     return out
 
