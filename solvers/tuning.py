@@ -39,8 +39,9 @@ Methods:
 
 Teacher: by default a float64 ``dopri8`` solve at rtol = atol = 1e-10; or a callable
 x_T -> x_ref (float64); or a precomputed pair (x_T, x_ref) whose first ``n`` rows are the train
-set and the rest the held-out set. ``dp`` always takes its fine trajectory from the default
-teacher (a callable gives end points only). With ``denoise=True`` the reference is the model's
+set and the rest the held-out set. ``dp`` always takes its fine trajectory from a dopri8
+solve (a callable gives end points only), at the callable's ``rtol`` attribute where it has one
+(the harness's teacher: the cell's reference tolerance), else at 1e-10. With ``denoise=True`` the reference is the model's
 x0 at (x_ref, eps), as the solver's output is.
 """
 from __future__ import annotations
@@ -206,9 +207,9 @@ class Objective:
     """Median per-sample error of ``solver`` on a grid against references; counts its solves and
     remembers every grid it solved (a grid seen before costs nothing)."""
 
-    def __init__(self, model, cls, options, x_T, x_ref):
+    def __init__(self, model, cls, options, x_T, x_ref, teacher_rtol=None):
         self.model, self.cls, self.options = model, cls, options
-        self.x_T, self.x_ref = x_T, x_ref
+        self.x_T, self.x_ref, self.teacher_rtol = x_T, x_ref, teacher_rtol
         self.solves, self.seen = 0, {}
 
     def __call__(self, times) -> float:
@@ -226,10 +227,10 @@ class Objective:
 # ----------------------------------------------------------------------------------------------
 # teacher and data
 # ----------------------------------------------------------------------------------------------
-def dopri8_teacher(model, x_T, times=None) -> torch.Tensor:
-    """The default teacher: float64 dopri8 at rtol = atol = 1e-10; the end state, or the states at
-    every time of ``times`` (shape (len(times), *x_T.shape)) when given."""
-    kw = dict(rtol=TEACHER["rtol"], atol=TEACHER["atol"])
+def dopri8_teacher(model, x_T, times=None, rtol: float | None = None) -> torch.Tensor:
+    """The default teacher: float64 dopri8 at rtol = atol = 1e-10 (or ``rtol``); the end state, or
+    the states at every time of ``times`` (shape (len(times), *x_T.shape)) when given."""
+    kw = dict(rtol=TEACHER["rtol"], atol=TEACHER["atol"]) if rtol is None else dict(rtol=rtol, atol=rtol)
     if times is None:
         return sample(model, TEACHER["solver"], x_T=x_T.double(), **kw).x
     # one solve per interval: a single dense solve through many close output times can stall at
@@ -356,7 +357,7 @@ def dp(objective, start: torch.Tensor, budget: int, *, kind: str, batch: int = 6
     k = max(2, -(-budget // N))
     M, S = N * k, 4 * k  # fine intervals; the longest step, 4x the baseline's
     fine = _builtin(model, M, kind)
-    traj = dopri8_teacher(model, objective.x_T[:batch], fine)       # (M + 1, b, ...)
+    traj = dopri8_teacher(model, objective.x_T[:batch], fine, objective.teacher_rtol)  # (M + 1, b, ...)
     b = traj.shape[1]
     # E[m, j]: median error at fine point j of the best m-step path; Z: its state; arg: previous point
     E = torch.full((N + 1, M + 1), math.inf, dtype=torch.float64)
@@ -468,7 +469,7 @@ def tune_grid(model: ScoreModel, solver, *, steps: int | None = None, nfe: int |
     opts = cls.resolve_options(options)
     try:
         train, test, data = _data(model, teacher, n, n_test, seed, opts)
-        obj = Objective(model, cls, options, *train)
+        obj = Objective(model, cls, options, *train, teacher_rtol=getattr(teacher, "rtol", None))
         grids = _builtins(model, steps)
         base = {k: obj(t) for k, t in grids.items()}
         best = min(base, key=base.get)
