@@ -251,7 +251,10 @@ def test_bad_suites_are_refused_before_a_run_exists(case, tmp_path, capsys):
     (["--resume", "abc"], "abc"),
     (["--resume", "-3"], "-3"),
     (["--resume", "99"], "no run 99"),
-], ids=["n 1", "n 0", "threads -4", "resume abc", "resume negative", "resume unknown"])
+    (["--models", "gmm64-vp"], "not in the suite: gmm64-vp"),
+    (["--models", ","], "--models"),
+], ids=["n 1", "n 0", "threads -4", "resume abc", "resume negative", "resume unknown", "models foreign",
+        "models empty"])
 def test_run_overrides_go_through_the_same_checks(argv, needle, tmp_path, capsys):
     code, _, err = run_cli(tmp_path, capsys, *argv)
     assert code == 2 and needle in err

@@ -155,6 +155,9 @@ def test_jobs_make_the_shared_results_up_front_so_cells_only_read_them(small, tm
     assert cells["error"].isna().all()
     # every cell found its references on disk: reading costs milliseconds, making them does not
     assert cells["time_reference_s"].max() < 0.1, cells["time_reference_s"].max()
+    # ... and the time spent making them up front is counted for the first cell needing each
+    assert cells["time_upfront_reference_s"].notna().sum() >= 1 and cells["time_upfront_reference_s"].sum() > 0
+    assert "references" in r.stdout and "idle workers" in r.stdout
     assert "2 workers x" in r.stdout
 
 

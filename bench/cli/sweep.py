@@ -60,7 +60,7 @@ def _resume_id(args, store, suite):
 
 
 def run(args) -> int:
-    suite = load_suite(args.suite).override(n=args.n, threads=args.threads)
+    suite = load_suite(args.suite).override(n=args.n, threads=args.threads, models=args.models)
     if args.jobs < 1:
         raise solvers.InputError(f"--jobs must be >= 1, got {args.jobs}")
     if args.dry_run and args.resume is None:  # nothing is created: not the store, not a run
@@ -98,18 +98,19 @@ def run(args) -> int:
 
 
 def _time_shares(df, wall) -> str:
-    """Where the run's time went: solving, references, metrics and the rest, in worker-seconds
-    (wall x jobs); with jobs > 1 the rest includes the shared results made up front and
-    workers idle at the end."""
+    """Where the run's time went: solving, references (with jobs > 1, those made up front too:
+    counted for the first cell that needs each), metrics and the rest, in worker-seconds
+    (wall x jobs); with jobs > 1 the rest includes idle workers (waiting for the last reference
+    or cell of a wave)."""
     if df.empty or not wall:
         return ""
     jobs = int(df["time_jobs"].fillna(1).max()) if "time_jobs" in df else 1
     total = wall * max(jobs, 1)
     parts = {"solving": df["solve_s"].fillna(0).sum()}
-    for key, col in (("references", "time_reference_s"), ("metrics", "time_metrics_s")):
-        parts[key] = df[col].fillna(0).sum() if col in df else 0.0
-    rest = "shared results made up front, idle workers, store and bookkeeping" if jobs > 1 else \
-        "store and bookkeeping"
+    for key, cols in (("references", ("time_reference_s", "time_upfront_reference_s")),
+                      ("metrics", ("time_metrics_s",))):
+        parts[key] = sum(df[col].fillna(0).sum() for col in cols if col in df)
+    rest = "idle workers, store and bookkeeping" if jobs > 1 else "store and bookkeeping"
     parts[rest] = max(total - sum(parts.values()), 0.0)
     head = f"time ({jobs} workers x {wall:.1f} s)" if jobs > 1 else "time"
     return f"{head}: " + ", ".join(f"{k} {v:.1f} s ({v / total:.0%})" for k, v in parts.items())
@@ -176,6 +177,8 @@ def register(sub):
                    help="print the cell count and the estimated wall time, then exit (no run is created)")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     r.add_argument("--n", type=positive_int, default=None, help="override the suite's number of samples")
+    r.add_argument("--models", default=None, metavar="A,B",
+                   help="only these of the suite's models (comma-separated), e.g. the part of full a CPU can run")
     add_threads(r)
     r.set_defaults(threads=None)  # the suite's threads unless given
     r.add_argument("--quiet", action="store_true", help="no progress lines")

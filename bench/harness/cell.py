@@ -24,7 +24,7 @@ __all__ = ["Cell", "CELL_FORMAT", "solver_meta"]
 #: version of the JSON form; 0 = cells of stores written before cells were stored whole
 CELL_FORMAT = 1
 #: fields that travel with a cell but are not part of its definition (nor of its key)
-_NOT_DEFINITION = ("solver_meta", "times", "tuning")
+_NOT_DEFINITION = ("solver_meta", "times", "tuning", "at_floor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,9 @@ class Cell:
     # driver before dispatch; not part of the definition (``grid`` names the tuned grid)
     times: tuple | None = dataclasses.field(default=None, compare=False)
     tuning: dict = dataclasses.field(default_factory=dict, compare=False)
+    # metrics at their noise floor at the series' coarser step count (``bench.harness.at_floor``):
+    # set by the driver; the cell records them as at floor instead of measuring them
+    at_floor: tuple = dataclasses.field(default=(), compare=False)
 
     __hash__ = None  # dict fields: identity is ``key``
 
@@ -72,6 +75,8 @@ class Cell:
         d = {"format": CELL_FORMAT, "key": self.key, **self.definition(), "solver_meta": dict(self.solver_meta)}
         if self.times is not None:
             d["times"], d["tuning"] = list(self.times), dict(self.tuning)
+        if self.at_floor:
+            d["at_floor"] = list(self.at_floor)
         return d
 
     def to_json(self) -> str:
@@ -88,6 +93,7 @@ class Cell:
         if kw.get("times") is not None:
             kw["times"] = tuple(kw["times"])
         kw["tuning"] = kw.get("tuning") or {}
+        kw["at_floor"] = tuple(kw.get("at_floor") or ())
         return cls(**kw)
 
     @classmethod

@@ -22,6 +22,9 @@ Per sample cell:
   distribution metrics on the timed run's samples against exact samples of p_eps, with the
               noise floor (two independent exact sets); which ones, and how, is read from the
               metric registry (``bench.harness.metrics.METRICS``)
+  at floor    the metrics the driver found at their noise floor at a coarser step count of the
+              same series (``Cell.at_floor``, ``bench.harness.at_floor``) are recorded as
+              ``<metric>_at_floor = 1`` instead of measured
 """
 from __future__ import annotations
 
@@ -281,7 +284,8 @@ def _sample_cell(cell, jobs=1):
     t_disc, dist = 0.0, []
     stochastic = cls.is_stochastic(**opts) or cls.kind == "corrector"
     x64 = out.x  # the float64 solve the discretization error reuses: exact KL's when it makes one
-    if "exact_kl" in cell.metrics and exact_model and finite and not (stochastic or cls.adaptive):
+    if ("exact_kl" in cell.metrics and "exact_kl" not in cell.at_floor and exact_model and finite
+            and not (stochastic or cls.adaptive)):
         kl = _exact_metric(cell, cls, opts, "exact_kl", x)
         x64 = kl.pop("x64")
         res.update(kl)
@@ -291,6 +295,11 @@ def _sample_cell(cell, jobs=1):
             continue
         if metric.deterministic_only and (stochastic or cls.adaptive):
             continue  # no change-of-variables density for a random map (or a batch-coupled one)
+        if name in cell.at_floor:  # at its floor at a coarser step count (bench.harness.at_floor)
+            res[name + "_at_floor"] = 1.0
+            if metric.floor and metric.fn is not None and not (name == "w2" and cell.n > metrics.W2_MAX_N):
+                res[name + "_floor"] = _floor(cell, name)  # cached: the report still draws it
+            continue
         if name == "discretization":
             if not cls.is_stochastic(**opts):  # references are cached and are not solving time
                 _ode_ref(cell)
@@ -373,7 +382,8 @@ def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> dict:
     cells run at the same time (recorded with the timing). Besides the sampling timing,
     ``timing`` holds where the cell's time went: ``reference_s`` (references, exact samples and
     noise floors made or read for it) and ``metrics_s``; ``solve_s`` is the time in solvers
-    (timed runs and the float64 solve)."""
+    (timed runs and the float64 solve). (With ``--jobs`` the driver adds ``upfront_reference_s``:
+    the shared results made before the cells for this cell, the first that needs them.)"""
     if not isinstance(cell, Cell):
         cell = Cell.from_dict(cell)
     if cell.threads:

@@ -2,6 +2,7 @@
 
     executor = get_executor("local" | "process" | "ray", address=None, jobs=1)
     for cell, result in executor.map(fn, cells): ...
+    executor.close()   # the process pool (or a Ray instance started here) lives until then
 
 An executor runs ``fn(cell)`` for each cell and yields (cell, result) as cells finish, in any
 order. It imports neither the sweep (suites) nor the results store: the driver alone writes
@@ -34,6 +35,9 @@ class LocalExecutor:
         for cell in cells:
             yield cell, fn(cell)
 
+    def close(self):
+        pass
+
 
 def _one_thread():
     """Worker initializer: one torch thread per worker (N workers on N cores do not oversubscribe)."""
@@ -58,27 +62,45 @@ class ProcessExecutor:
             raise InputError("--address is for --executor ray")
         if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
             raise InputError(f"--jobs must be a positive integer, got {jobs!r}")
-        self.jobs = jobs
+        self.jobs, self._pool, self._env = jobs, None, {}
+
+    def _start(self):
+        """The worker pool, started on first use and kept until ``close`` (successive ``map`` calls
+        - tuning, shared results, waves of cells - reuse the workers and their in-memory caches)."""
+        if self._pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            self._env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+            os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by the workers
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=mp.get_context(method),
+                                             initializer=_one_thread)
+        return self._pool
 
     def map(self, fn, cells):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by the workers
-        pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=mp.get_context(method), initializer=_one_thread)
+        pool, finished = self._start(), False
         try:
             futures = {pool.submit(fn, cell): cell for cell in cells}
             for future in as_completed(futures):
                 yield futures[future], future.result()
+            finished = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # an interrupted run leaves no workers behind
-            for k, v in env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            if not finished:  # interrupted or failed: no work left running, no workers behind
+                self.close(cancel=True)
+
+    def close(self, cancel: bool = False):
+        if self._pool is None:
+            return
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        self._pool = None
+        for k, v in self._env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class RayExecutor:
@@ -100,10 +122,11 @@ class RayExecutor:
     def map(self, fn, cells):
         import ray
 
-        started = not ray.is_initialized()
-        if started:
+        if not ray.is_initialized():  # started here: shut down by ``close`` (kept across map calls)
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      **({} if self.address else {"num_cpus": None}))
+            self._started = True
+        finished = False
         try:
             pending = {}
             for cell in cells:
@@ -113,9 +136,17 @@ class RayExecutor:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     yield pending.pop(ref), ray.get(ref)
+            finished = True
         finally:
-            if started:
-                ray.shutdown()
+            if not finished:
+                self.close()
+
+    def close(self):
+        import ray
+
+        if getattr(self, "_started", False):
+            ray.shutdown()
+            self._started = False
 
 
 def _call(fn, cell):

@@ -2,7 +2,9 @@
 
 ``run_suite(suite, store, executor=...)`` starts (or resumes) a run, hands the cells that are not
 yet in the store to an executor (``bench.harness.executors``) that runs ``execute_cell``
-(``bench.harness.execute``), and commits each finished cell at once.
+(``bench.harness.execute``), and commits each finished cell at once. With the suite's
+``skip_at_floor`` (the default) the step counts of each series run in waves, coarsest first, so
+that a metric at its noise floor is not recomputed at finer step counts (``bench.harness.at_floor``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 import time
 
 import solvers
+from bench.harness.at_floor import Series
 from bench.harness.cache import cache_dir_for
 from bench.harness.cell import Cell
 from bench.harness.estimate import estimate, fmt_seconds  # noqa: F401 - fmt_seconds re-exported for the CLI
@@ -143,6 +146,14 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
     if jobs > 1 and executor == "local":
         executor = "process"
     runner = get_executor(executor, address=address, jobs=jobs)
+    try:
+        return _sweep(suite, store, runner, resume=resume, progress=progress, stream=stream, jobs=jobs, cache=cache)
+    finally:
+        runner.close()
+
+
+def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> int:
+    executor = runner.name
     cells = suite.cells()
     cache_dir = str(cache_dir_for(store.path)) if cache else None
     if resume is None:
@@ -169,21 +180,33 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
     store.set_status(run_id, "running")
     last = time.perf_counter()
     fn = functools.partial(execute_cell, cache_dir=cache_dir, jobs=jobs)
+    # metrics at their floor at a coarser step count are not recomputed: step counts in waves
+    series = Series(cells) if getattr(suite, "skip_at_floor", False) else None
+    results = store.cell_metrics(run_id) if series is not None and done else {}
     try:
+        upfront = {}  # cell key -> seconds spent up front making the shared results it was the first to need
         if runner.jobs > 1 and cache_dir:
-            _make_shared(runner, pending, cache_dir, stream if progress else None)
+            upfront = _make_shared(runner, pending, cache_dir, stream if progress else None)
             bar.t0 = time.perf_counter()  # the ETA's rate is the cells' own (the run's wall time keeps it)
-        for cell, result in runner.map(fn, pending):
-            now = time.perf_counter()
-            try:
-                store.add_cell(run_id, cell, result, wall_s=now - last)
-            except sqlite3.Error as e:
-                committed = _committed(store, run_id)
-                raise StoreError(f"{store.path}: saving a cell of run {run_id} failed ({e}): the cell in progress "
-                                 f"({cell.describe()}) is lost, the {committed} committed cells are kept; fix the "
-                                 f"cause (free disk space), then resume with --resume {run_id}") from None
-            last = now
-            bar.update(cell.describe(), result.get("error"), key=cell.key)
+        for wave in series.waves(pending) if series is not None else [pending]:
+            if series is not None:
+                wave = [_with_floor(c, series.at_floor(c, results)) for c in wave]
+            for cell, result in runner.map(fn, wave):
+                now = time.perf_counter()
+                if cell.key in upfront:  # made up front for this cell (the first that needs it): as if it had
+                    result.setdefault("timing", {})["upfront_reference_s"] = upfront.pop(cell.key)
+                try:
+                    store.add_cell(run_id, cell, result, wall_s=now - last)
+                except sqlite3.Error as e:
+                    committed = _committed(store, run_id)
+                    raise StoreError(f"{store.path}: saving a cell of run {run_id} failed ({e}): the cell in "
+                                     f"progress ({cell.describe()}) is lost, the {committed} committed cells are "
+                                     f"kept; fix the cause (free disk space), then resume with --resume {run_id}"
+                                     ) from None
+                last = now
+                if not result.get("error"):
+                    results[cell.key] = result.get("metrics", {})
+                bar.update(cell.describe(), result.get("error"), key=cell.key)
     except KeyboardInterrupt:
         _mark_interrupted(store, run_id)
         raise RunInterrupted(run_id, _committed(store, run_id), len(cells)) from None
@@ -194,12 +217,17 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
     return run_id
 
 
+def _with_floor(cell, metrics_at_floor):
+    return cell.replace(at_floor=metrics_at_floor) if metrics_at_floor else cell
+
+
 def _make_shared(runner, cells, cache_dir, stream=None):
     """Make the shared results the cells need and the disk cache lacks (references, exact sets,
     floors) over the workers first, one task each, so that parallel workers do not each start
     on cells that need the same missing reference and then wait on its lock. Errors are left
-    to the cells (which report them)."""
-    cache, items, seen = DiskCache(cache_dir), [], set()
+    to the cells (which report them). Returns {cell key: seconds} of what was made, by the first
+    pending cell that needs it."""
+    cache, items, seen, spent = DiskCache(cache_dir), [], set(), {}
     for cell in cells:
         try:
             keys = shared_keys(cell)
@@ -212,21 +240,23 @@ def _make_shared(runner, cells, cache_dir, stream=None):
             if not cache.contains(disk_key(key)):
                 items.append((cell, key))
     if not items:
-        return
+        return spent
     order = {"ode_ref": 0, "sde_ref": 1, "exact": 2, "floor": 3}  # the longest first: better packing
     items.sort(key=lambda item: order.get(item[1][0], 4))
     t0 = time.perf_counter()
     done = 0
     try:
-        for _ in runner.map(functools.partial(_shared_task, cache_dir=cache_dir), items):
+        for (cell, _), seconds in runner.map(functools.partial(_shared_task, cache_dir=cache_dir), items):
             done += 1
+            spent[cell.key] = spent.get(cell.key, 0.0) + (seconds or 0.0)
     except Exception as e:  # noqa: BLE001 - the cells make what is missing and report errors
         if stream:
             stream.write(f"shared results: {type(e).__name__}: {e}; the cells will make what is missing\n")
-        return
+        return spent
     if stream:
         stream.write(f"shared results: {done} references, exact sets and floors made on {runner.jobs} workers "
                      f"in {time.perf_counter() - t0:.1f} s\n")
+    return spent
 
 
 def _shared_task(item, cache_dir=None):

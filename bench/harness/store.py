@@ -401,6 +401,12 @@ class Store:
     def done_keys(self, run_id: int) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT key FROM cells WHERE run_id=?", (run_id,))}
 
+    def cell_metrics(self, run_id: int) -> dict[str, dict]:
+        """The metrics of the run's successful cells by cell key (what a resumed run's at-floor
+        decisions read)."""
+        return {k: json.loads(m or "{}") for k, m in self.db.execute(
+            "SELECT key, metrics FROM cells WHERE run_id=? AND error IS NULL", (run_id,))}
+
     def add_cell(self, run_id: int, cell, result: dict, wall_s: float = 0.0) -> bool:
         """Commit one finished cell (and the run's time spent on it) in one transaction;
         False if it was already there."""

@@ -39,6 +39,9 @@ path to a saved tuned-grid JSON (see ``bench.harness.tuned``: tuned once per mod
 options, steps and method, on x_T disjoint from the evaluation's, and kept in the store). At the
 top level a tuned grid skips the solvers that cannot have one (adaptive, stochastic); in an entry
 it is an error. ``tune = { n = 256, budget = 64 }`` sets the tuning's train size and budget.
+``skip_at_floor = false`` measures every metric at every step count; by default a metric at its
+noise floor for every seed at one step count of a solver is recorded as at floor, not measured, at
+the finer ones (``bench.harness.at_floor``).
 A bad file raises ``SuiteError`` naming the file, the key and what is allowed.
 """
 from __future__ import annotations
@@ -73,7 +76,7 @@ DTYPES = ("float32", "float64")
 TOP = {"name": str, "description": str, "models": list, "exact_prior": bool, "n": int, "seeds": list,
        "steps": list, "nfe": list, "grid": str, "metrics": list, "device": str, "dtype": str,
        "repeats": int, "warmup": int, "threads": int, "solvers": list, "likelihood": list,
-       "reference": dict, "imports": list, "grids": list, "tune": dict}
+       "reference": dict, "imports": list, "grids": list, "tune": dict, "skip_at_floor": bool}
 REFERENCE = {"ode_rtol": float, "sde_steps": int}
 DEFAULT_REFERENCE = {"ode_rtol": 1e-10, "sde_steps": 2048}
 LIKELIHOOD = {"solver": str, "rtol": (float, list), "atol": (float, list), "trace": (str, list),
@@ -118,6 +121,7 @@ class Suite:
         self.grid = data.get("grid")
         self.grids = data.get("grids")
         self.tune = {**DEFAULT_TUNE, **data.get("tune", {})}
+        self.skip_at_floor = data.get("skip_at_floor", True)
         self.metrics = data.get("metrics", metrics.requestable())
         self.device = self._device(data.get("device", "cpu"))
         self.dtype = data.get("dtype", "float32")
@@ -194,10 +198,18 @@ class Suite:
                 raise self.err(key, f"must be an integer in [{low}, {N_MAX}], got {v!r}")
 
     def override(self, **values) -> "Suite":
-        """Set n, threads, repeats or warmup (e.g. from the command line) through the same checks."""
+        """Set n, threads, repeats or warmup (e.g. from the command line) through the same checks;
+        ``models`` keeps a subset of the suite's models (a comma-separated string or a list)."""
         for key, v in values.items():
-            if key not in ("n", "threads", "repeats", "warmup"):
+            if key not in ("n", "threads", "repeats", "warmup", "models"):
                 raise SuiteError(f"cannot override {key!r}")
+            if key == "models" and v is not None:
+                v = [m.strip() for m in (v.split(",") if isinstance(v, str) else v) if m.strip()]
+                bad = [m for m in v if m not in self.models]
+                if bad or not v:
+                    raise SuiteError(f"{self.source}: --models {','.join(v)}: {'not in the suite: ' if bad else ''}"
+                                     f"{', '.join(bad) or 'empty'}; this suite's models: {', '.join(self.models)}")
+                v = list(dict.fromkeys(v))
             if v is not None:
                 setattr(self, key, v)
         self.err = lambda key, msg, src=self.source: SuiteError(f"{src}: {key} (command line --{key}): {msg}")

@@ -136,7 +136,9 @@ def best_per_budget(df: pd.DataFrame, budgets=BUDGETS) -> list[dict]:
     cell with the most NFE <= B, with ties where the uncertainty cannot separate them.
 
     Value = mean over seeds with its standard error (``_estimate``). Ranking: values at or below
-    the metric's noise floor are unresolved and share rank 1 (listed by wall time); the others are
+    the metric's noise floor, and metrics at the floor at fewer steps of the same series (not
+    recomputed: ``bench.harness.at_floor``), are unresolved and share rank 1 (listed by wall
+    time); the others are
     ranked by ``bench.harness.verdicts.tied_ranking`` (a leader and every solver whose difference
     from it is not significant at 5%, two-sided z-test on the two estimates, share one rank "k=";
     repeated on the rest). Solvers without a value come last ("-")."""
@@ -144,7 +146,8 @@ def best_per_budget(df: pd.DataFrame, budgets=BUDGETS) -> list[dict]:
     sample = df[(df["task"] == "sample") & df["ok"] & np.isfinite(df["nfe"])]
     for (rid, model), g in sample.groupby(["run_id", "model"], sort=True):
         for metric in _rank_metrics(g):
-            has = g if metric != "exact_kl" else g[np.isfinite(g["exact_kl"])]  # the samplers it is defined for
+            # the samplers it is defined for (measured, or at floor at fewer steps)
+            has = g if metric != "exact_kl" else g[np.isfinite(g["exact_kl"]) | (g["exact_kl_at_floor"] == 1)]
             out.append({"run": rid, "model": model, "metric": metric,
                         "tables": {b: _ranked(has[has["nfe"] <= b], metric) for b in budgets}})
     return out
@@ -157,15 +160,19 @@ def _ranked(cand: pd.DataFrame, metric: str) -> list[dict]:
         c = c[c["nfe"] == c["nfe"].max()]
         value, se = _estimate(c, metric)
         floor = float(c[floor_col].median()) if floor_col in c else math.nan
+        skipped = metric + "_at_floor" in c and bool(c[metric + "_at_floor"].eq(1).all())
         rows.append({"solver": label, "nfe": int(c["nfe"].max()),
                      "steps": int(c["steps"].max()) if np.isfinite(c["steps"]).any() else None,
                      "value": value, "stderr": se, "floor": floor,
                      "discretization": float(c["discretization"].median()),
                      "time_median_s": float(c["time_median_s"].median()),
-                     "at_floor": bool(np.isfinite(floor) and np.isfinite(value) and value <= floor)})
+                     "skipped": skipped,
+                     "at_floor": skipped or bool(np.isfinite(floor) and np.isfinite(value) and value <= floor)})
     tied = sorted((r for r in rows if r["at_floor"]), key=lambda r: (r["time_median_s"], r["solver"]))
     for r in tied:
-        r.update(rank="1=" if len(tied) > 1 else "1", note="at or below the noise floor: unresolved, tied")
+        r.update(rank="1=" if len(tied) > 1 else "1",
+                 note="at floor at fewer steps: not recomputed, unresolved, tied" if r["skipped"]
+                 else "at or below the noise floor: unresolved, tied")
     rest = [r for r in rows if not r["at_floor"]]
     by_name = {r["solver"]: r for r in rest}
     ranking = tied_ranking([{"name": r["solver"], "value": r["value"], "stderr": r["stderr"]} for r in rest])

@@ -8,6 +8,7 @@ import pandas as pd
 
 import solvers
 from bench.harness import metrics
+from bench.harness.at_floor import discretization_floor
 from bench.harness.cell import Cell
 from bench.harness.store import Store
 from solvers import InputError
@@ -61,7 +62,8 @@ def load_cells(store: Store, run_ids) -> pd.DataFrame:
     numeric = ["budget", "steps", "seed", "n", "nfe", "time_median_s", "time_min_s", "time_max_s",
                "time_overhead", "time_one_eval_s", "time_peak_mem_bytes", "logp_error_per_dim",
                "logp_bias_per_dim", "logp_stderr"]
-    numeric += [m for m in metrics.METRICS] + [m + suffix for m in metrics.METRICS for suffix in ("_floor", "_se")]
+    numeric += [m for m in metrics.METRICS] + [m + suffix for m in metrics.METRICS
+                                               for suffix in ("_floor", "_se", "_at_floor")]
     for c in base + numeric:
         if c not in df.columns:
             df[c] = np.nan
@@ -84,9 +86,3 @@ def _cell(text, row) -> Cell:
         return Cell.from_json(text)
     return Cell(task=row.task, model=row.model, solver=row.solver, options=_loads(row.options), grid=row.grid,
                 budget=None, steps=None, n=0, seed=0, exact_prior=False, device="cpu", dtype="float32", threads=None)
-
-
-def discretization_floor(cell: Cell) -> float:
-    """Errors at or below this are the reference's, not the solver's: 10 x the cell's own ODE
-    reference rtol (its model's resolved setting, as stored with the cell)."""
-    return max(10 * float(cell.reference.get("ode_rtol", 1e-10)), 1e-14)
