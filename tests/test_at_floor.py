@@ -120,11 +120,13 @@ def test_a_resumed_run_makes_the_same_at_floor_decisions(runs):
     assert after["at_floor"].equals(before["at_floor"]) and any(after["at_floor"].map(len))
 
 
-def test_the_report_ties_an_at_floor_cell_at_rank_1():
-    rows = pd.DataFrame({"label": ["a", "a", "b", "b"], "nfe": [64, 64, 64, 64], "steps": [16, 16, 16, 16],
-                         "exact_kl": [math.nan, math.nan, 0.5, 0.6], "exact_kl_se": [math.nan, math.nan, 0.01, 0.01],
-                         "exact_kl_at_floor": [1.0, 1.0, math.nan, math.nan], "discretization": [1e-3] * 4,
-                         "time_median_s": [0.1] * 4})
+def test_the_report_ties_at_rank_1_what_is_at_floor_now_or_was_at_fewer_steps():
+    rows = pd.DataFrame({"label": ["a", "a", "b", "b", "c", "c"], "nfe": [64] * 6, "steps": [16] * 6,
+                         "exact_kl": [math.nan, math.nan, 0.5, 0.6, 0.003, -0.001],
+                         "exact_kl_se": [math.nan, math.nan, 0.01, 0.01, 0.002, 0.002],
+                         "exact_kl_at_floor": [1.0, 1.0] + [math.nan] * 4, "discretization": [1e-3] * 6,
+                         "time_median_s": [0.1] * 6})
     ranked = {r["solver"]: r for r in _ranked(rows, "exact_kl")}
-    assert ranked["a"]["rank"] == "1" and "not recomputed" in ranked["a"]["note"]
-    assert ranked["b"]["rank"] == "2"
+    assert ranked["a"]["rank"] == "1=" and "not recomputed" in ranked["a"]["note"]
+    assert ranked["c"]["rank"] == "1=" and "within 2 se of 0" in ranked["c"]["note"]  # 0.001 +- 0.0014
+    assert ranked["b"]["rank"] == "3"

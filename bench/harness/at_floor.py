@@ -27,7 +27,7 @@ from collections import defaultdict
 
 from bench.harness import metrics
 
-__all__ = ["discretization_floor", "metric_at_floor", "series_key", "Series"]
+__all__ = ["discretization_floor", "value_at_floor", "metric_at_floor", "series_key", "Series"]
 
 #: metrics without a sample floor whose exact value is 0: at the floor within this many standard errors
 ZERO_SE = 2.0
@@ -46,21 +46,26 @@ def _num(res: dict, key: str) -> float:
         return math.nan
 
 
+def value_at_floor(name: str, value: float, se: float = math.nan, floor: float = math.nan) -> bool:
+    """The rule for a distribution or exact-density metric's value (a cell's, or the report's
+    mean over seeds with its standard error): at or below its noise floor, or, for the metrics
+    whose exact value is 0 without a sample floor, within ``ZERO_SE`` standard errors of 0."""
+    if not math.isfinite(value):
+        return False
+    if name in ("exact_kl", "xent_gap"):
+        return math.isfinite(se) and abs(value) <= ZERO_SE * se
+    return math.isfinite(floor) and value <= floor
+
+
 def metric_at_floor(name: str, res: dict, cell) -> bool:
     """Whether metric ``name`` of a finished cell (its metrics ``res``) is at its noise floor."""
     if res.get(name + "_at_floor"):
         return True
     v = _num(res, name)
-    if not math.isfinite(v):
-        return False
     if name == "discretization":
-        return not cell.solver_meta.get("stochastic", True) and v <= discretization_floor(cell)
-    if name in ("exact_kl", "xent_gap"):
-        se = _num(res, name + "_se")
-        return math.isfinite(se) and abs(v) <= ZERO_SE * se
-    if name in metrics.METRICS and metrics.get_metric(name).floor:
-        floor = _num(res, name + "_floor")
-        return math.isfinite(floor) and v <= floor
+        return math.isfinite(v) and not cell.solver_meta.get("stochastic", True) and v <= discretization_floor(cell)
+    if name in ("exact_kl", "xent_gap") or (name in metrics.METRICS and metrics.get_metric(name).floor):
+        return value_at_floor(name, v, _num(res, name + "_se"), _num(res, name + "_floor"))
     return False
 
 

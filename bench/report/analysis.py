@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench.harness.at_floor import value_at_floor
 from bench.harness.verdicts import fit_order_asymptotic, tied_ranking
 from bench.report.data import _solver_cls, discretization_floor
 
@@ -136,9 +137,9 @@ def best_per_budget(df: pd.DataFrame, budgets=BUDGETS) -> list[dict]:
     cell with the most NFE <= B, with ties where the uncertainty cannot separate them.
 
     Value = mean over seeds with its standard error (``_estimate``). Ranking: values at or below
-    the metric's noise floor, and metrics at the floor at fewer steps of the same series (not
-    recomputed: ``bench.harness.at_floor``), are unresolved and share rank 1 (listed by wall
-    time); the others are
+    the metric's noise floor (exact KL: within 2 standard errors of 0), and metrics at the floor
+    at fewer steps of the same series (not recomputed), are unresolved and share rank 1 (listed
+    by wall time; the rule is ``bench.harness.at_floor``'s); the others are
     ranked by ``bench.harness.verdicts.tied_ranking`` (a leader and every solver whose difference
     from it is not significant at 5%, two-sided z-test on the two estimates, share one rank "k=";
     repeated on the rest). Solvers without a value come last ("-")."""
@@ -166,13 +167,13 @@ def _ranked(cand: pd.DataFrame, metric: str) -> list[dict]:
                      "value": value, "stderr": se, "floor": floor,
                      "discretization": float(c["discretization"].median()),
                      "time_median_s": float(c["time_median_s"].median()),
-                     "skipped": skipped,
-                     "at_floor": skipped or bool(np.isfinite(floor) and np.isfinite(value) and value <= floor)})
+                     "skipped": skipped, "at_floor": skipped or value_at_floor(metric, value, se, floor)})
     tied = sorted((r for r in rows if r["at_floor"]), key=lambda r: (r["time_median_s"], r["solver"]))
+    floor_note = "within 2 se of 0" if metric in ("exact_kl", "xent_gap") else "at or below the noise floor"
     for r in tied:
         r.update(rank="1=" if len(tied) > 1 else "1",
                  note="at floor at fewer steps: not recomputed, unresolved, tied" if r["skipped"]
-                 else "at or below the noise floor: unresolved, tied")
+                 else f"{floor_note}: unresolved, tied")
     rest = [r for r in rows if not r["at_floor"]]
     by_name = {r["solver"]: r for r in rest}
     ranking = tied_ranking([{"name": r["solver"], "value": r["value"], "stderr": r["stderr"]} for r in rest])

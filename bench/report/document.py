@@ -258,8 +258,8 @@ def write_report(store, run_ids: list[int], out_dir: pathlib.Path | None = None,
                 "the two estimates and their standard errors; conservative for solvers sharing x_T) shares its "
                 "rank, written 'k='; the procedure repeats on the rest. Values at or below the noise floor "
                 "cannot be told apart: they share rank 1= (listed by wall time, cheapest first), and so do "
-                "metrics that were at the floor at fewer steps of the same solver (not recomputed; exact KL "
-                "counts as at the floor within 2 standard errors of 0)."))
+                "exact KL values within 2 standard errors of 0 and metrics that were at the floor at fewer "
+                "steps of the same solver (not recomputed)."))
     best = best_per_budget(df)
     if not best:
         b.append(_p(f"no successful sample cells in {word}"))
