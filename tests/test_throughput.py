@@ -167,3 +167,17 @@ def test_dry_run_prints_an_estimate_and_creates_no_run(small, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "8 cells" in r.stdout and "estimate ~" in r.stdout
     assert not store.exists() and not cache_dir_for(store).exists()
+
+
+def test_the_estimate_measures_with_the_cells_threads_and_restores_the_callers(small, monkeypatch):
+    from bench.harness import estimate as estimate_mod
+
+    seen = []
+    monkeypatch.setattr(estimate_mod, "_cell_cost", lambda *a: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        estimate(load_suite(str(small)).cells())
+        assert set(seen) == {1} and torch.get_num_threads() == 2  # the suite's threads = 1, the caller's kept
+    finally:
+        torch.set_num_threads(before)

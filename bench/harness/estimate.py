@@ -209,19 +209,26 @@ def _dim(cal, cell):
 
 
 def estimate(cells, cache_dir=None, jobs: int = 1) -> Estimate:
-    """Estimated seconds for ``cells`` (see the module docstring)."""
+    """Estimated seconds for ``cells`` (see the module docstring). The measurements run with the
+    cells' torch threads (1 by default), as the cells will: with more threads than free cores
+    a busy machine makes them 10-30x slower (OpenMP threads wait on descheduled peers)."""
     cal, per_cell, seen = _Calibration(), {}, set()
     cache = DiskCache(cache_dir, create=False) if cache_dir else None
     totals = {"solve": 0.0, "reference": 0.0, "metrics": 0.0}
-    for cell in cells:
-        cost = {"solve": 0.0, "reference": 0.0, "metrics": 0.0}
-        try:
-            _cell_cost(cal, cell, cost, seen, cache)
-        except Exception:  # noqa: BLE001 - an estimate never stops a run; the cell reports its own error
-            pass
-        per_cell[cell.key] = sum(cost.values())
-        for k, v in cost.items():
-            totals[k] += v
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max((c.threads or 1 for c in cells), default=1))
+    try:
+        for cell in cells:
+            cost = {"solve": 0.0, "reference": 0.0, "metrics": 0.0}
+            try:
+                _cell_cost(cal, cell, cost, seen, cache)
+            except Exception:  # noqa: BLE001 - an estimate never stops a run; the cell reports its own error
+                pass
+            per_cell[cell.key] = sum(cost.values())
+            for k, v in cost.items():
+                totals[k] += v
+    finally:
+        torch.set_num_threads(threads)
     return Estimate(per_cell, totals["solve"], totals["reference"], totals["metrics"], jobs)
 
 
