@@ -299,3 +299,21 @@ name = "dpmpp_2m"
     assert conv.loc["planted_heun", "status"] == "differs" and conv.loc["planted_heun", "flag"]
     for name in ("heun", "euler", "dpmpp_2m"):
         assert conv.loc[name, "status"] in ("ok", "pre-asymptotic at these steps") and not conv.loc[name, "flag"]
+
+
+def test_adaptive_cells_store_no_step_count_and_the_order_table_says_tolerance_controlled(tmp_path):
+    p = tmp_path / "adaptive.toml"
+    p.write_text('name = "adaptive"\nmodels = ["gmm2d-vp"]\nn = 32\nsteps = [4]\nmetrics = ["discretization"]\n'
+                 'repeats = 1\nwarmup = 0\nthreads = 1\nreference = { ode_rtol = 1e-6, sde_steps = 64 }\n'
+                 '[[solvers]]\nname = "dopri5"\nrtol = 1e-3\natol = 1e-6\n')
+    store = Store(tmp_path / "s.sqlite")
+    run_id = runner.run_suite(load_suite(str(p)), store, progress=False)
+    assert store.cells(run_id)["steps"].isna().all()  # not the solver's one output interval
+    for stored in (None, 1):  # 1: what stores written before this held; the report reads it as none
+        if stored:
+            store.db.execute("UPDATE cells SET steps=1")
+            store.db.commit()
+        df = report.load_cells(store, [run_id])
+        assert df["steps"].isna().all()
+        row = report.convergence_table(df).iloc[0]
+        assert row["fitted"] == "n/a" and row["order of"].startswith("adaptive")

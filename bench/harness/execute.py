@@ -275,7 +275,9 @@ def _sample_cell(cell, jobs=1):
     one = _one_eval_s(cell, x_T)
     timing.update(one_eval_s=one, overhead=timing["median_s"] / (out.nfe * one) if out.nfe else math.nan,
                   threads=torch.get_num_threads(), jobs=jobs)
-    result = {"nfe": out.nfe, "steps": out.steps, "stats": out.stats, "timing": timing, "metrics": {}}
+    # an adaptive solver's steps are its own (stats: accepted, rejected), not a grid's: none stored
+    result = {"nfe": out.nfe, "steps": None if cls.adaptive else out.steps, "stats": out.stats, "timing": timing,
+              "metrics": {}}
     x = out.x.double().cpu()
     res = result["metrics"]
     finite = bool(torch.isfinite(x).all())

@@ -77,6 +77,8 @@ def load_cells(store: Store, run_ids) -> pd.DataFrame:
                     for s, o, g, st in zip(df["solver"], df["opts"], df["grid"], df["steps"])]
     df["ok"] = df["error"].isna()
     df["cell"] = [_cell(c, r) for c, r in zip(df["cell"] if "cell" in df else [None] * len(df), df.itertuples())]
+    # stores written before adaptive cells stored no step count hold the solver's 1 output interval
+    df.loc[[bool(c.solver_meta.get("adaptive")) and c.steps is None for c in df["cell"]], "steps"] = np.nan
     return df
 
 
