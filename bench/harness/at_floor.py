@@ -27,9 +27,10 @@ from collections import defaultdict
 
 from bench.harness import metrics
 
-__all__ = ["discretization_floor", "value_at_floor", "metric_at_floor", "series_key", "Series"]
+__all__ = ["ZERO_VALUED", "discretization_floor", "value_at_floor", "metric_at_floor", "series_key", "Series"]
 
-#: metrics without a sample floor whose exact value is 0: at the floor within this many standard errors
+#: metrics without a sample floor whose exact value is 0: at the floor within ``ZERO_SE`` standard errors
+ZERO_VALUED = ("exact_kl", "xent_gap")
 ZERO_SE = 2.0
 
 
@@ -52,7 +53,7 @@ def value_at_floor(name: str, value: float, se: float = math.nan, floor: float =
     whose exact value is 0 without a sample floor, within ``ZERO_SE`` standard errors of 0."""
     if not math.isfinite(value):
         return False
-    if name in ("exact_kl", "xent_gap"):
+    if name in ZERO_VALUED:
         return math.isfinite(se) and abs(value) <= ZERO_SE * se
     return math.isfinite(floor) and value <= floor
 
@@ -64,7 +65,7 @@ def metric_at_floor(name: str, res: dict, cell) -> bool:
     v = _num(res, name)
     if name == "discretization":
         return math.isfinite(v) and not cell.solver_meta.get("stochastic", True) and v <= discretization_floor(cell)
-    if name in ("exact_kl", "xent_gap") or (name in metrics.METRICS and metrics.get_metric(name).floor):
+    if name in ZERO_VALUED or (name in metrics.METRICS and metrics.get_metric(name).floor):
         return value_at_floor(name, v, _num(res, name + "_se"), _num(res, name + "_floor"))
     return False
 

@@ -142,9 +142,9 @@ class RayExecutor:
                 self.close()
 
     def close(self):
-        import ray
-
         if getattr(self, "_started", False):
+            import ray
+
             ray.shutdown()
             self._started = False
 

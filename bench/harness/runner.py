@@ -204,7 +204,7 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
                                      f"kept; fix the cause (free disk space), then resume with --resume {run_id}"
                                      ) from None
                 last = now
-                if not result.get("error"):
+                if series is not None and not result.get("error"):
                     results[cell.key] = result.get("metrics", {})
                 bar.update(cell.describe(), result.get("error"), key=cell.key)
     except KeyboardInterrupt:

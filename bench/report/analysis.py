@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.harness.at_floor import value_at_floor
+from bench.harness.at_floor import ZERO_VALUED, value_at_floor
 from bench.harness.verdicts import fit_order_asymptotic, tied_ranking
 from bench.report.data import _solver_cls, discretization_floor
 
@@ -169,7 +169,7 @@ def _ranked(cand: pd.DataFrame, metric: str) -> list[dict]:
                      "time_median_s": float(c["time_median_s"].median()),
                      "skipped": skipped, "at_floor": skipped or value_at_floor(metric, value, se, floor)})
     tied = sorted((r for r in rows if r["at_floor"]), key=lambda r: (r["time_median_s"], r["solver"]))
-    floor_note = "within 2 se of 0" if metric in ("exact_kl", "xent_gap") else "at or below the noise floor"
+    floor_note = "within 2 se of 0" if metric in ZERO_VALUED else "at or below the noise floor"
     for r in tied:
         r.update(rank="1=" if len(tied) > 1 else "1",
                  note="at floor at fewer steps: not recomputed, unresolved, tied" if r["skipped"]
