@@ -166,8 +166,12 @@ class CounterBrownianPath:
         elem = self._elem if rows is None else self._elem[rows]          # (m or n, dim)
         top = self._top if rows is None else self._top[rows]
         xi = _normal(_mix(node.unsqueeze(-1) ^ elem))                    # (L, m or n, dim)
-        w = torch.einsum("lm,lmd->md", weight, xi) if rows is not None else \
-            torch.einsum("l,lnd->nd", weight[:, 0], xi)
+        # a fixed summation order over the levels, so that a batch-wide query and a per-sample one
+        # at the same times give the same bits (einsum's reduction order depends on the shapes)
+        wl = weight.unsqueeze(-1) if rows is not None else weight[:, :1, None]  # (L, m or 1, 1)
+        w = wl[0] * xi[0]
+        for level in range(1, self.depth):
+            w = w + wl[level] * xi[level]
         w = w + u.unsqueeze(1) * top
         return w * math.sqrt(self._span)
 
