@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup setup-test run demo test bench clean
+.PHONY: setup setup-test run demo test lint bench clean
 
 # the main job needs the package alone; the tests add the test and ray extras on top
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,10 @@ demo: setup
 
 test: setup-test
 	$(PY) -m pytest -q
+
+# the lint rules are in pyproject.toml ([tool.ruff])
+lint: setup-test
+	$(VENV)/bin/ruff check .
 
 bench: setup-test
 	$(PY) -m pytest bench/perf --benchmark-enable --benchmark-only -q

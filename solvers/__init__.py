@@ -9,17 +9,26 @@
 class with its metadata, ``solvers.register`` adds your own; ``solvers.tune_grid`` tunes a
 time grid to a (model, solver, NFE).
 """
-from . import (adaptive, ddim, dpm_solver, edm, langevin, multistep, ode, reverse_sde,  # noqa: F401
-               torchsde_solvers)  # (importing registers the built-in solvers)
+from . import (  # noqa: F401
+               adaptive,
+               ddim,
+               dpm_solver,
+               edm,
+               graph,
+               langevin,
+               multistep,
+               ode,
+               reverse_sde,
+               torchsde_solvers,  # (importing registers the built-in solvers)
+)
 from .base import Nodes, Solver
 from .errors import InputError, NonFiniteError, StepLimitError
 from .grids import GRIDS, check_times, make_grid
-from .model import PREDICTIONS, ScoreModel
 from .likelihood import Likelihood, decode, encode, log_likelihood
+from .model import PREDICTIONS, ScoreModel
 from .noise import BrownianPath, CounterBrownianPath, StepNoise
 from .registry import available, get, register
 from .sampling import Sample, clear_caches, sample
-from . import graph  # noqa: F401,E402  (sample(..., graph=True))
 from .sde import EDM, SDE, SDES, VE, VP, DiscreteVP, SubVP
 from .tuning import TunedGrid, load_grid, tune_grid
 

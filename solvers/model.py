@@ -37,7 +37,7 @@ def _sync(device):
 class _NetworkRunner:
     """``fn`` compiled and/or under autocast; records compilation time on the owner's ``compile_s``."""
 
-    def __init__(self, net, owner: "ScoreModel"):
+    def __init__(self, net, owner: ScoreModel):
         self.net, self.owner = net, owner
         self.__name__ = getattr(owner, "name", "network")
 
@@ -100,7 +100,7 @@ class ScoreModel:
         self.compiled, self.autocast = False, None
         self.configure(compile=compile, autocast=autocast)
 
-    def configure(self, *, compile: bool = False, autocast: str | None = None) -> "ScoreModel":
+    def configure(self, *, compile: bool = False, autocast: str | None = None) -> ScoreModel:
         """How the network runs (the contract of ``fn`` is unchanged; NFE counted as before):
 
         compile: wrap ``fn`` in ``torch.compile`` (inductor; CPU needs a C compiler). A compiled
@@ -138,7 +138,7 @@ class ScoreModel:
         return time.perf_counter() - start
 
     @classmethod
-    def from_discrete(cls, net, betas, prediction: str = "eps", **kw) -> "ScoreModel":
+    def from_discrete(cls, net, betas, prediction: str = "eps", **kw) -> ScoreModel:
         """Adapt a DDPM-style network ``net(x, k)`` trained on discrete steps k = 0..N-1.
 
         Continuous time t in [1/N, 1] is mapped once to the (fractional) step k = N t - 1

@@ -16,7 +16,8 @@ for a step t_i -> t_{i+1}: h = lambda_{i+1} - lambda_i > 0; rho_t = sigma_t/alph
 The PF-ODE in these variables has the exact solution
 
     x_{i+1} = alpha_{i+1} [ x_i/alpha_i + int_{t_i}^{t_{i+1}} (d rho/d tau) eps(x_tau, tau) d tau ]   (eps form)
-    x_{i+1} = sigma_{i+1}/sigma_i x_i + sigma_{i+1} int_{lambda_i}^{lambda_{i+1}} e^lambda x0(lambda) d lambda   (x0 form)
+    x_{i+1} = sigma_{i+1}/sigma_i x_i + sigma_{i+1} int_{lambda_i}^{lambda_{i+1}} e^lambda x0(lambda) d lambda
+                                                                                                    (x0 form)
 
 and each method approximates the integral with a polynomial through past outputs.
 """

@@ -49,7 +49,7 @@ class BrownianPath:
                                              levy_area_approximation="space-time" if levy_area else "none", **kw)
 
     @classmethod
-    def for_sde(cls, sde, shape, **kw) -> "BrownianPath":
+    def for_sde(cls, sde, shape, **kw) -> BrownianPath:
         return cls(shape, t0=sde.eps, t1=sde.T, **kw)
 
     def increment(self, t_hi: float, t_lo: float) -> torch.Tensor:
@@ -152,7 +152,7 @@ class CounterBrownianPath:
         self._last = None
 
     @classmethod
-    def for_sde(cls, sde, shape, **kw) -> "CounterBrownianPath":
+    def for_sde(cls, sde, shape, **kw) -> CounterBrownianPath:
         return cls(shape, t0=sde.eps, t1=sde.T, **kw)
 
     def _value(self, t: torch.Tensor, rows) -> torch.Tensor:
@@ -254,10 +254,10 @@ class NormalTape:
         self.buffer, self.k = buffer, 0
 
     @classmethod
-    def empty(cls, count: int, shape, dtype, device) -> "NormalTape":
+    def empty(cls, count: int, shape, dtype, device) -> NormalTape:
         return cls(torch.empty((count, *shape), dtype=dtype, device=device))
 
-    def fill(self, stream: NormalStream) -> "NormalTape":
+    def fill(self, stream: NormalStream) -> NormalTape:
         """Overwrite the buffer with the next draws of ``stream`` (same order, same values); rewind."""
         for j in range(self.buffer.shape[0]):
             self.buffer[j].copy_(stream.draw())
@@ -284,7 +284,7 @@ class StepNoise:
         self.t0, self.t1, self.seed = float(t0), float(t1), int(seed)
 
     @classmethod
-    def for_sde(cls, sde, shape, *, seed: int = 0, dtype=torch.float32, device="cpu") -> "StepNoise":
+    def for_sde(cls, sde, shape, *, seed: int = 0, dtype=torch.float32, device="cpu") -> StepNoise:
         """The default noise of a call: normals from ``step_generator(seed)``."""
         stream = NormalStream(shape, step_generator(seed, device), dtype, device)
         return cls(stream, shape, t0=sde.eps, t1=sde.T, seed=seed, dtype=dtype, device=device)

@@ -1,8 +1,8 @@
 """The solver registry: one strict name -> class map that tests and the harness iterate."""
 from __future__ import annotations
 
-from .base import Solver
 from . import validate
+from .base import Solver
 from .errors import InputError
 
 __all__ = ["register", "get", "available"]

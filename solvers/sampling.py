@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import validate
 from .errors import InputError, NonFiniteError
 from .grids import canonical, check_times, make_grid
 from .model import ScoreModel
 from .noise import BrownianPath, NormalStream, StepNoise, corrector_generator, step_generator
 from .registry import get
-from . import validate
 
 __all__ = ["sample", "Sample", "Call", "prepare", "clear_caches"]
 

@@ -147,8 +147,9 @@ class _TorchsdeBase(Solver):
         if self.needs_levy and not _has_levy(path):
             # the shared path has no Levy area: use one that has, keyed by the same seed (a different
             # Brownian motion; pass a BrownianPath(levy_area=True) as brownian= to share it with other solvers)
-            path = BrownianPath(x.shape, levy_area=True, t0=getattr(path, "t0", self.sde.eps), t1=getattr(path, "t1", self.sde.T),
-                                    seed=getattr(path, "seed", 0), dtype=x.dtype, device=x.device)
+            path = BrownianPath(x.shape, levy_area=True, t0=getattr(path, "t0", self.sde.eps),
+                                t1=getattr(path, "t1", self.sde.T),
+                                seed=getattr(path, "seed", 0), dtype=x.dtype, device=x.device)
             self.stats = {"brownian": f"own BrownianPath(seed={path.seed}, levy_area=True): the path given has none"}
         levy = path.torchsde.levy_area_approximation if _has_levy(path) else "none"
         return _ReversedBrownian(path, n, dim, levy)

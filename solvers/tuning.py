@@ -41,8 +41,8 @@ Teacher: by default a float64 ``dopri8`` solve at rtol = atol = 1e-10; or a call
 x_T -> x_ref (float64); or a precomputed pair (x_T, x_ref) whose first ``n`` rows are the train
 set and the rest the held-out set. ``dp`` always takes its fine trajectory from a dopri8
 solve (a callable gives end points only), at the callable's ``rtol`` attribute where it has one
-(the harness's teacher: the cell's reference tolerance), else at 1e-10. With ``denoise=True`` the reference is the model's
-x0 at (x_ref, eps), as the solver's output is.
+(the harness's teacher: the cell's reference tolerance), else at 1e-10. With ``denoise=True`` the
+reference is the model's x0 at (x_ref, eps), as the solver's output is.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _version() -> str:
     try:
         from importlib.metadata import version
         return version("sdebench")
-    except Exception:  # noqa: BLE001 - not installed: say so, do not fail
+    except Exception:
         return "unknown"
 
 

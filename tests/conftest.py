@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import solvers
-from bench.zoo import models
 from bench.harness.suite import import_plugins
+from bench.zoo import models
 
 # The tests' batches are small: one thread is fastest, and on a loaded machine more threads than
 # free cores make BLAS/OpenMP wait on descheduled peers (50-100x slowdowns seen here).

@@ -4,15 +4,14 @@ import math
 
 import pytest
 import torch
+from conftest import CountingFn
 
 import solvers
 import solvers.adaptive as A
-from bench.zoo import models
 from bench.harness.convergence import fit_order, median_error
 from bench.harness.reference import ode_reference, sde_reference
+from bench.zoo import models
 from solvers import InputError, ScoreModel
-
-from conftest import CountingFn
 
 ODE = [n for n in solvers.available("ode") if issubclass(solvers.get(n), A.TorchdiffeqODE)]
 ADAPTIVE_TOL = [n for n in solvers.available() if solvers.get(n).adaptive

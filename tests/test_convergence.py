@@ -12,13 +12,12 @@ declared ``variants``) is order-tested without editing this file.
 """
 import pytest
 import torch
+from conftest import case_id, solver_cases
 
 import solvers
-from bench.zoo import models
 from bench.harness.convergence import fit_order, median_error
 from bench.harness.reference import ode_reference, sde_reference
-
-from conftest import case_id, solver_cases
+from bench.zoo import models
 
 ALL = list(solver_cases())
 ODE = [c for c in ALL if not solvers.get(c[0]).is_stochastic(**c[1])

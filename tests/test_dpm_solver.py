@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import solvers
-import solvers.dpm_solver  # noqa: F401  (registers the classes)
+import solvers.dpm_solver
 from bench.zoo.models import load
 from solvers import InputError
 from solvers.dpm_solver import DPMSolverFast, psi

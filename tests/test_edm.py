@@ -4,7 +4,7 @@ import math
 import torch
 
 import solvers
-import solvers.edm  # noqa: F401
+import solvers.edm
 from bench.zoo import models
 
 

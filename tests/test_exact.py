@@ -6,11 +6,20 @@ import pytest
 import torch
 
 import solvers
-from bench.zoo import models
-from bench.harness.exact import (GaussianData, cross_entropy_gap, entropy, exact_kl, gaussian_kl, jacobian_logdet,
-                         linear_map_factor, mode_weight_error, responsibilities)
-from bench.zoo.models import ExactModel, GaussianMixture
+from bench.harness.exact import (
+    GaussianData,
+    cross_entropy_gap,
+    entropy,
+    exact_kl,
+    gaussian_kl,
+    jacobian_logdet,
+    linear_map_factor,
+    mode_weight_error,
+    responsibilities,
+)
 from bench.harness.verdicts import paired_difference
+from bench.zoo import models
+from bench.zoo.models import ExactModel, GaussianMixture
 
 
 def tan_grid(sde, steps, c=1.0):

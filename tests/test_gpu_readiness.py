@@ -6,14 +6,13 @@ import math
 
 import pytest
 import torch
+from conftest import case_id, solver_cases
 
 import solvers
 from bench.zoo import models
 from solvers import InputError, ScoreModel
 from solvers.graph import check, draw_normals, pregenerated, run_with_normals
 from solvers.sampling import prepare
-
-from conftest import case_id, solver_cases
 
 cuda = pytest.mark.cuda
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -253,7 +253,7 @@ def test_interactive_report_inlines_plotly_once_and_one_chart_per_figure(store, 
     ev = Cell(solver="euler_maruyama", steps=10, **BASE)
     store2 = Store(tmp_path / "s.sqlite")
     rid = store2.record_run({"suite": "x"})
-    for k, cell in enumerate(list(CELLS.values()) + [ev]):
+    for cell in list(CELLS.values()) + [ev]:
         for steps in (5, 10, 20):
             store2.add_cell(rid, cell.replace(steps=steps, options={"note": "<script>alert(1)</script>"}),
                             {"nfe": steps, "steps": steps, "timing": {"median_s": 0.01 * steps},

@@ -5,12 +5,10 @@ import pytest
 import torch
 
 import solvers
-import solvers.adaptive  # noqa: F401  (registers dopri5 & co.)
+import solvers.adaptive
 from bench.zoo import models
 from solvers import InputError, ScoreModel
-from solvers.likelihood import EXACT_TRACE_MAX_DIM, log_likelihood, encode, decode
-
-
+from solvers.likelihood import EXACT_TRACE_MAX_DIM, decode, encode, log_likelihood
 
 
 def data(name, n, seed=0):

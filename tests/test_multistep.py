@@ -19,7 +19,7 @@ import torch
 from scipy.integrate import quad
 
 import solvers
-import solvers.multistep  # noqa: F401  (registers unipc, deis, ipndm)
+import solvers.multistep
 from bench.zoo import models
 
 TOL = 1e-10
@@ -158,7 +158,7 @@ def deis_reference(model, x, times, order, lower_order_final=False):
         nodes = [t[i - j] for j in range(p)]
         out = S.alpha(t[i + 1]) / S.alpha(t[i]) * x
         for j in range(p):
-            c, _ = quad(lambda tau: rho_dot(tau) * lagrange(tau, nodes, j), t[i], t[i + 1],
+            c, _ = quad(lambda tau, nodes=nodes, j=j: rho_dot(tau) * lagrange(tau, nodes, j), t[i], t[i + 1],
                         epsabs=1e-15, epsrel=1e-13, limit=200)
             out = out + S.alpha(t[i + 1]) * c * eps[-1 - j]
         x = out

@@ -46,6 +46,7 @@ def test_bad_import_is_reported_with_the_module(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_text('imports = ["no_such_module_xyz"]\nmodels = ["gmm2d-vp"]\nnfe = [4]\n[[solvers]]\nname = "euler"\n')
     import pytest
+
     from bench.harness.suite import SuiteError
     with pytest.raises(SuiteError, match="imports: cannot import 'no_such_module_xyz'"):
         load_suite(str(suite))

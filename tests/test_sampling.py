@@ -2,12 +2,11 @@ import math
 
 import pytest
 import torch
+from conftest import CountingFn, case_id, solver_cases
 
 import solvers
 from bench.zoo import models
 from solvers import InputError, NonFiniteError, ScoreModel, Solver
-
-from conftest import CountingFn, case_id, solver_cases
 
 ALL = list(solver_cases())
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import solvers
-from bench.zoo import data, fd, models, trained
 from bench.harness.reference import ode_reference
+from bench.zoo import data, fd, models, trained
 from bench.zoo.train import RECIPES, train
 from bench.zoo.trained import CHECKPOINTS, CheckpointError, TrainedModel
 from solvers import InputError
@@ -171,8 +171,9 @@ def test_corrupt_checkpoint_gets_an_error_naming_the_file(tmp_path):
 
 
 def test_mismatched_shapes_get_an_error_naming_the_file(tmp_path):
-    from bench.zoo.nets import ToyMLP
     from safetensors.torch import save_file
+
+    from bench.zoo.nets import ToyMLP
 
     card, weights = copy_checkpoint("checkerboard-vp", tmp_path)
     save_file({k: v.contiguous() for k, v in ToyMLP(hidden=64).state_dict().items()}, str(weights))

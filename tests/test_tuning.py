@@ -17,7 +17,9 @@ from solvers.tuning import TunedGrid
 
 
 def gaussian(c=1.0, d=1, data_std=True):
-    net = lambda x, t: x * (t / (c * c + t * t))[:, None]  # exact eps of N(0, c^2 I)
+    def net(x, t):  # exact eps of N(0, c^2 I)
+        return x * (t / (c * c + t * t))[:, None]
+
     return solvers.ScoreModel(net, solvers.EDM(), prediction="eps", shape=(d,), name=f"gauss{c}",
                               data_std=c if data_std else None)
 

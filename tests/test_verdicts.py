@@ -9,10 +9,10 @@ import torch
 from scipy import stats
 
 import solvers
-from bench.zoo import models
 from bench.harness.metrics import discretization_error, sliced_wasserstein
 from bench.harness.reference import ode_reference
 from bench.harness.verdicts import bootstrap_interval, fit_order_asymptotic, paired_difference, tied_ranking
+from bench.zoo import models
 
 
 # --- paired difference -------------------------------------------------------------------

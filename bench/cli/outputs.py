@@ -5,7 +5,8 @@ import pathlib
 
 import pandas as pd
 
-from bench.cli.common import add_store, number, run_id as _run_id
+from bench.cli.common import add_store, number
+from bench.cli.common import run_id as _run_id
 from bench.harness.store import Store
 from solvers import InputError
 

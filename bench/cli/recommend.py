@@ -98,7 +98,8 @@ def recommend(args) -> int:
     grid = next((p.split("=", 1)[1] for p in rest if p.startswith("grid=")), None)
     print(f"\nbest: {best['solver']}" + (f" (tied with {len(leaders) - 1} more: {', '.join(leaders[1:])})"
                                           if len(leaders) > 1 else ""))
-    print(f"reproduce: sdebench sample {args.model} {solver} --steps {best['steps']}" + (f" --grid {grid}" if grid else "")
+    print(f"reproduce: sdebench sample {args.model} {solver} --steps {best['steps']}"
+          + (f" --grid {grid}" if grid else "")
           + f"\n       or: solvers.sample(models.load({args.model!r}), {solver!r}, steps={best['steps']}"
           + (f", grid={grid!r}" if grid else "") + ", n=...)")
     if not args.no_report:

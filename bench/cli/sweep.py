@@ -11,7 +11,8 @@ import threading
 import pandas as pd
 
 import solvers
-from bench.cli.common import add_store, add_threads, positive_int, run_id as _run_id
+from bench.cli.common import add_store, add_threads, positive_int
+from bench.cli.common import run_id as _run_id
 from bench.harness.cache import cache_dir_for
 from bench.harness.estimate import estimate
 from bench.harness.runner import RunInterrupted, pending_cells, run_suite

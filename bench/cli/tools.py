@@ -7,7 +7,8 @@ import pandas as pd
 import torch
 
 import solvers
-from bench.cli.common import add_threads, exact_target as _exact_target, positive_int, seed_int, solver_option
+from bench.cli.common import add_threads, positive_int, seed_int, solver_option
+from bench.cli.common import exact_target as _exact_target
 from bench.harness import metrics
 from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
 from bench.zoo import models

@@ -115,7 +115,8 @@ def register(sub):
     p.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_METHOD,
                    help="dp (dynamic programming on a fine teacher grid, seconds) or search (Powell, minutes); "
                         "default %(default)s")
-    p.add_argument("--out", help="where to write the grid (default results/grids/<model>_<solver>_nfe<N>_<method>.json)")
+    p.add_argument("--out", help="where to write the grid "
+                   "(default results/grids/<model>_<solver>_nfe<N>_<method>.json)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--seed", type=int, default=0, help="seed of the train x_T (held-out: seed + 1000003)")
     p.add_argument("--n", type=int, default=256, help="train (and held-out) x_T (default %(default)s)")

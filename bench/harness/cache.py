@@ -63,7 +63,7 @@ class DiskCache:
         path = self.path(key)
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - missing, truncated or foreign: remade by get()
+        except Exception as e:
             raise KeyError(str(key)) from e
         if not isinstance(blob, dict) or blob.get("key") != self._canonical(key):
             raise KeyError(str(key))

@@ -83,7 +83,7 @@ class Cell:
         return json.dumps(self.to_dict(), sort_keys=True, default=str)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Cell":
+    def from_dict(cls, d: dict) -> Cell:
         names = {f.name for f in dataclasses.fields(cls)}
         kw: dict[str, Any] = {k: v for k, v in d.items() if k in names}
         kw["metrics"] = tuple(kw.get("metrics") or ())
@@ -97,10 +97,10 @@ class Cell:
         return cls(**kw)
 
     @classmethod
-    def from_json(cls, text: str) -> "Cell":
+    def from_json(cls, text: str) -> Cell:
         return cls.from_dict(json.loads(text))
 
-    def replace(self, **changes) -> "Cell":
+    def replace(self, **changes) -> Cell:
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> str:
@@ -118,6 +118,6 @@ def solver_meta(cls, options: dict) -> dict:
     try:
         meta["declared_order"] = cls.declared_order(**options)
         meta["stochastic"] = bool(cls.is_stochastic(**options))
-    except Exception:  # noqa: BLE001 - a likelihood cell's options are not the solver's
+    except Exception:
         meta["declared_order"], meta["stochastic"] = None, bool(getattr(cls, "stochastic", False))
     return meta

@@ -222,7 +222,7 @@ def estimate(cells, cache_dir=None, jobs: int = 1) -> Estimate:
             cost = {"solve": 0.0, "reference": 0.0, "metrics": 0.0}
             try:
                 _cell_cost(cal, cell, cost, seen, cache)
-            except Exception:  # noqa: BLE001 - an estimate never stops a run; the cell reports its own error
+            except Exception:
                 pass
             per_cell[cell.key] = sum(cost.values())
             for k, v in cost.items():
@@ -246,12 +246,13 @@ def _cell_cost(cal, cell, cost, seen, cache):
     if not nfe:
         try:
             nfe = cal.adaptive_nfe(cell, cls, opts)
-        except Exception:  # noqa: BLE001 - the cell reports its own error; a guess here
+        except Exception:
             nfe = _adaptive_nfe(cls, opts)
     nfe = float(nfe)
     ev = cal.eval_s(cell.model, cell.n, cell.dtype, cell.device)
     call = nfe * (ev + over)
-    shape = ("warm", cls.name, repr(sorted(opts.items())), cell.model, cell.exact_prior, cell.n, cell.dtype, cell.device)
+    shape = ("warm", cls.name, repr(sorted(opts.items())), cell.model, cell.exact_prior, cell.n, cell.dtype,
+             cell.device)
     warm = 0 if shape in seen else min(cell.warmup, 1)  # a shape new to the process is warmed up once
     seen.add(shape)
     runs = 1 + warm if call > LONG_S else min(cell.repeats, 3) + warm

@@ -58,7 +58,7 @@ def import_plugins(modules, error=None):
     for mod in modules:
         try:
             importlib.import_module(mod)
-        except Exception as e:  # noqa: BLE001 - reported with the module's name
+        except Exception as e:
             msg = f"cannot import {mod!r}: {type(e).__name__}: {e}"
             raise (error(msg) if error else solvers.InputError(msg)) from None
 
@@ -396,7 +396,7 @@ def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> dict:
         import_plugins(cell.imports)  # a worker process registers the suite's plugin solvers too
         result = _likelihood_cell(cell) if cell.task == "likelihood" else _sample_cell(cell, jobs)
         result["error"] = None
-    except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
+    except Exception as e:
         result = {"nfe": None, "steps": cell.steps, "stats": {}, "metrics": {}, "timing": {},
                   "solve_s": 0.0, "error": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc(limit=4)}

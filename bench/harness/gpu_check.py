@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import pathlib
 import re
 import statistics
@@ -110,7 +111,7 @@ def part_sync(out: pathlib.Path, device, args) -> list[str]:
             solvers.sample(m, name, steps=5, n=args.sync_n, seed=0, device=device)
             solvers.sample(m, name, steps=5, n=args.sync_n, seed=0, device=device, sync_debug=True)
             rows.append({"solver": name, "result": "ok", "detail": ""})
-        except Exception as e:  # noqa: BLE001 - the check reports every failure
+        except Exception as e:
             rows.append({"solver": name, "result": "sync" if "synchron" in str(e) else "error",
                          "detail": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
     _write_csv(out / "sync.csv", rows)
@@ -166,14 +167,14 @@ def part_timing(out: pathlib.Path, device, args) -> list[str]:
             nfe0 = m.nfe
             solvers.sample(m, name, steps=steps, x_T=x, seed=0)
             row["nfe"] = m.nfe - nfe0
-            row["eager_s"] = _time(lambda: solvers.sample(m, name, steps=steps, x_T=x, seed=0), device, args.repeats)
+            run = functools.partial(solvers.sample, m, name, steps=steps, x_T=x, seed=0)
+            row["eager_s"] = _time(run, device, args.repeats)
             row["eager_overhead"] = row["eager_s"] / (row["nfe"] * evals[key])
             if graph and graph_capable(name):
-                row["graph_s"] = _time(lambda: solvers.sample(m, name, steps=steps, x_T=x, seed=0, graph=True),
-                                       device, args.repeats)
+                row["graph_s"] = _time(functools.partial(run, graph=True), device, args.repeats)
                 row["graph_overhead"] = row["graph_s"] / (row["nfe"] * evals[key])
                 row["graph_speedup"] = row["eager_s"] / row["graph_s"]
-        except Exception as e:  # noqa: BLE001 - a failed cell is a result
+        except Exception as e:
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         rows.append(row)
         if args.verbose:
@@ -297,7 +298,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         try:
             lines += run[part](out, device, args)
-        except Exception as e:  # noqa: BLE001 - one failed part does not lose the others
+        except Exception as e:
             lines.append(f"{part}: FAILED: {type(e).__name__}: {e}")
         lines += [f"({part}: {time.time() - t0:.1f} s)", ""]
         (out / "summary.md").write_text("\n".join(lines) + "\n")  # written as it goes: a timeout keeps the rest

@@ -34,7 +34,8 @@ import torch
 
 from solvers import InputError
 
-__all__ = ["per_sample_error", "discretization_error", "sliced_wasserstein", "mmd2", "energy_distance", "w2", "W2_MAX_N",
+__all__ = ["per_sample_error", "discretization_error", "sliced_wasserstein", "mmd2", "energy_distance", "w2",
+           "W2_MAX_N",
            "distribution_metrics", "sliced_wasserstein_se", "pooled_bootstrap_se",
            "Metric", "METRICS", "get_metric", "requestable", "quality", "distribution"]
 

@@ -18,10 +18,9 @@ import time
 
 import solvers
 from bench.harness.at_floor import Series
-from bench.harness.cache import cache_dir_for
+from bench.harness.cache import DiskCache, cache_dir_for
 from bench.harness.cell import Cell
-from bench.harness.estimate import estimate, fmt_seconds  # noqa: F401 - fmt_seconds re-exported for the CLI
-from bench.harness.cache import DiskCache
+from bench.harness.estimate import estimate, fmt_seconds
 from bench.harness.execute import disk_key, execute_cell, make_shared, shared_keys
 from bench.harness.executors import get_executor
 from bench.harness.store import StoreError, definition_hash, process_alive
@@ -231,7 +230,7 @@ def _make_shared(runner, cells, cache_dir, stream=None):
     for cell in cells:
         try:
             keys = shared_keys(cell)
-        except Exception:  # noqa: BLE001 - the cell reports its own error
+        except Exception:
             continue
         for key in keys:
             if key[0] == "fd_floor" or key in seen:
@@ -249,7 +248,7 @@ def _make_shared(runner, cells, cache_dir, stream=None):
         for (cell, _), seconds in runner.map(functools.partial(_shared_task, cache_dir=cache_dir), items):
             done += 1
             spent[cell.key] = spent.get(cell.key, 0.0) + (seconds or 0.0)
-    except Exception as e:  # noqa: BLE001 - the cells make what is missing and report errors
+    except Exception as e:
         if stream:
             stream.write(f"shared results: {type(e).__name__}: {e}; the cells will make what is missing\n")
         return spent
@@ -262,7 +261,7 @@ def _make_shared(runner, cells, cache_dir, stream=None):
 def _shared_task(item, cache_dir=None):
     try:
         return make_shared(item, cache_dir=cache_dir)
-    except Exception:  # noqa: BLE001 - the cells that need it will fail with the message
+    except Exception:
         return None
 
 

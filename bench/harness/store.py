@@ -113,13 +113,14 @@ def _cells_of_suite_text(text) -> dict:
 
     try:
         return {c.key: c for c in Suite(tomllib.loads(text or ""), "<stored suite>", text).cells()}
-    except Exception:  # noqa: BLE001 - a suite of another version: fall back to the columns
+    except Exception:
         return {}
 
 
 def _migrate_1_to_2(db):
     """Add the ``grids`` table (tuned grids and their cost)."""
-    db.execute(GRIDS_SCHEMA.strip().rstrip(";"))  # one statement: executescript would commit the migration's transaction
+    # one statement: executescript would commit the migration's transaction
+    db.execute(GRIDS_SCHEMA.strip().rstrip(";"))
 
 
 #: MIGRATIONS[v] takes a store from version v to v + 1

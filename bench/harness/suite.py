@@ -197,7 +197,7 @@ class Suite:
             if isinstance(v, bool) or not isinstance(v, int) or v < low or v > N_MAX:
                 raise self.err(key, f"must be an integer in [{low}, {N_MAX}], got {v!r}")
 
-    def override(self, **values) -> "Suite":
+    def override(self, **values) -> Suite:
         """Set n, threads, repeats or warmup (e.g. from the command line) through the same checks;
         ``models`` keeps a subset of the suite's models (a comma-separated string or a list)."""
         for key, v in values.items():
@@ -320,7 +320,8 @@ class Suite:
                 if cls.steps_for_nfe(b, **combo) < 1:
                     need = cls.expected_nfe(1, **combo)
                     opts = " ".join(f"{k}={v}" for k, v in combo.items())
-                    raise self.err(f"{where}.nfe", f"budget {b} is too small for {cls.name}{' ' + opts if opts else ''}: "
+                    raise self.err(f"{where}.nfe",
+                                   f"budget {b} is too small for {cls.name}{' ' + opts if opts else ''}: "
                                    f"one step takes {need} NFE; use budgets >= {need}")
 
     def _check_grids(self, where, grids):

@@ -72,7 +72,7 @@ def tunable(cls, options: dict) -> str | None:
     try:
         if cls.kind != "ode" or cls.is_stochastic(**options):
             return f"{cls.name} is stochastic with these options: grids are tuned on the probability-flow ODE"
-    except Exception as e:  # noqa: BLE001 - an option the solver refuses
+    except Exception as e:
         return str(e)
     return None
 
@@ -156,7 +156,7 @@ def _tune_task(cell, tune=None):
     """``tune_for_cell`` in a worker: the tuned grid, or the error's text."""
     try:
         return tune_for_cell(cell, tune)
-    except Exception as e:  # noqa: BLE001 - its cells fail with this reason
+    except Exception as e:
         return f"{type(e).__name__}: {e}"
 
 
@@ -210,7 +210,7 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
         failed, fresh = _tune_in_parallel(cells, store, tune, runner, stream)
         memo.update({h: (None, err) for h, err in failed.items()})
     todo = len({_hash(tuning_key(c, tune)) for c in cells if c.grid in TUNED and c.times is None})
-    for i, cell in enumerate(cells):
+    for cell in cells:
         if not (is_tuned(cell.grid) and cell.times is None):
             out.append(cell)
             continue
@@ -234,7 +234,7 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
                     stream.flush()
                 try:
                     g, reused = tuner(cell, tune), False
-                except Exception as e:  # noqa: BLE001 - its cells fail, the run goes on
+                except Exception as e:
                     memo[h] = (None, f"{type(e).__name__}: {e}")
                     if stream is not None:
                         stream.write(f"  tuning failed ({memo[h][1]}): its cells are recorded as failed\n")

@@ -9,6 +9,7 @@ pairs. The physical limit of the ratio is 1.
 
     make bench          # or: pytest bench/perf --benchmark-enable --benchmark-only
 """
+import os
 import statistics
 import time
 
@@ -16,11 +17,8 @@ import pytest
 import torch
 
 import solvers
-from bench.zoo import models
-
-import os
-
 from bench.harness.suite import import_plugins
+from bench.zoo import models
 
 # SDEBENCH_PLUGINS=my_package.my_solvers SDEBENCH_PERF_SOLVERS=my_solver make bench
 import_plugins([m for m in os.environ.get("SDEBENCH_PLUGINS", "").split(",") if m])

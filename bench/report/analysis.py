@@ -33,7 +33,7 @@ def _meta(cell) -> dict:
     try:
         return {"kind": cls.kind, "declared_order": cls.declared_order(**cell.options),
                 "stochastic": bool(cls.is_stochastic(**cell.options)), "weak_order": getattr(cls, "weak_order", None)}
-    except Exception:  # noqa: BLE001 - options of another version
+    except Exception:
         return {"kind": cls.kind}
 
 

@@ -106,7 +106,8 @@ def _label(row):
 def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol: float = 1e-12,
             time_factor: float | None = 2.0, min_time_s: float = 0.02):
     """Return (table of changes, exit code)."""
-    for name, v, low, strict in (("rtol", rtol, 0, False), ("atol", atol, 0, False), ("min_time_s", min_time_s, 0, False),
+    for name, v, low, strict in (("rtol", rtol, 0, False), ("atol", atol, 0, False),
+                                 ("min_time_s", min_time_s, 0, False),
                                  ("time_factor", time_factor, 1, True)):
         if name == "time_factor" and v is None:
             continue

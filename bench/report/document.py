@@ -45,11 +45,10 @@ import torch
 
 from bench.harness.metrics import METRICS
 from bench.harness.store import Store
+from bench.report import interactive as _iv
 from bench.report.analysis import BUDGETS, SDE_REFERENCE_RATIO, best_per_budget, convergence_table
 from bench.report.data import load_cells
-from bench.report.figures import (_likelihood_figure, _quality_figure, _Styles, _work_precision_figure,
-                                  trajectory_figure)
-from bench.report import interactive as _iv
+from bench.report.figures import _likelihood_figure, _quality_figure, _Styles, _work_precision_figure, trajectory_figure
 from bench.report.render import _Doc, _figure, _h3, _interactive, _p, _pre, _render_html, _render_md, _table
 from bench.report.tuned import tuned_section
 from solvers import InputError
@@ -93,7 +92,7 @@ def _versions() -> dict:
     for mod in ("torchdiffeq", "torchsde", "ot"):
         try:
             v["POT" if mod == "ot" else mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     return v
 

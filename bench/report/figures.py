@@ -176,7 +176,7 @@ def _work_precision_figure(g, model, styles, path):
         g = g.assign(_key=key)
         series = _lines(ax_t, g[np.isfinite(g["time_median_s"])], "discretization", "time_median_s", styles, "_key")
         series |= _lines(ax_n, g[np.isfinite(g["nfe"])], "discretization", "nfe", styles, "_key")
-        for ax, ylabel in ((ax_t, "wall time per call (s, median of repeats)"), (ax_n, "NFE")):
+        for ax in (ax_t, ax_n):
             ax.set_xscale("log")
             ax.set_yscale("log")
         _count_axis(ax_n, "y", g["nfe"])
@@ -198,7 +198,7 @@ def _likelihood_figure(g, styles, path):
         fig = Figure(figsize=(11.5, 4.2), layout="constrained")
         ax_n, ax_r = fig.subplots(1, 2)
         series = set()
-        for (model,), gm in g.groupby(["model"], sort=True):
+        for _, gm in g.groupby(["model"], sort=True):
             series |= _lines(ax_n, gm, "nfe", "logp_error_per_dim", styles)
             if np.isfinite(gm["rtol"]).any():
                 series |= _lines(ax_r, gm, "rtol", "logp_error_per_dim", styles)

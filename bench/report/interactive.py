@@ -72,7 +72,7 @@ def _points(g, x, y, se_col=None, agg_by=None):
     agg_by = agg_by or x
     g = g[np.isfinite(g[x]) & np.isfinite(g[y])]
     rows = []
-    for (rid, series, key), s in g.groupby(["run_id", "series", agg_by], sort=True):
+    for (rid, series, _), s in g.groupby(["run_id", "series", agg_by], sort=True):
         se = float(s[se_col].median()) if se_col and se_col in s and np.isfinite(s[se_col]).any() else math.nan
         rows.append({"run_id": rid, "series": series, "x": float(s[x].median()), "y": float(s[y].median()),
                      "se": se, "lo": float(s[y].min()), "hi": float(s[y].max()), "seeds": len(s),

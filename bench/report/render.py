@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 
+
 class _Doc:
     def __init__(self):
         self.sections = []  # (id, title, blocks)

@@ -163,7 +163,8 @@ def markdown(df: pd.DataFrame, title: str = "Tuned vs built-in grids") -> str:
     for (model, size), g in s.groupby(["model", "size"], sort=True):
         metric = distribution_metric(g)
         lines += [f"## {model}, NFE budget {int(size)}", "",
-                  f"| solver | grid | NFE | teacher distance | {metric or '-'} | tuner held-out | tuning NFE | tuning s |",
+                  f"| solver | grid | NFE | teacher distance | {metric or '-'} | tuner held-out | tuning NFE "
+                  "| tuning s |",
                   "|---|---|---|---|---|---|---|---|"]
         bases = sorted(set(g.loc[g["tuned"], "base"]))
         for base in bases:

@@ -32,7 +32,7 @@ import pathlib
 
 import torch
 
-from solvers import SDES, EDM, SDE, InputError, ScoreModel
+from solvers import EDM, SDE, SDES, InputError, ScoreModel
 
 __all__ = ["from_diffusers", "from_discrete", "from_denoiser", "from_callable", "betas_from_config",
            "PREDICTION_TYPES", "BETA_SCHEDULES"]
@@ -254,7 +254,7 @@ def from_diffusers(model_or_path, *, scheduler=None, subfolder: str | None = Non
             raise InputError(f"{model_dir}/config.json: unknown diffusers model class {cls_name!r}")
         try:
             model = cls.from_pretrained(str(model_dir), local_files_only=True)
-        except Exception as e:  # noqa: BLE001 - one clear message naming the directory
+        except Exception as e:
             raise InputError(f"{model_dir}: diffusers could not load {cls_name}: {type(e).__name__}: {e}") from None
         label = label or f"{cls_name}:{root.name}"
     else:
@@ -270,7 +270,8 @@ def from_diffusers(model_or_path, *, scheduler=None, subfolder: str | None = Non
     elif hasattr(scheduler, "config"):
         config = dict(scheduler.config)
     else:
-        raise InputError(f"scheduler must be a config dict, a path or a diffusers scheduler, got {type(scheduler).__name__}")
+        raise InputError("scheduler must be a config dict, a path or a diffusers scheduler, "
+                         f"got {type(scheduler).__name__}")
     if shape is None:
         mcfg = getattr(model, "config", None)
         if mcfg is not None and hasattr(mcfg, "get"):

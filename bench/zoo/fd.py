@@ -168,7 +168,7 @@ def inception_fid(x: torch.Tensor, y: torch.Tensor, *, weights_path=None, batch:
                              f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
     try:
         fid = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(path))
-    except Exception as e:  # noqa: BLE001 - a bad weights file gets one clear message
+    except Exception as e:
         raise InputError(f"inception_fid: could not build Inception-v3 from {path}: {type(e).__name__}: {e}") from None
 
     def feed(v, real):

@@ -186,11 +186,11 @@ def is_exact(name: str) -> bool:
     return name in MODELS
 
 
-def available() -> list[str]:  # noqa: F811 - extends the exact models with the trained ones
+def available() -> list[str]:
     return _exact_available() + _trained.available() + [TIMING_ONLY]
 
 
-def load(name: str, *, exact_prior: bool = False, verify: bool = True, **sde_kw):  # noqa: F811
+def load(name: str, *, exact_prior: bool = False, verify: bool = True, **sde_kw):
     """An exact model (``load("gmm2d-vp")``, ``sde_kw`` go to its SDE) or a trained checkpoint
     (``load("digits-vp")``; its SDE is the one it was trained with, and it has no exact prior;
     ``verify=False`` accepts a card without sha256, with a warning)."""

@@ -278,7 +278,7 @@ def _read_weights(wpath: pathlib.Path, card: dict, card_path: pathlib.Path, veri
         raise
     except ImportError as e:
         raise CheckpointError(f"{wpath}: reading it needs the safetensors package (pip install safetensors)") from e
-    except Exception as e:  # noqa: BLE001 - every decoder error becomes one clear message
+    except Exception as e:
         raise CheckpointError(f"{wpath}: not a readable weights file (truncated or corrupt?): "
                               f"{type(e).__name__}: {e}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -294,7 +294,8 @@ def load_net(name_or_path, *, checkpoints=None, verify: bool = True) -> tuple[to
     try:
         net = ARCHS[card["arch"]](**card["arch_args"])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{card_path}: arch_args {card['arch_args']!r} do not build {card['arch']!r}: {e}") from None
+        raise CheckpointError(f"{card_path}: arch_args {card['arch_args']!r} do not build {card['arch']!r}: {e}"
+                              ) from None
     wpath = _weights_path(card, card_path)
     state = _read_weights(wpath, card, card_path, verify)
     expected = net.state_dict()
@@ -325,7 +326,7 @@ def _check_shape(net, card, card_path):
     try:
         with torch.no_grad():
             out = net(torch.zeros(1, *shape), torch.zeros(1))
-    except Exception as e:  # noqa: BLE001 - any shape error of the network
+    except Exception as e:
         raise CheckpointError(f"{card_path}: shape {list(shape)} does not fit {card['arch']}({card['arch_args']}): "
                               f"{type(e).__name__}: {str(e)[:200]}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, *shape):
