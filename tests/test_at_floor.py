@@ -12,7 +12,7 @@ from bench.harness.at_floor import Series, metric_at_floor
 from bench.harness.cell import Cell
 from bench.harness.store import Store
 from bench.harness.suite import load_suite
-from bench.report.analysis import _ranked
+from bench.report.analysis import rank_solvers
 
 SUITE = """
 name = "floor"
@@ -126,7 +126,7 @@ def test_the_report_ties_at_rank_1_what_is_at_floor_now_or_was_at_fewer_steps():
                          "exact_kl_se": [math.nan, math.nan, 0.01, 0.01, 0.002, 0.002],
                          "exact_kl_at_floor": [1.0, 1.0] + [math.nan] * 4, "discretization": [1e-3] * 6,
                          "time_median_s": [0.1] * 6})
-    ranked = {r["solver"]: r for r in _ranked(rows, "exact_kl")}
+    ranked = {r["solver"]: r for r in rank_solvers(rows, "exact_kl")}
     assert ranked["a"]["rank"] == "1=" and "not recomputed" in ranked["a"]["note"]
     assert ranked["c"]["rank"] == "1=" and "within 2 se of 0" in ranked["c"]["note"]  # 0.001 +- 0.0014
     assert ranked["b"]["rank"] == "3"

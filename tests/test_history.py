@@ -155,7 +155,7 @@ def test_junit_and_summary(store, tmp_path):
     assert "+50.9%" in f.get("message")
     text = summary.read_text()
     assert text.startswith("## sdebench compare") and "FAIL" in text
-    assert "### Regressions (1)" in text and "### Improvements (1)" in text and "\n| gmm2d-vp dpmpp_2m" in text
+    assert "### Regressions (1)" in text and "### Improvements (1)" in text and "\n| gmm2d-vp dpmpp\\_2m" in text
     # missing and new cells, through the library
     verdicts = ci.per_cell(base, head, time_factor=None)
     _, code = compare(base, head, time_factor=None)

@@ -9,9 +9,10 @@ import pandas as pd
 
 from bench.harness.at_floor import ZERO_VALUED, value_at_floor
 from bench.harness.verdicts import fit_order_asymptotic, tied_ranking
-from bench.report.data import _solver_cls, discretization_floor
+from bench.report.data import discretization_floor, solver_class
 
-__all__ = ["convergence_table", "best_per_budget", "BUDGETS", "LEVEL"]
+__all__ = ["convergence_table", "best_per_budget", "rank_solvers", "first_measured", "BUDGETS", "LEVEL",
+           "RANKING_PREFERENCE"]
 
 #: the NFE budgets of the "what to pick" tables
 BUDGETS = (5, 10, 20, 50)
@@ -19,7 +20,13 @@ BUDGETS = (5, 10, 20, 50)
 LEVEL = 0.95
 #: the SDE reference must be at least this many times finer than a fitted cell
 SDE_REFERENCE_RATIO = 4
-RANKING_PREFERENCE = ("sliced_w2", "energy", "w2", "mmd2")  # distribution metrics, in order of preference
+#: the distribution metrics a ranking uses, in order of preference (the first measured)
+RANKING_PREFERENCE = ("sliced_w2", "energy", "w2", "mmd2")
+
+
+def first_measured(g: pd.DataFrame, names) -> str | None:
+    """The first of ``names`` with a finite value in ``g`` (None when none has)."""
+    return next((m for m in names if m in g and np.isfinite(g[m]).any()), None)
 
 
 def _meta(cell) -> dict:
@@ -27,7 +34,7 @@ def _meta(cell) -> dict:
     0), the registered class's answer for the cell's options, or {} when that fails."""
     if cell.solver_meta:
         return cell.solver_meta
-    cls = _solver_cls(cell.solver)
+    cls = solver_class(cell.solver)
     if cls is None:
         return {}
     try:
@@ -110,10 +117,7 @@ def _rank_metrics(g: pd.DataFrame) -> list[str]:
     an exact model), and by the first distribution metric measured (else the discretization error)
     for every sampler."""
     out = [m for m in ("exact_kl",) if m in g and np.isfinite(g[m]).any()]
-    for m in RANKING_PREFERENCE:
-        if m in g and np.isfinite(g[m]).any():
-            return out + [m]
-    return out + ["discretization"]
+    return out + [first_measured(g, RANKING_PREFERENCE) or "discretization"]
 
 
 def _estimate(c: pd.DataFrame, metric: str) -> tuple[float, float]:
@@ -150,36 +154,30 @@ def best_per_budget(df: pd.DataFrame, budgets=BUDGETS) -> list[dict]:
             # the samplers it is defined for (measured, or at floor at fewer steps)
             has = g if metric != "exact_kl" else g[np.isfinite(g["exact_kl"]) | (g["exact_kl_at_floor"] == 1)]
             out.append({"run": rid, "model": model, "metric": metric,
-                        "tables": {b: _ranked(has[has["nfe"] <= b], metric) for b in budgets}})
+                        "tables": {b: rank_solvers(has[has["nfe"] <= b], metric) for b in budgets}})
     return out
 
 
-def _ranked(cand: pd.DataFrame, metric: str) -> list[dict]:
+def _solver_row(label: str, c: pd.DataFrame, metric: str) -> dict:
+    """A solver's entry at a budget: its cells with the most NFE, the metric's estimate and floor."""
+    c = c[c["nfe"] == c["nfe"].max()]
+    value, se = _estimate(c, metric)
     floor_col = metric + "_floor"
-    rows = []
-    for label, c in cand.groupby("label", sort=True):
-        c = c[c["nfe"] == c["nfe"].max()]
-        value, se = _estimate(c, metric)
-        floor = float(c[floor_col].median()) if floor_col in c else math.nan
-        skipped = metric + "_at_floor" in c and bool(c[metric + "_at_floor"].eq(1).all())
-        rows.append({"solver": label, "nfe": int(c["nfe"].max()),
-                     "steps": int(c["steps"].max()) if np.isfinite(c["steps"]).any() else None,
-                     "value": value, "stderr": se, "floor": floor,
-                     "discretization": float(c["discretization"].median()),
-                     "time_median_s": float(c["time_median_s"].median()),
-                     "skipped": skipped, "at_floor": skipped or value_at_floor(metric, value, se, floor)})
-    tied = sorted((r for r in rows if r["at_floor"]), key=lambda r: (r["time_median_s"], r["solver"]))
-    floor_note = "within 2 se of 0" if metric in ZERO_VALUED else "at or below the noise floor"
-    for r in tied:
-        r.update(rank="1=" if len(tied) > 1 else "1",
-                 note="at floor at fewer steps: not recomputed, unresolved, tied" if r["skipped"]
-                 else f"{floor_note}: unresolved, tied")
-    rest = [r for r in rows if not r["at_floor"]]
+    floor = float(c[floor_col].median()) if floor_col in c else math.nan
+    skipped = metric + "_at_floor" in c and bool(c[metric + "_at_floor"].eq(1).all())
+    return {"solver": label, "nfe": int(c["nfe"].max()),
+            "steps": int(c["steps"].max()) if np.isfinite(c["steps"]).any() else None,
+            "value": value, "stderr": se, "floor": floor,
+            "discretization": float(c["discretization"].median()),
+            "time_median_s": float(c["time_median_s"].median()),
+            "skipped": skipped, "at_floor": skipped or value_at_floor(metric, value, se, floor)}
+
+
+def _ranked_resolved(rest: list[dict], offset: int, metric: str) -> list[dict]:
+    """The resolved solvers by ``tied_ranking``, their ranks after the ``offset`` tied at the floor."""
     by_name = {r["solver"]: r for r in rest}
-    ranking = tied_ranking([{"name": r["solver"], "value": r["value"], "stderr": r["stderr"]} for r in rest])
-    offset = len(tied)
     ordered = []
-    for t in ranking:
+    for t in tied_ranking([{"name": r["solver"], "value": r["value"], "stderr": r["stderr"]} for r in rest]):
         r = by_name[t["name"]]
         if t["rank"] == "-":
             r.update(rank="-", note=f"no {metric} value")
@@ -189,4 +187,18 @@ def _ranked(cand: pd.DataFrame, metric: str) -> list[dict]:
             r["note"] = (f"tied with {t['vs']} (p = {t['p_value']:.2f})" if t["vs"] and t["rank"].endswith("=")
                          else "")
         ordered.append(r)
-    return tied + ordered
+    return ordered
+
+
+def rank_solvers(cand: pd.DataFrame, metric: str) -> list[dict]:
+    """Every solver (label) of ``cand`` by its cells with the most NFE, ranked by ``metric``: those at
+    the floor first, tied at 1= (cheapest first), then the rest by ``tied_ranking``. One dict per
+    solver: solver, nfe, steps, value, stderr, floor, discretization, time_median_s, rank, note."""
+    rows = [_solver_row(label, c, metric) for label, c in cand.groupby("label", sort=True)]
+    tied = sorted((r for r in rows if r["at_floor"]), key=lambda r: (r["time_median_s"], r["solver"]))
+    floor_note = "within 2 se of 0" if metric in ZERO_VALUED else "at or below the noise floor"
+    for r in tied:
+        r.update(rank="1=" if len(tied) > 1 else "1",
+                 note="at floor at fewer steps: not recomputed, unresolved, tied" if r["skipped"]
+                 else f"{floor_note}: unresolved, tied")
+    return tied + _ranked_resolved([r for r in rows if not r["at_floor"]], len(tied), metric)

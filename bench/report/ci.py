@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 
 from bench.report import compare as gate
+from bench.report.render import change_text, escape_markdown, number_text
 
 __all__ = ["CellVerdict", "per_cell", "write_junit", "write_summary"]
 
@@ -53,23 +54,12 @@ class CellVerdict:
         return "improved" if "improved" in v else "ok"
 
 
-def _num(v):
+def _time(row) -> float:
     try:
-        return float(v)
+        t = float(row.get("time_median_s"))
     except (TypeError, ValueError):
-        return math.nan
-
-
-def _fmt(v) -> str:
-    f = _num(v)
-    return f"{f:.4g}" if math.isfinite(f) else str(v)
-
-
-def change_text(base, head) -> str:
-    b, h = _num(base), _num(head)
-    if math.isfinite(b) and math.isfinite(h) and b != 0:
-        return f"{h / b - 1:+.1%}"
-    return ""
+        return 0.0
+    return t if math.isfinite(t) else 0.0
 
 
 def per_cell(base: pd.DataFrame, head: pd.DataFrame, **gate_kw) -> list[CellVerdict]:
@@ -80,15 +70,13 @@ def per_cell(base: pd.DataFrame, head: pd.DataFrame, **gate_kw) -> list[CellVerd
         h = head.loc[[key]] if key in head.index else head.iloc[:0]
         rows, _ = gate.compare(b, h, **gate_kw)
         row = (h if len(h) else b).iloc[0]
-        t = _num(row.get("time_median_s")) if len(h) else math.nan
-        out.append(CellVerdict(str(key), str(row.get("model")), gate._label(row), rows,
-                               t if math.isfinite(t) else 0.0))
+        out.append(CellVerdict(str(key), str(row.get("model")), gate._label(row), rows, _time(row) if len(h) else 0.0))
     return out
 
 
 def _message(rows: pd.DataFrame) -> str:
-    return "; ".join(f"{r.what}: {_fmt(r.base)} -> {_fmt(r.head)}" + (f" ({c})" if (c := change_text(r.base, r.head))
-                                                                      else "") for r in rows.itertuples())
+    return "; ".join(f"{r.what}: {number_text(r.base)} -> {number_text(r.head)}"
+                     + (f" ({c})" if (c := change_text(r.base, r.head)) else "") for r in rows.itertuples())
 
 
 def write_junit(path, verdicts: list[CellVerdict], name: str = "sdebench compare") -> pathlib.Path:
@@ -107,8 +95,8 @@ def write_junit(path, verdicts: list[CellVerdict], name: str = "sdebench compare
             msg = _message(bad)
             fail = ET.SubElement(case, "failure", type=kind, message=msg)
             fail.text = f"cell {v.key}: {v.label}\n" + "\n".join(
-                f"{r.verdict}: {r.what} base={_fmt(r.base)} head={_fmt(r.head)} {change_text(r.base, r.head)}".rstrip()
-                for r in bad.itertuples())
+                f"{r.verdict}: {r.what} base={number_text(r.base)} head={number_text(r.head)} "
+                f"{change_text(r.base, r.head)}".rstrip() for r in bad.itertuples())
         elif len(v.rows):
             ET.SubElement(case, "system-out").text = f"{v.status()}: {_message(v.rows)}"
     path = pathlib.Path(path)
@@ -117,28 +105,30 @@ def write_junit(path, verdicts: list[CellVerdict], name: str = "sdebench compare
     return path
 
 
-def _md(s) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
 def _rows_table(verdicts, verdict_names) -> list[str]:
     lines = ["| cell | what | base | head | change |", "|---|---|---|---|---|"]
     for v in verdicts:
         for r in v.rows[v.rows["verdict"].isin(verdict_names)].itertuples():
-            lines.append(f"| {_md(v.label)} | {_md(r.what)} | {_md(_fmt(r.base))} | {_md(_fmt(r.head))} | "
-                         f"{change_text(r.base, r.head)} |")
+            cells = [v.label, r.what, number_text(r.base), number_text(r.head), change_text(r.base, r.head)]
+            lines.append("| " + " | ".join(escape_markdown(c) for c in cells) + " |")
     return lines
+
+
+_VERDICT = {gate.EXIT_OK: "OK: no regression", gate.EXIT_QUALITY: "FAIL: quality/NFE/coverage regression",
+            gate.EXIT_TIME: "FAIL: timing regression"}
+
+
+def _head(verdicts, code, name) -> list[str]:
+    counts = pd.Series([v.status() for v in verdicts]).value_counts().to_dict() if verdicts else {}
+    return [f"## {escape_markdown(name)}: {_VERDICT.get(code, f'exit {code}')}", "",
+            f"{len(verdicts)} cells: {counts.get('ok', 0)} unchanged, {counts.get('regression', 0)} regressed, "
+            f"{counts.get('slower', 0)} slower only, {counts.get('improved', 0)} improved, "
+            f"{counts.get('new', 0)} new.", ""]
 
 
 def write_summary(path, verdicts: list[CellVerdict], code: int, name: str = "sdebench compare") -> pathlib.Path:
     """Markdown for a CI step summary: the verdict, then regressions, improvements, missing and new cells."""
-    verdict = {gate.EXIT_OK: "OK: no regression", gate.EXIT_QUALITY: "FAIL: quality/NFE/coverage regression",
-               gate.EXIT_TIME: "FAIL: timing regression"}.get(code, f"exit {code}")
-    counts = pd.Series([v.status() for v in verdicts]).value_counts().to_dict() if verdicts else {}
-    lines = [f"## {_md(name)}: {verdict}", "",
-             f"{len(verdicts)} cells: {counts.get('ok', 0)} unchanged, {counts.get('regression', 0)} regressed, "
-             f"{counts.get('slower', 0)} slower only, {counts.get('improved', 0)} improved, "
-             f"{counts.get('new', 0)} new.", ""]
+    lines = _head(verdicts, code, name)
     missing = [v for v in verdicts if ((v.rows["what"] == "cell") & (v.rows["head"] == "missing")).any()]
     new = [v for v in verdicts if v.status() == "new"]
     sections = (("Regressions", [v for v in verdicts if len(v.failures) and v not in missing],
@@ -149,7 +139,7 @@ def write_summary(path, verdicts: list[CellVerdict], code: int, name: str = "sde
         lines += (_rows_table(vs, names) if vs else ["none"]) + [""]
     for title, vs in (("Missing cells", missing), ("New cells", new)):
         lines += [f"### {title} ({len(vs)})", ""]
-        lines += ([f"- {_md(v.label)} (`{v.key}`)" for v in vs] if vs else ["none"]) + [""]
+        lines += ([f"- {escape_markdown(v.label)} (`{v.key}`)" for v in vs] if vs else ["none"]) + [""]
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")

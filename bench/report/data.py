@@ -13,7 +13,7 @@ from bench.harness.cell import Cell
 from bench.harness.store import Store
 from solvers import InputError
 
-__all__ = ["load_cells", "solver_label", "discretization_floor", "TOLERANCE_KEYS"]
+__all__ = ["load_cells", "solver_label", "solver_class", "discretization_floor", "TOLERANCE_KEYS"]
 
 TOLERANCE_KEYS = ("rtol", "atol")
 
@@ -44,7 +44,7 @@ def solver_label(solver, options: dict, grid=None) -> str:
     return " ".join(parts)
 
 
-def _solver_cls(name):
+def solver_class(name):
     try:
         return solvers.get(name)
     except (InputError, TypeError):

@@ -1,12 +1,19 @@
-"""Figures of a report, drawn on bare ``matplotlib.figure.Figure`` objects (Agg; pyplot's global
-state is not touched) in one seaborn style."""
+"""The report's figures, drawn on bare ``matplotlib.figure.Figure`` objects (Agg; pyplot's global
+state is not touched) in ``bench.report.render.figure_style``; each is written as a PNG to ``path``
+and its path returned (None where there is nothing to draw):
+
+    quality_figure(cells, model, styles, path)        every gated sample metric against NFE, a panel each
+    work_precision_figure(cells, model, styles, path) wall time and NFE against the discretization error
+    likelihood_figure(cells, styles, path)            likelihood error against NFE and tolerance
+    trajectory_figure(path, ...)                      SDE vs ODE paths over the exact density (fresh solves)
+
+``cells``: rows of ``bench.report.data.load_cells``; ``styles``: a ``render.SeriesStyles``.
+"""
 from __future__ import annotations
 
-import contextlib
 import math
 import pathlib
 
-import matplotlib
 import numpy as np
 import seaborn as sns
 import torch
@@ -16,48 +23,13 @@ from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFo
 
 import solvers
 from bench.harness.metrics import METRICS
+from bench.report.render import DPI, count_ticks, figure_style
 from bench.zoo import models
 from bench.zoo.models import GaussianMixture
 
-__all__ = ["trajectory_figure", "DPI"]
+__all__ = ["quality_figure", "work_precision_figure", "likelihood_figure", "trajectory_figure"]
 
-DPI = 110
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8")
-LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
 SDE_PATH_COLOR, ODE_PATH_COLOR = "#e8590c", "#111111"
-
-
-@contextlib.contextmanager
-def _style():
-    """The one style of every figure (no global state is changed)."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(sns.axes_style("whitegrid", {"grid.color": ".9", "axes.edgecolor": ".3"}))
-        stack.enter_context(sns.plotting_context("paper", font_scale=1.2))
-        stack.enter_context(matplotlib.rc_context({"figure.dpi": DPI, "savefig.dpi": DPI, "axes.titleweight": "bold",
-                                                   "legend.frameon": False, "mathtext.fontset": "dejavusans",
-                                                   "figure.facecolor": "white", "savefig.facecolor": "white"}))
-        yield
-
-
-class _Styles:
-    """Colour and marker per series, line style per run: the same in every figure."""
-
-    def __init__(self, series, run_ids):
-        series = sorted(set(series))
-        n = max(len(series), 1)
-        palette = sns.color_palette("tab10" if n <= 10 else "tab20" if n <= 20 else "husl", n)
-        self.color = {s: palette[i] for i, s in enumerate(series)}
-        self.marker = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(series)}
-        self.runs = list(run_ids)
-        self.ls = {r: LINESTYLES[i % len(LINESTYLES)] for i, r in enumerate(self.runs)}
-
-    def handles(self, series, runs=None):
-        hs = [Line2D([], [], color=self.color[s], marker=self.marker[s], lw=1.6, ms=6, label=s)
-              for s in sorted(set(series))]
-        runs = self.runs if runs is None else runs
-        if len(runs) > 1:
-            hs += [Line2D([], [], color="0.3", ls=self.ls[r], lw=1.6, label=f"run {r}") for r in runs]
-        return hs
 
 
 def _set_log(ax, axis, values, floors=()):
@@ -74,13 +46,10 @@ def _set_log(ax, axis, values, floors=()):
 
 def _count_axis(ax, axis, values):
     """A log axis of counts (NFE) labelled with plain integers at the values themselves."""
-    ticks = []
-    for v in sorted({int(v) for v in values if np.isfinite(v) and v > 0}):
-        if not ticks or v >= 1.2 * ticks[-1]:  # thin out neighbours that would overlap (48, 50)
-            ticks.append(v)
+    ticks = count_ticks(values)
     a = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    if 0 < len(ticks) <= 9:
+    if ticks:
         a.set_major_locator(FixedLocator(ticks))
         a.set_minor_locator(NullLocator())
     a.set_major_formatter(ScalarFormatter())
@@ -138,12 +107,12 @@ def _finish(fig, styles, drawn, path: pathlib.Path):
     return path
 
 
-def _quality_figure(g, model, styles, path):
+def quality_figure(g, model, styles, path):
     metrics = [m.name for m in METRICS.values() if m.task == "sample" and m.gated and m.name in g
                and np.isfinite(g[m.name]).any()]
     if not metrics:
         return None
-    with _style():
+    with figure_style():
         ncols = min(3, len(metrics))
         nrows = math.ceil(len(metrics) / ncols)
         fig = Figure(figsize=(4.3 * ncols + 3.2, 3.6 * nrows + 0.5), layout="constrained")
@@ -151,7 +120,7 @@ def _quality_figure(g, model, styles, path):
         series = set()
         for ax, m in zip(axes, metrics):
             series |= _lines(ax, g, "nfe", m, styles)
-            floors = g[m + "_floor"] if m != "discretization" else []
+            floors = g[m + "_floor"] if METRICS[m].floor else []
             _count_axis(ax, "x", g["nfe"])
             _set_log(ax, "y", list(g[m]) + list(floors), floors)
             _draw_floor(ax, floors)
@@ -165,11 +134,11 @@ def _quality_figure(g, model, styles, path):
         return _finish(fig, styles, series, path)
 
 
-def _work_precision_figure(g, model, styles, path):
+def work_precision_figure(g, model, styles, path):
     g = g[np.isfinite(g["discretization"]) & (g["discretization"] > 0)]
     if g.empty:
         return None
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(11.5, 4.2), layout="constrained")
         ax_t, ax_n = fig.subplots(1, 2)
         key = g["steps"].fillna(g["nfe"])
@@ -189,12 +158,12 @@ def _work_precision_figure(g, model, styles, path):
         return _finish(fig, styles, series, path)
 
 
-def _likelihood_figure(g, styles, path):
+def likelihood_figure(g, styles, path):
     g = g[np.isfinite(g["logp_error_per_dim"])]
     if g.empty:
         return None
     g = g.assign(rtol=[float(o["rtol"]) if isinstance(o.get("rtol"), (int, float)) else np.nan for o in g["opts"]])
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(11.5, 4.2), layout="constrained")
         ax_n, ax_r = fig.subplots(1, 2)
         series = set()
@@ -225,61 +194,23 @@ def trajectory_figure(path, *, model_name: str = "gmm2d-vp", paths: int = 8, pla
     x_1 (the 1-D marginal of a Gaussian mixture is the mixture of the 1-D marginals), reverse time
     left to right; (c) both in the plane over the exact p_eps."""
     m = models.load(model_name, exact_prior=True)
-    sde = m.sde
     x_T = m.sample_prior(paths, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     out_s = solvers.sample(m, sde_solver, steps=sde_steps, x_T=x_T, seed=seed, return_trajectory=True)
     out_o = solvers.sample(m, ode_solver, steps=ode_steps, x_T=x_T, seed=seed, return_trajectory=True)
-    gmm = m.gmm
-    g1 = GaussianMixture(gmm.weights, gmm.means[:, :1], gmm.covs[:, :1, :1])
-    ts = torch.linspace(sde.eps, sde.T, 260, dtype=torch.float64)
-    lo, hi = -3.6, 3.6
-    xs = torch.linspace(lo, hi, 320, dtype=torch.float64)
-    dens = torch.stack([g1.log_prob(xs[:, None], float(sde.alpha(t)), float(sde.sigma(t))).exp() for t in ts])
-    # p_eps in the plane
-    u = torch.linspace(-3.4, 3.4, 220, dtype=torch.float64)
-    uu, vv = torch.meshgrid(u, u, indexing="xy")
-    plane = m.exact_log_prob(torch.stack([uu.reshape(-1), vv.reshape(-1)], 1), sde.eps).exp().reshape(uu.shape)
     cmap = sns.light_palette("#2f6690", as_cmap=True)
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(16, 4.6), layout="constrained")
         axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.25, 1.25, 1]})
-        for ax, out, color, name, kind in ((axes[0], out_s, SDE_PATH_COLOR, sde_solver, "reverse SDE"),
-                                           (axes[1], out_o, ODE_PATH_COLOR, ode_solver, "probability-flow ODE")):
-            mesh = ax.pcolormesh(ts.numpy(), xs.numpy(), dens.T.numpy(), cmap=cmap, shading="auto",
-                                 vmin=0, vmax=float(dens.max()) * 0.9, rasterized=True)
-            tr = out.trajectory[:, :, 0].numpy()
-            tt = out.times.numpy()
-            for k in range(tr.shape[1]):
-                ax.plot(tt, tr[:, k], color="white", lw=2.6, alpha=0.55)
-                ax.plot(tt, tr[:, k], color=color, lw=1.1)
-            ax.set_xlim(float(sde.T), 0.0)
-            ax.set_ylim(lo, hi)
-            ax.grid(False)
-            ax.set_xlabel("t  (reverse time runs left to right)")
-            ax.set_ylabel("$x_1$")
-            ax.set_title(f"{kind}: {name}, {out.steps} steps")
-        fig.colorbar(mesh, ax=axes[:2], label="exact marginal density $p_t(x_1)$", shrink=0.9, pad=0.01)
-        ax = axes[2]
-        ax.contourf(uu.numpy(), vv.numpy(), plane.numpy(), levels=14, cmap=cmap)
+        _marginal_panels(fig, axes[:2], m, ((out_s, SDE_PATH_COLOR, sde_solver, "reverse SDE"),
+                                            (out_o, ODE_PATH_COLOR, ode_solver, "probability-flow ODE")), cmap)
         k_plane = min(plane_sde_paths, paths)
-        for out, color, lw, k_max in ((out_s, SDE_PATH_COLOR, 0.8, k_plane), (out_o, ODE_PATH_COLOR, 1.6, paths)):
-            tr = out.trajectory.numpy()[:, :k_max]
-            for k in range(tr.shape[1]):
-                ax.plot(tr[:, k, 0], tr[:, k, 1], color=color, lw=lw, alpha=0.85)
-            ax.scatter(tr[-1, :, 0], tr[-1, :, 1], color=color, s=26, zorder=3, edgecolor="white", lw=0.7)
-        ax.scatter(x_T[:, 0].numpy(), x_T[:, 1].numpy(), marker="x", color="0.15", s=30, zorder=4)
-        ax.set_aspect("equal")
-        ax.set_xlim(-3.4, 3.4)
-        ax.set_ylim(-3.4, 3.4)
-        ax.grid(False)
-        ax.set_xlabel("$x_1$")
-        ax.set_ylabel("$x_2$")
-        ax.set_title("in the plane, over exact $p_{eps}$")
+        _plane_panel(axes[2], m, x_T, ((out_s, SDE_PATH_COLOR, 0.8, k_plane), (out_o, ODE_PATH_COLOR, 1.6, paths)),
+                     cmap)
         handles = [Line2D([], [], color=SDE_PATH_COLOR, lw=1.5,
                           label=f"{sde_solver} (stochastic; {k_plane} of {paths})"),
                    Line2D([], [], color=ODE_PATH_COLOR, lw=1.5, label=f"{ode_solver} (deterministic)"),
                    Line2D([], [], color="0.15", marker="x", ls="", label="x_T (shared)")]
-        ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=True)
+        axes[2].legend(handles=handles, loc="lower right", fontsize=8, frameon=True)
         fig.suptitle(f"{model_name}: {paths} paths from the same x_T (exact p_T), seed {seed}; "
                      "jagged stochastic paths, smooth deterministic ones", fontsize=11)
         path = pathlib.Path(path)
@@ -287,3 +218,46 @@ def trajectory_figure(path, *, model_name: str = "gmm2d-vp", paths: int = 8, pla
         return path
 
 
+def _marginal_panels(fig, axes, m, runs, cmap, lo=-3.6, hi=3.6):
+    """x_1 against t over the exact marginal density p_t(x_1), one panel per (output, colour, name, kind)."""
+    sde, gmm = m.sde, m.gmm
+    g1 = GaussianMixture(gmm.weights, gmm.means[:, :1], gmm.covs[:, :1, :1])
+    ts = torch.linspace(sde.eps, sde.T, 260, dtype=torch.float64)
+    xs = torch.linspace(lo, hi, 320, dtype=torch.float64)
+    dens = torch.stack([g1.log_prob(xs[:, None], float(sde.alpha(t)), float(sde.sigma(t))).exp() for t in ts])
+    for ax, (out, color, name, kind) in zip(axes, runs):
+        mesh = ax.pcolormesh(ts.numpy(), xs.numpy(), dens.T.numpy(), cmap=cmap, shading="auto",
+                             vmin=0, vmax=float(dens.max()) * 0.9, rasterized=True)
+        tr = out.trajectory[:, :, 0].numpy()
+        tt = out.times.numpy()
+        for k in range(tr.shape[1]):
+            ax.plot(tt, tr[:, k], color="white", lw=2.6, alpha=0.55)
+            ax.plot(tt, tr[:, k], color=color, lw=1.1)
+        ax.set_xlim(float(sde.T), 0.0)
+        ax.set_ylim(lo, hi)
+        ax.grid(False)
+        ax.set_xlabel("t  (reverse time runs left to right)")
+        ax.set_ylabel("$x_1$")
+        ax.set_title(f"{kind}: {name}, {out.steps} steps")
+    fig.colorbar(mesh, ax=axes, label="exact marginal density $p_t(x_1)$", shrink=0.9, pad=0.01)
+
+
+def _plane_panel(ax, m, x_T, runs, cmap, lim=3.4):
+    """Paths in the plane over the exact p_eps, per (output, colour, line width, paths drawn)."""
+    u = torch.linspace(-lim, lim, 220, dtype=torch.float64)
+    uu, vv = torch.meshgrid(u, u, indexing="xy")
+    plane = m.exact_log_prob(torch.stack([uu.reshape(-1), vv.reshape(-1)], 1), m.sde.eps).exp().reshape(uu.shape)
+    ax.contourf(uu.numpy(), vv.numpy(), plane.numpy(), levels=14, cmap=cmap)
+    for out, color, lw, k_max in runs:
+        tr = out.trajectory.numpy()[:, :k_max]
+        for k in range(tr.shape[1]):
+            ax.plot(tr[:, k, 0], tr[:, k, 1], color=color, lw=lw, alpha=0.85)
+        ax.scatter(tr[-1, :, 0], tr[-1, :, 1], color=color, s=26, zorder=3, edgecolor="white", lw=0.7)
+    ax.scatter(x_T[:, 0].numpy(), x_T[:, 1].numpy(), marker="x", color="0.15", s=30, zorder=4)
+    ax.set_aspect("equal")
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.grid(False)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title("in the plane, over exact $p_{eps}$")

@@ -35,12 +35,10 @@ stored, min-max of the timing repeats for time), the noise floor, and the marks.
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import math
 import pathlib
-import re
 
 import numpy as np
 import pandas as pd
@@ -51,18 +49,27 @@ from bench.harness.metrics import METRICS
 from bench.harness.store import Store
 from bench.report import compare as gate
 from bench.report.data import load_cells
-from bench.report.figures import DPI, _style
-from bench.report.render import _Doc, _figure, _p, _render_html, _render_md, _table
+from bench.report.render import (
+    DPI,
+    Document,
+    figure,
+    figure_style,
+    number_text,
+    paragraph,
+    relative_change,
+    slug,
+    table,
+)
 from solvers import InputError
 
-__all__ = ["write_history", "history_frames", "series_table", "Series", "GateRule", "StepRule", "DriftRule",
+__all__ = ["write_history", "history_frames", "series_table", "SeriesSpec", "GateRule", "StepRule", "DriftRule",
            "step_changes", "SERIES", "SECTIONS"]
 
 SECTIONS = (("summary", "Summary"), ("marked-runs", "Marked runs"), ("trends", "Trends"), ("series", "Series"))
 
 
 @dataclasses.dataclass(frozen=True)
-class Series:
+class SeriesSpec:
     """How one tracked quantity is read: its column, label, better direction, band and floor columns."""
 
     name: str
@@ -75,12 +82,12 @@ class Series:
 
 
 def _series_defs() -> dict:
-    defs = {m.name: Series(m.name, m.name, m.label, m.better, se=m.name + "_se",
+    defs = {m.name: SeriesSpec(m.name, m.name, m.label, m.better, se=m.name + "_se",
                            floor=m.name + "_floor" if m.floor else None)
             for m in METRICS.values() if m.gated}
-    defs["time"] = Series("time", "time_median_s", "median time (s)", band=("time_min_s", "time_max_s"))
-    defs["nfe"] = Series("nfe", "nfe", "NFE")
-    defs["overhead"] = Series("overhead", "time_overhead", "overhead (wall / NFE x eval)")
+    defs["time"] = SeriesSpec("time", "time_median_s", "median time (s)", band=("time_min_s", "time_max_s"))
+    defs["nfe"] = SeriesSpec("nfe", "nfe", "NFE")
+    defs["overhead"] = SeriesSpec("overhead", "time_overhead", "overhead (wall / NFE x eval)")
     return defs
 
 
@@ -97,14 +104,6 @@ def _event(s, pos, kind, rule, before, after, reason):
             "key": s["key"].iloc[0], "model": s["model"].iloc[0], "solver": s["label"].iloc[0],
             "cell": s["cell_label"].iloc[0], "metric": s["metric"].iloc[0], "kind": kind, "rule": rule,
             "before": before, "after": after, "reason": reason}
-
-
-def _g(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _change(before, after):
-    return (after / before - 1) if before and np.isfinite(before) and np.isfinite(after) else math.nan
 
 
 def _log(values):
@@ -162,11 +161,11 @@ class StepRule:
     noise_k: float = 3.0
     name: str = "step"
 
-    def events(self, s: pd.DataFrame, spec: Series) -> list[dict]:
+    def events(self, s: pd.DataFrame, spec: SeriesSpec) -> list[dict]:
         v = s["value"].to_numpy(float)
         out = []
         for i, before, after in step_changes(v, tol=self.tol, min_size=self.min_size, noise_k=self.noise_k):
-            c = _change(before, after)
+            c = relative_change(before, after)
             worse = (after > before) == (spec.better == "lower")
             out.append(_event(s, i, "regression" if worse else "improvement", self.name, before, after,
                               f"step: level {before:.4g} -> {after:.4g} ({c:+.1%}) from this run on "
@@ -185,7 +184,7 @@ class DriftRule:
     noise_k: float = 2.0
     name: str = "drift"
 
-    def events(self, s: pd.DataFrame, spec: Series, steps: list | None = None) -> list[dict]:
+    def events(self, s: pd.DataFrame, spec: SeriesSpec, steps: list | None = None) -> list[dict]:
         v = s["value"].to_numpy(float)
         if len(v) < 2 * self.min_size or steps or not self._beyond_noise(v):
             return []
@@ -194,10 +193,10 @@ class DriftRule:
         beyond = sign * (v - start) > self.tol * abs(start)
         for i in range(self.min_size, len(v) - self.min_size + 1):
             if beyond[i:].all():
-                total = _change(start, v[-1])
+                total = relative_change(start, v[-1])
                 return [_event(s, i, "regression", self.name, start, float(v[i]),
-                               f"drift: {_change(start, v[i]):+.1%} vs the first {self.min_size} runs and beyond "
-                               f"{self.tol:.0%} in every later run ({total:+.1%} by the last run); "
+                               f"drift: {relative_change(start, v[i]):+.1%} vs the first {self.min_size} runs and "
+                               f"beyond {self.tol:.0%} in every later run ({total:+.1%} by the last run); "
                                f"trend {theil_sen(v):+.1%} per run")]
         return []
 
@@ -228,13 +227,14 @@ class GateRule:
             if prev is not None:
                 base = frames[prev].loc[[key]]
                 head = f.loc[[key]] if key in f.index else f.iloc[:0]
-                table, code = gate.compare(base, head, rtol=self.rtol, time_factor=self.time_factor,
-                                           min_time_s=self.min_time_s)
-                for r in table[table["verdict"].isin(["REGRESSION", "SLOWER"])].itertuples():
+                rows, _ = gate.compare(base, head, rtol=self.rtol, time_factor=self.time_factor,
+                                       min_time_s=self.min_time_s)
+                for r in rows[rows["verdict"].isin(["REGRESSION", "SLOWER"])].itertuples():
                     metric = {"time_median_s": "time"}.get(r.what, r.what)
                     out.append({**info, "run_id": rid, "pos": pos, "metric": metric, "kind": "regression",
                                 "rule": self.name, "before": r.base, "after": r.head,
-                                "reason": f"compare would fail ({r.verdict}, {r.what}: {_g(r.base)} -> {_g(r.head)}; "
+                                "reason": f"compare would fail ({r.verdict}, {r.what}: {number_text(r.base)} -> "
+                                          f"{number_text(r.head)}; "
                                           f"rtol {self.rtol:g}, time factor {self.time_factor})"})
             if key in f.index:
                 prev = rid
@@ -300,30 +300,33 @@ def history_frames(store: Store, suites=None, *, models=(), solvers=(), metrics=
     info = runs.set_index("id")
     df = df.assign(suite=df["run_id"].map(info["suite"]), pos=df["run_id"].map(info["pos"]),
                    cell_label=[_cell_label(r) for r in df.itertuples()])
-    parts = []
-    for name in names:
-        spec = SERIES[name]
-        if spec.column not in df.columns:
-            continue
-        part = df[np.isfinite(pd.to_numeric(df[spec.column], errors="coerce").astype(float))]
-        if part.empty:
-            continue
-        value = part[spec.column].astype(float)
-        lo = hi = value
-        if spec.se and spec.se in part:
-            se = pd.to_numeric(part[spec.se], errors="coerce").fillna(0.0)
-            lo, hi = value - se, value + se
-        elif spec.band and all(c in part for c in spec.band):
-            lo = pd.to_numeric(part[spec.band[0]], errors="coerce").fillna(value)
-            hi = pd.to_numeric(part[spec.band[1]], errors="coerce").fillna(value)
-        floor = pd.to_numeric(part[spec.floor], errors="coerce") if spec.floor and spec.floor in part else np.nan
-        parts.append(pd.DataFrame({"suite": part["suite"], "run_id": part["run_id"], "pos": part["pos"],
-                                   "key": part["key"], "model": part["model"], "label": part["label"],
-                                   "cell_label": part["cell_label"], "metric": name, "value": value,
-                                   "lo": lo, "hi": hi, "floor": floor}))
+    parts = [_long_part(df, name) for name in names]
+    parts = [p for p in parts if p is not None]
     cols = ["suite", "run_id", "pos", "key", "model", "label", "cell_label", "metric", "value", "lo", "hi", "floor"]
     long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
     return runs, long.sort_values(["suite", "model", "label", "cell_label", "metric", "pos"]).reset_index(drop=True)
+
+
+def _long_part(df: pd.DataFrame, name: str) -> pd.DataFrame | None:
+    """The rows of ``history_frames``' long frame for one tracked quantity (None when it has no value)."""
+    spec = SERIES[name]
+    if spec.column not in df.columns:
+        return None
+    part = df[np.isfinite(pd.to_numeric(df[spec.column], errors="coerce").astype(float))]
+    if part.empty:
+        return None
+    value = part[spec.column].astype(float)
+    lo = hi = value
+    if spec.se and spec.se in part:
+        se = pd.to_numeric(part[spec.se], errors="coerce").fillna(0.0)
+        lo, hi = value - se, value + se
+    elif spec.band and all(c in part for c in spec.band):
+        lo = pd.to_numeric(part[spec.band[0]], errors="coerce").fillna(value)
+        hi = pd.to_numeric(part[spec.band[1]], errors="coerce").fillna(value)
+    floor = pd.to_numeric(part[spec.floor], errors="coerce") if spec.floor and spec.floor in part else np.nan
+    return pd.DataFrame({"suite": part["suite"], "run_id": part["run_id"], "pos": part["pos"], "key": part["key"],
+                         "model": part["model"], "label": part["label"], "cell_label": part["cell_label"],
+                         "metric": name, "value": value, "lo": lo, "hi": hi, "floor": floor})
 
 
 def _events(store, runs, long, *, rtol, time_factor, min_time_s, min_size, names):
@@ -362,7 +365,7 @@ def series_table(long: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
         e = events[(events["suite"] == suite) & (events["key"] == key) & (events["metric"] == name)]
         rows.append({"suite": suite, "model": s["model"].iloc[0], "solver": s["label"].iloc[0],
                      "cell": s["cell_label"].iloc[0], "metric": name, "runs": len(v), "first": v[0], "last": v[-1],
-                     "change": _change(v[0], v[-1]), "trend/run": theil_sen(v) if len(v) > 2 else math.nan,
+                     "change": relative_change(v[0], v[-1]), "trend/run": theil_sen(v) if len(v) > 2 else math.nan,
                      "gate": int((e["rule"] == "gate").sum()), "steps": int((e["rule"] == "step").sum()),
                      "drift": "yes" if (e["rule"] == "drift").any() else ""})
     return pd.DataFrame(rows)
@@ -373,10 +376,6 @@ def series_table(long: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 _MARK = {"gate": dict(marker="X", color="#c92a2a", s=70), "step": dict(marker="D", color="#1c7ed6", s=42),
          "drift": dict(marker="^", color="#e8590c", s=60)}
-
-
-def _slug(s) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)).strip("_")[:90] or "x"
 
 
 def _tick_labels(runs, suite):
@@ -416,7 +415,7 @@ def _trend_figure(g, ev, runs, title, path):
     colors = {c: palette[i % len(palette)] for i, c in enumerate(cells)}
     ticks = _tick_labels(runs, g["suite"].iloc[0])
     positions = sorted(ticks)
-    with _style():
+    with figure_style():
         ncols = min(4, len(metrics))
         nrows = math.ceil(len(metrics) / ncols)
         width, height = 3.2 * ncols + 2.0, 2.4 * nrows + 0.7
@@ -451,13 +450,13 @@ def _summary(doc, runs, events, long, tol):
     b = doc.section(*SECTIONS[0])
     rows = [[r.suite, r.pos + 1, r.id, r.started, str(r.git_commit or "")[:12], r.status, r.cells]
             for r in runs.sort_values(["suite", "pos"]).itertuples()]
-    b.append(_table(["suite", "#", "run", "started", "commit", "status", "cells"], rows, group_col="suite"))
+    b.append(table(["suite", "#", "run", "started", "commit", "status", "cells"], rows, group_col="suite"))
     n_series = long.groupby(["suite", "key", "metric"]).ngroups if len(long) else 0
     counts = events.groupby("rule").size().to_dict() if len(events) else {}
-    b.append(_p(f"{len(runs)} run(s), {n_series} series (cell x metric). Marks: "
+    b.append(paragraph(f"{len(runs)} run(s), {n_series} series (cell x metric). Marks: "
                 f"{counts.get('gate', 0)} where compare would fail, {counts.get('step', 0)} step change(s), "
                 f"{counts.get('drift', 0)} drift(s)."))
-    b.append(_p(f"How to read: runs are ordered by start time within each suite; cells are matched by key. "
+    b.append(paragraph(f"How to read: runs are ordered by start time within each suite; cells are matched by key. "
                 f"Red X: compare's rule fires against the previous run (quality worse than {tol:.0%}, NFE "
                 f"changed, cell failed or missing, time slower than the factor). Blue diamond and dotted line: a "
                 f"step change that persists (two-segment L1 fit, at least 2 runs each side, beyond the tolerance "
@@ -469,11 +468,11 @@ def _summary(doc, runs, events, long, tol):
 def _marked(doc, events):
     b = doc.section(*SECTIONS[1])
     if events.empty:
-        b.append(_p("no run is marked"))
+        b.append(paragraph("no run is marked"))
         return
     rows = [[e.suite, e.run_id, e.model, e.solver, e.cell, e.metric, e.rule, e.kind, e.before, e.after, e.reason]
             for e in events.itertuples()]
-    b.append(_table(["suite", "run", "model", "solver", "cell", "metric", "rule", "kind", "before", "after",
+    b.append(table(["suite", "run", "model", "solver", "cell", "metric", "rule", "kind", "before", "after",
                      "reason"], rows, flag_col="kind", group_col="run"))
 
 
@@ -481,16 +480,25 @@ def _trends(doc, runs, long, events, out_dir):
     b = doc.section(*SECTIONS[2])
     figures = []
     if long.empty:
-        b.append(_p("no values to draw"))
+        b.append(paragraph("no values to draw"))
         return figures
     for (suite, model, label), g in long.groupby(["suite", "model", "label"], sort=True):
         ev = events[(events["suite"] == suite) & (events["model"] == model) & (events["solver"] == label)]
-        path = out_dir / f"hist-{_slug(suite)}-{_slug(model)}-{_slug(label)}.png"
+        path = out_dir / f"hist-{slug(suite, 90)}-{slug(model, 90)}-{slug(label, 90)}.png"
         figures.append(_trend_figure(g, ev, runs, f"{suite}: {model} {label}", path))
         marks = ", ".join(f"{k} {v}" for k, v in ev.groupby("rule").size().items()) or "no marks"
-        b.append(_figure(path, f"{suite}: {model} {label} - {g['cell_label'].nunique()} cell(s), "
+        b.append(figure(path, f"{suite}: {model} {label} - {g['cell_label'].nunique()} cell(s), "
                                f"{g['metric'].nunique()} metric(s); {marks}."))
     return figures
+
+
+def _series(doc, series):
+    b = doc.section(*SECTIONS[3])
+    b.append(paragraph("Per series: first and last value, total change, Theil-Sen trend (median pairwise slope of log "
+                       "values, % per run), and how many times each rule marked it."))
+    if len(series):
+        b.append(table(list(series.columns), series.values.tolist(), flag_col="drift",
+                       collapse=f"show all {len(series)} series" if len(series) > 60 else None))
 
 
 def write_history(store, suites=None, out_dir=None, *, models=(), solvers=(), metrics=(), since=None,
@@ -508,23 +516,15 @@ def write_history(store, suites=None, out_dir=None, *, models=(), solvers=(), me
     names = [_ALIASES.get(m, m) for m in metrics] or list(SERIES)
     events = _events(store, runs, long, rtol=rtol, time_factor=time_factor, min_time_s=min_time_s,
                      min_size=min_size, names=names)
-    doc = _Doc()
+    doc = Document()
     _summary(doc, runs, events, long, rtol)
     _marked(doc, events)
     figures = _trends(doc, runs, long, events, out_dir)
-    table = series_table(long, events)
-    b = doc.section(*SECTIONS[3])
-    b.append(_p("Per series: first and last value, total change, Theil-Sen trend (median pairwise slope of log "
-                "values, % per run), and how many times each rule marked it."))
-    if len(table):
-        b.append(_table(list(table.columns), table.values.tolist(), flag_col="drift",
-                        collapse=f"show all {len(table)} series" if len(table) > 60 else None))
+    series = series_table(long, events)
+    _series(doc, series)
     suites_txt = ", ".join(dict.fromkeys(runs["suite"].astype(str))) or "-"
     title = f"sdebench history: {suites_txt}"
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     subtitle = f"{len(runs)} runs; store {store.path}; generated {when}" + (f"; since {since}" if since else "")
-    images = {p: base64.b64encode(p.read_bytes()).decode("ascii") for p in figures}
-    html_path, md_path = out_dir / "history.html", out_dir / "history.md"
-    html_path.write_text(_render_html(doc, title, subtitle, images), encoding="utf-8")
-    md_path.write_text(_render_md(doc, title, subtitle), encoding="utf-8")
-    return {"html": html_path, "markdown": md_path, "figures": figures, "events": events, "series": table}
+    html_path, md_path = doc.write(out_dir / "history.html", out_dir / "history.md", title, subtitle)
+    return {"html": html_path, "markdown": md_path, "figures": figures, "events": events, "series": series}

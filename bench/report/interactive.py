@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.metrics import METRICS
-from bench.report.data import _solver_cls
+from bench.report.data import solver_class
+from bench.report.render import count_ticks
 
 __all__ = ["available", "script", "family", "FAMILIES", "quality_chart", "work_precision_chart"]
 
@@ -54,7 +55,7 @@ def family(cell) -> str:
     """The solver family of a cell: from its recorded metadata (kind, adaptive, stochastic), and the
     registered class for the multistep marker (a subclass of either multistep base)."""
     meta = cell.solver_meta or {}
-    cls = _solver_cls(cell.solver)
+    cls = solver_class(cell.solver)
     if meta.get("adaptive", getattr(cls, "adaptive", False)):
         return "adaptive"
     kind = meta.get("kind", getattr(cls, "kind", "ode"))
@@ -92,15 +93,6 @@ def _hover(p, what, x_label=None):
             + (f"<br>{x_label}: %{{x:.4g}}" if x_label else "")
             + f"<br>{what}: %{{customdata[4]}}<br>%{{customdata[5]}}; run %{{customdata[6]}}<extra></extra>")
     return custom, tmpl
-
-
-def _count_ticks(values):
-    """Integer ticks at the values themselves, neighbours that would overlap thinned out."""
-    ticks = []
-    for v in sorted({int(v) for v in values if v > 0}):
-        if not ticks or v >= 1.25 * ticks[-1]:
-            ticks.append(v)
-    return ticks if 0 < len(ticks) <= 10 else None
 
 
 def _log_ticks(values):
@@ -149,7 +141,7 @@ class _Chart:
     def axis(self, row, axis, values, title, counts=False):
         values = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
         log = bool(len(values)) and (values > 0).all()
-        ticks = (_count_ticks(values) if counts else _log_ticks(values)) if log else None
+        ticks = (count_ticks(values, 1.25, 10) if counts else _log_ticks(values)) if log else None
         for col in range(1, len(self.fams) + 1):
             upd = self.fig.update_xaxes if axis == "x" else self.fig.update_yaxes
             upd(type="log" if log else "linear", title_text=title if (axis == "x" or col == 1) else None, row=row,

@@ -3,6 +3,7 @@ built-in-grid cells of the same run at the same NFE, and a figure of the grids t
 
     tuned_table(df) -> DataFrame    one row per tuned cell (median over seeds)
     grids_figure(df, path) -> path | None   node positions in log-SNR, one row per tuned grid
+    tuned_section(ctx) -> [Block]   the section's builder (registered as "tuned-grids" by bench.report.document)
 """
 from __future__ import annotations
 
@@ -15,29 +16,34 @@ import torch
 from matplotlib.figure import Figure
 
 from bench.harness.tuned import is_tuned
-from bench.report.figures import DPI, _style
-from bench.report.render import _figure, _p, _table
+from bench.report.analysis import RANKING_PREFERENCE, first_measured
+from bench.report.data import solver_label
+from bench.report.render import DPI, Block, figure, figure_style, number_text, paragraph, table
 
 __all__ = ["COLUMNS", "distribution_metric", "grids_figure", "markdown", "tuned_section", "tuned_table"]
 
-#: distribution metrics, in order of preference (FD-digits where measured)
-DISTRIBUTION = ("fd_digits", "sliced_w2", "energy", "w2", "mmd2")
+#: distribution metrics, in order of preference: FD-digits where measured, then the rankings' preference
+DISTRIBUTION = ("fd_digits", *RANKING_PREFERENCE)
 COLUMNS = ["run", "model", "NFE", "solver", "tuned grid", "best built-in", "discretization (built-in)",
            "discretization (tuned)", "ratio", "metric", "built-in", "tuned", "metric ratio",
            "tuner held-out (built-in)", "tuner held-out (tuned)", "tuning NFE", "tuning s"]
 MAX_FIGURE_ROWS = 24
+SECTION_TEXT = (
+    "Each tuned-grid cell against the same solver (same options) at the same NFE budget in the same run, on its "
+    "best built-in grid (lowest discretization error among the run's built-in-grid cells; the tuner's own best when "
+    "the run has none). Errors are measured on the evaluation x_T, which the tuning never saw; ratio = tuned / "
+    "built-in (< 1: the tuned grid is better). 'tuner held-out' is the tuner's own median error on its held-out "
+    "x_T; tuning cost is the teacher and solves it spent, paid once per model, solver, options, steps and method "
+    "(kept in the store).")
 
 
 def distribution_metric(g: pd.DataFrame) -> str | None:
-    for m in DISTRIBUTION:
-        if m in g and np.isfinite(g[m]).any():
-            return m
-    return None
+    """The first of ``DISTRIBUTION`` measured in ``g`` (None when none is)."""
+    return first_measured(g, DISTRIBUTION)
 
 
 def _base_label(cell) -> str:
-    opts = " ".join(f"{k}={cell.options[k]}" for k in sorted(cell.options))
-    return f"{cell.solver} {opts}".strip()
+    return solver_label(cell.solver, cell.options)
 
 
 def _med(g, col):
@@ -88,9 +94,6 @@ def tuned_table(df: pd.DataFrame) -> pd.DataFrame:
 def grids_figure(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path | None:
     """Node positions in log-SNR lambda = log(alpha / sigma): one row per tuned grid (model, solver,
     steps, method), each with the built-in grids of the same steps beneath it."""
-    import solvers
-    from bench.zoo import models
-
     s = _frame(df)
     if s.empty or not s["tuned"].any():
         return None
@@ -104,51 +107,54 @@ def grids_figure(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path | None:
     entries = sorted(entries, key=lambda e: e[0])[:MAX_FIGURE_ROWS]
     if not entries:
         return None
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(11, 1.0 + 1.25 * len(entries)), layout="constrained")
         axes = fig.subplots(len(entries), 1, squeeze=False)[:, 0]
         for ax, ((model, base, steps, grid), c) in zip(axes, entries):
-            m = models.load(model)
-            rows = {f"{grid}": np.asarray(c.times)}
-            for k in solvers.grids.GRIDS:
-                if k == "tan" and getattr(m, "data_std", None) is None:
-                    continue
-                kw = {"data_std": m.data_std} if k == "tan" else {}
-                rows[k] = solvers.make_grid(m.sde, steps, k, **kw).numpy()
-            names = list(rows)
-            for i, name in enumerate(names):
-                lam = m.sde.lam(torch.tensor(rows[name], dtype=torch.float64)).numpy()
-                y = len(names) - 1 - i
-                ax.hlines(y, lam.min(), lam.max(), color="0.85", lw=1)
-                ax.plot(lam, np.full_like(lam, y), "o" if i == 0 else "|", ms=6 if i == 0 else 10,
-                        color="#d6336c" if i == 0 else "0.25")
-            ax.set_yticks(range(len(names)), names[::-1], fontsize=8)
-            ax.set_ylim(-0.7, len(names) - 0.3)
+            _grid_panel(ax, model, grid, steps, np.asarray(c.times))
             ax.set_title(f"{model}: {base}, {steps} steps", fontsize=9, loc="left")
-            ax.grid(axis="y", visible=False)
         axes[-1].set_xlabel("log-SNR lambda = log(alpha / sigma)   (T on the left, eps on the right)")
         fig.savefig(path, format="png", dpi=DPI)
     return path
 
 
-def tuned_section(b, df, fig_path, figures, word):
-    """The report section's blocks, appended to ``b`` (figures to ``figures``)."""
-    t = tuned_table(df)
+def _grid_panel(ax, model: str, grid: str, steps: int, times):
+    """A tuned grid's nodes (dots, top row) and the built-in grids of the same steps (ticks) in log-SNR."""
+    import solvers
+    from bench.zoo import models
+
+    m = models.load(model)
+    rows = {f"{grid}": times}
+    for k in solvers.grids.GRIDS:
+        if k == "tan" and getattr(m, "data_std", None) is None:
+            continue
+        kw = {"data_std": m.data_std} if k == "tan" else {}
+        rows[k] = solvers.make_grid(m.sde, steps, k, **kw).numpy()
+    names = list(rows)
+    for i, name in enumerate(names):
+        lam = m.sde.lam(torch.tensor(rows[name], dtype=torch.float64)).numpy()
+        y = len(names) - 1 - i
+        ax.hlines(y, lam.min(), lam.max(), color="0.85", lw=1)
+        ax.plot(lam, np.full_like(lam, y), "o" if i == 0 else "|", ms=6 if i == 0 else 10,
+                color="#d6336c" if i == 0 else "0.25")
+    ax.set_yticks(range(len(names)), names[::-1], fontsize=8)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.grid(axis="y", visible=False)
+
+
+def tuned_section(ctx) -> list[Block]:
+    """The report section (``bench.report.sections``): the table of ``tuned_table`` and the grids'
+    figure, written to ``ctx.figure_path("tuned-grids")``."""
+    t = tuned_table(ctx.cells)
     if t.empty:
-        b.append(_p(f"no tuned-grid cells in {word} (a suite asks for them with grids = [..., \"tuned\"])"))
-        return
-    b.append(_p("Each tuned-grid cell against the same solver (same options) at the same NFE budget in the same "
-                "run, on its best built-in grid (lowest discretization error among the run's built-in-grid cells; "
-                "the tuner's own best when the run has none). Errors are measured on the evaluation x_T, which the "
-                "tuning never saw; ratio = tuned / built-in (< 1: the tuned grid is better). 'tuner held-out' is the "
-                "tuner's own median error on its held-out x_T; tuning cost is the teacher and solves it spent, "
-                "paid once per model, solver, options, steps and method (kept in the store)."))
-    b.append(_table(list(t.columns), t.values.tolist(), group_col="model"))
-    p = grids_figure(df, fig_path("tuned-grids"))
+        return [paragraph(f"no tuned-grid cells in {ctx.run_word} (a suite asks for them with grids = [..., "
+                          "\"tuned\"])")]
+    blocks = [paragraph(SECTION_TEXT), table(list(t.columns), t.values.tolist(), group_col="model")]
+    p = grids_figure(ctx.cells, ctx.figure_path("tuned-grids"))
     if p is not None:
-        figures.append(p)
-        b.append(_figure(p, "Grid nodes in log-SNR: per tuned grid (dots, top row) the built-in grids of the same "
-                            "steps (ticks) beneath it."))
+        blocks.append(figure(p, "Grid nodes in log-SNR: per tuned grid (dots, top row) the built-in grids of the same "
+                                "steps (ticks) beneath it."))
+    return blocks
 
 
 def markdown(df: pd.DataFrame, title: str = "Tuned vs built-in grids") -> str:
@@ -173,22 +179,18 @@ def markdown(df: pd.DataFrame, title: str = "Tuned vs built-in grids") -> str:
                 tu = r.cell.tuning
                 val = getattr(r, metric) if metric else math.nan
                 lines.append(f"| {base} | {r.grid or 'default'}{' **(tuned)**' if r.tuned else ''} | {int(r.nfe)} | "
-                             f"{r.discretization:.4g} | {val:.4g} | {_g(tu.get('objective_test'))} | "
-                             f"{_g(tu.get('cost_nfe'))} | {_g(tu.get('wall_s'))} |")
+                             f"{r.discretization:.4g} | {val:.4g} | {_dash(tu.get('objective_test'))} | "
+                             f"{_dash(tu.get('cost_nfe'))} | {_dash(tu.get('wall_s'))} |")
         lines.append("")
     t = tuned_table(df)
     lines += ["## Summary: tuned / best built-in (same run, same NFE)", "",
               "| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
-    lines += ["| " + " | ".join(_g(v) for v in row) + " |" for row in t.values.tolist()]
+    lines += ["| " + " | ".join(_dash(v) for v in row) + " |" for row in t.values.tolist()]
     return "\n".join(lines) + "\n"
 
 
-def _g(v) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "-"
-    if isinstance(v, (float, np.floating)):
-        return f"{v:.4g}"
-    return str(v)
+def _dash(v) -> str:
+    return number_text(v, missing="-")
 
 
 if __name__ == "__main__":  # python -m bench.report.tuned STORE RUN [OUT.md]
