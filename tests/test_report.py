@@ -1,6 +1,8 @@
 """The report: built from a small real run (and a second one), every section present, figures
 valid PNGs of real content, the HTML self-contained and escaped, failed cells listed, two runs
-in one report, and the convergence / ranking logic on hand-made cells."""
+in one report, and the convergence / ranking logic on hand-made cells. Sections: each built-in
+builder alone on a small hand-made store, a plugin's section registered in one place, selection;
+the rendering API's blocks in both formats."""
 import html.parser
 import io
 import math
@@ -14,8 +16,12 @@ from PIL import Image
 from bench import report
 from bench.harness import runner
 from bench.harness.cell import Cell
+from bench.harness.metrics import METRICS, Metric
 from bench.harness.store import Store
 from bench.harness.suite import load_suite
+from bench.report import render
+from bench.report.analysis import measured_metrics
+from bench.report.sections import ReportContext, get_section
 from solvers import InputError
 
 EVIL = "<script>alert('x')</script>"
@@ -317,3 +323,190 @@ def test_adaptive_cells_store_no_step_count_and_the_order_table_says_tolerance_c
         assert df["steps"].isna().all()
         row = report.convergence_table(df).iloc[0]
         assert row["fitted"] == "n/a" and row["order of"].startswith("adaptive")
+
+
+# --- sections: each built-in alone, a plugin's in one place ------------------------------------------
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A store of hand-made cells (no solving): euler and heun on gmm2d-vp at 5-40 steps whose
+    errors follow C steps^-p exactly, two likelihood cells and one failed cell."""
+    tmp = tmp_path_factory.mktemp("small")
+    store = Store(tmp / "s.sqlite")
+    rid = store.record_run({"suite": "tiny", "suite_text": "name = 'tiny'\n", "device": "cpu"})
+    base = dict(task="sample", model="gmm2d-vp", options={}, grid=None, budget=None, n=64, seed=0, exact_prior=True,
+                device="cpu", dtype="float32", threads=1, reference={"ode_rtol": 1e-10, "sde_steps": 2048})
+    for solver, order, per_step in (("euler", 1, 1), ("heun", 2, 2)):
+        for steps in (5, 10, 20, 40):
+            store.add_cell(rid, Cell(solver=solver, steps=steps, **base),
+                           {"nfe": per_step * steps, "steps": steps, "timing": {"median_s": 0.001 * steps},
+                            "metrics": {"discretization": 0.5 * steps ** -order, "sliced_w2": 0.2 / steps + 0.01,
+                                        "sliced_w2_se": 0.001, "sliced_w2_floor": 0.012}})
+    lik = {**base, "task": "likelihood", "n": 16}
+    for rtol, err in ((1e-3, 2e-3), (1e-5, 3e-5)):
+        store.add_cell(rid, Cell(solver="dopri5", steps=None, **{**lik, "options": {"rtol": rtol}}),
+                       {"nfe": 50 if rtol > 1e-4 else 80, "timing": {"median_s": 0.05},
+                        "metrics": {"logp_error_per_dim": err, "logp_bias_per_dim": err / 2, "logp_stderr": err / 10}})
+    store.add_cell(rid, Cell(solver="euler", steps=3, **base), {"nfe": None, "steps": 3, "error": "NonFiniteError: boom"})
+    return store, rid
+
+
+def _context(small, out_dir, cells=None, **kw):
+    store, rid = small
+    return ReportContext(report.load_cells(store, [rid]) if cells is None else cells, {rid: store.run(rid)}, out_dir,
+                         store_path=store.path, **kw)
+
+
+def _alone(ctx, sid):
+    doc = render.Document()
+    spec = get_section(sid)
+    doc.section(spec.id, spec.heading).extend(spec.blocks(ctx))
+    return doc, doc.to_markdown("t", "s")
+
+
+#: per built-in section: what its Markdown must hold and the figures it must write, built alone
+ALONE = {
+    "summary": (["| tiny | complete |", "1 cell(s) failed", "How to read"], []),
+    "quality-vs-nfe": (["every quality metric against NFE"], ["fig-quality-vs-nfe-gmm2d-vp.png"]),
+    "work-precision": (["wall time (left) and NFE (right)"], ["fig-work-precision-gmm2d-vp.png"]),
+    "likelihood": (["| dopri5 rtol=0.001 | 50 | 0.002 | 0.001 | 0.0002 |", "| dopri5 rtol=1e-05 | 80 |"],
+                   ["fig-likelihood.png"]),
+    "convergence-order": (["| euler | 1.00 |", "| heun | 2.00 |", "No solver is flagged"], []),
+    "trajectories": (["euler\\_maruyama paths are jagged"], ["fig-trajectories-gmm2d-vp.png"]),
+    "best-solver": (["### gmm2d-vp: ranked by sliced W2", "| 50 | 1 | euler | 40 | 40 | 0.015 ± 0.002 |",
+                    "| 50 | 2 | heun | 40 | 20 | 0.02 ± 0.002 |"], []),
+    "tuned-grids": (["no tuned-grid cells in this run"], []),
+    "failed-cells": (["1 failed cell(s)", "NonFiniteError: boom"], []),
+    "all-cells": (["11 cell(s)", "| discretization error | sliced W2 | log-likelihood error / dim | wall s |"], []),
+    "environment": (["### run 1", "```text\nname = 'tiny'\n```", "### report generated with", "| device | cpu |"], []),
+}
+
+
+def test_every_built_in_section_has_an_alone_test():
+    assert list(ALONE) == [sid for sid, _ in report.SECTIONS]
+
+
+@pytest.mark.parametrize("sid", list(ALONE))
+def test_each_built_in_section_builds_alone_on_a_small_frame(small, tmp_path, sid):
+    doc, md = _alone(_context(small, tmp_path), sid)
+    texts, figures = ALONE[sid]
+    for text in texts:
+        assert text in md, (sid, text)
+    assert [p.name for p in doc.figures()] == figures
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(figures)  # no other section's figure
+
+
+def test_sections_say_so_when_there_is_nothing_to_show(small, tmp_path):
+    ctx = _context(small, tmp_path, cells=report.load_cells(small[0], []), trajectories=False)
+    for sid, text in (("quality-vs-nfe", "no successful sample cells in this run"),
+                      ("work-precision", "no discretization errors in this run"),
+                      ("likelihood", "no likelihood cells in this run"), ("failed-cells", "no failed cells in this run"),
+                      ("trajectories", "trajectory figure not requested"),
+                      ("best-solver", "no successful sample cells in this run")):
+        assert text in _alone(ctx, sid)[1], sid
+
+
+def test_all_cells_columns_follow_the_metric_registry(small, tmp_path, monkeypatch):
+    monkeypatch.setitem(METRICS, "toy_metric", Metric("toy_metric", "toy metric", "toy"))
+    ctx = _context(small, tmp_path)
+    assert [m.name for m in measured_metrics(ctx.cells)] == ["discretization", "sliced_w2", "logp_error_per_dim"]
+    assert [m.name for m in measured_metrics(ctx.cells, "sample")] == ["discretization", "sliced_w2"]
+    ctx = _context(small, tmp_path, cells=ctx.cells.assign(toy_metric=0.25))
+    assert measured_metrics(ctx.cells)[-1] is METRICS["toy_metric"]
+    md = _alone(ctx, "all-cells")[1]
+    assert "| log-likelihood error / dim | toy metric | wall s |" in md and "| 0.25 |" in md
+
+
+def _anchors(md):
+    return re.findall(r'<a id="([^"]+)"></a>', md)
+
+
+def test_a_plugin_section_is_added_in_one_place_and_removed(runs, tmp_path):
+    store, _, r2 = runs
+    ids = [sid for sid, _ in report.SECTIONS]
+    seen = []
+
+    @report.register_section("toy-section", "Toy section", after="best-solver")
+    def toy(ctx):
+        seen.append(ctx.run_ids)
+        return [report.paragraph(f"toy: {len(ctx.sample)} sample cells <b>"), report.table(["solvers"], [[3]])]
+
+    try:
+        out = report.write_report(store, [r2], tmp_path, trajectories=False, interactive=False)
+    finally:
+        report.unregister_section("toy-section")
+    expected = ids[:ids.index("best-solver") + 1] + ["toy-section"] + ids[ids.index("best-solver") + 1:]
+    parsed = _parse(out["html"])
+    assert seen == [[r2]] and parsed.ids == expected and parsed.h2[expected.index("toy-section")] == "Toy section"
+    html_text = out["html"].read_text(encoding="utf-8")
+    section = html_text[html_text.index('<section id="toy-section">'):html_text.index('<section id="tuned-grids">')]
+    assert "sample cells &lt;b&gt;</p>" in section and "<th>solvers</th>" in section
+    md = out["markdown"].read_text(encoding="utf-8")
+    assert _anchors(md) == expected and "\n## Toy section\n" in md and "8. [Toy section](#toy-section)" in md
+    assert "sample cells &lt;b&gt;" in md[md.index('<a id="toy-section">'):md.index('<a id="tuned-grids">')]
+    # removed: the registry is the built-in one again, and a report has no toy section
+    assert [s.id for s in report.sections()] == ids
+    again = report.write_report(store, [r2], tmp_path / "again", trajectories=False, interactive=False,
+                                sections=["best-solver", "tuned-grids"])
+    assert _anchors(again["markdown"].read_text(encoding="utf-8")) == ["best-solver", "tuned-grids"]
+
+
+def test_sections_are_selected_by_id_and_bad_registrations_are_named(runs, tmp_path):
+    store, _, r2 = runs
+    out = report.write_report(store, [r2], tmp_path, sections=["all-cells", "summary"])
+    assert _parse(out["html"]).ids == ["all-cells", "summary"] and out["figures"] == [] and out["charts"] == 0
+    with pytest.raises(InputError, match="'nope': no such report section; known: summary, quality-vs-nfe"):
+        report.write_report(store, [r2], tmp_path, sections=["nope"])
+    with pytest.raises(InputError, match="lower-case"):
+        report.register_section("Bad id", "x", lambda ctx: [])
+    with pytest.raises(InputError, match="registered already"):
+        report.register_section("summary", "x", lambda ctx: [])
+    with pytest.raises(InputError, match="after 'nope'"):
+        report.register_section("x-y", "x", lambda ctx: [], after="nope")
+    with pytest.raises(InputError, match="not both"):
+        report.register_section("x-y", "x", lambda ctx: [], after="summary", before="summary")
+    report.register_section("broken", "Broken", lambda ctx: "not blocks", before="summary")
+    try:
+        assert report.sections()[0].id == "broken"
+        with pytest.raises(InputError, match="'broken': its builder must return a list of blocks"):
+            report.write_report(store, [r2], tmp_path, sections=["broken"])
+    finally:
+        report.unregister_section("broken")
+    assert [s.id for s in report.sections()] == [sid for sid, _ in report.SECTIONS]
+
+
+# --- the rendering API ------------------------------------------------------------------------------
+def test_document_renders_every_block_in_both_formats(tmp_path):
+    png = tmp_path / "fig-x.png"
+    Image.new("RGB", (4, 4), "red").save(png)
+    doc = render.Document()
+    doc.section("a-b", "A <b>").extend([
+        render.paragraph("x|y *z* <i>"), render.heading("H"),
+        render.table(["k", "flag", "error"], [[1, "bad", "e<1>"], [1, "", "f"], [2.5, None, float("nan")]],
+                     flag_col="flag", group_col="k"),
+        render.preformatted("```code```"), render.figure(png, "cap"), render.chart("<div id='c'></div>")])
+    doc.section("c", "C").append(render.table(["n"], [[1]], collapse="show 1"))
+    html_path, md_path = doc.write(tmp_path / "r.html", tmp_path / "r.md", "T & t", "sub")
+    h, md = html_path.read_text(), md_path.read_text()
+    for text in ('<section id="a-b"><h2>A &lt;b&gt;</h2>', "<p>x|y *z* &lt;i&gt;</p>", "<h3>H</h3>",
+                 '<tr class="flag"><td>1</td>', '<tr class="grp"><td>2.5</td><td>–</td>', '<td class="err">e&lt;1&gt;</td>',
+                 "<pre>```code```</pre>", "data:image/png;base64,", "<figcaption>cap</figcaption>",
+                 "<div id='c'></div>", "<details><summary>show 1</summary>", "<title>T &amp; t</title>"):
+        assert text in h, text
+    for text in ("x\\|y \\*z\\* &lt;i&gt;", "### H", "| 1 | **⚠ bad** | e&lt;1&gt; |", "| 2.5 | – | – |",
+                 "````text\n```code```\n````", "![cap](fig-x.png)", "1. [A &lt;b&gt;](#a-b)", '<a id="c"></a>'):
+        assert text in md, text
+    assert "id='c'" not in md and doc.figures() == [png] and doc.charts() == 1
+
+
+def test_text_formats_have_one_home():
+    assert render.slug("gmm2d-vp: heun <x>") == "gmm2d-vp_heun_x" and render.slug("***") == "x"
+    assert render.slug("a" * 100) == "a" * 80 and render.slug("a" * 100, 90) == "a" * 90
+    assert render.plus_minus(0.5, 0.01) == "0.5 ± 0.02" and render.plus_minus(0.5, None) == "0.5"
+    assert render.plus_minus(float("nan"), 0.1) == "–"
+    assert render.number_text(0.123456) == "0.1235" and render.number_text("missing") == "missing"
+    assert render.number_text(float("nan")) == "nan" and render.number_text(None, missing="-") == "-"
+    assert render.number_text(12345) == "12345" and render.number_text(np.float32(0.5)) == "0.5"
+    assert render.change_text(2.0, 3.0) == "+50.0%" and render.change_text(0, 1) == "" and \
+        render.change_text("present", "missing") == ""
+    assert render.format_cell(True) == "yes" and render.format_cell(3.0) == "3" and render.format_cell(0.12345) == "0.123"
+    assert render.count_ticks([5, 10, 20, 48, 50]) == [5, 10, 20, 48] and render.count_ticks(range(1, 40)) is None

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.at_floor import ZERO_VALUED, value_at_floor
+from bench.harness.metrics import METRICS, Metric
 from bench.harness.verdicts import fit_order_asymptotic, tied_ranking
 from bench.report.data import discretization_floor, solver_class
 
-__all__ = ["convergence_table", "best_per_budget", "rank_solvers", "first_measured", "BUDGETS", "LEVEL",
-           "RANKING_PREFERENCE"]
+__all__ = ["convergence_table", "best_per_budget", "rank_solvers", "first_measured", "measured_metrics", "BUDGETS",
+           "LEVEL", "RANKING_PREFERENCE"]
 
 #: the NFE budgets of the "what to pick" tables
 BUDGETS = (5, 10, 20, 50)
@@ -22,6 +23,13 @@ LEVEL = 0.95
 SDE_REFERENCE_RATIO = 4
 #: the distribution metrics a ranking uses, in order of preference (the first measured)
 RANKING_PREFERENCE = ("sliced_w2", "energy", "w2", "mmd2")
+
+
+def measured_metrics(g: pd.DataFrame, task: str | None = None) -> list[Metric]:
+    """The gated metrics of the registry (``bench.harness.metrics.METRICS``, in its order; of one
+    ``task`` when given) with a finite value in ``g``: the report's metric columns and panels."""
+    return [m for m in METRICS.values() if m.gated and (task is None or m.task == task) and m.name in g
+            and np.isfinite(g[m.name].to_numpy(float)).any()]
 
 
 def first_measured(g: pd.DataFrame, names) -> str | None:

@@ -45,13 +45,13 @@ import torch
 from bench.harness.metrics import METRICS
 from bench.harness.store import Store
 from bench.report import interactive as iv
-from bench.report.analysis import BUDGETS, SDE_REFERENCE_RATIO, best_per_budget, convergence_table
+from bench.report.analysis import BUDGETS, SDE_REFERENCE_RATIO, best_per_budget, convergence_table, measured_metrics
 from bench.report.figures import likelihood_figure, quality_figure, trajectory_figure, work_precision_figure
 from bench.report.render import Document, chart, figure, heading, paragraph, plus_minus, preformatted, slug, table
 from bench.report.sections import ReportContext, ReportSection, register_section, select_sections
 from bench.report.tuned import tuned_section
 
-__all__ = ["write_report", "SECTIONS", "metric_columns"]
+__all__ = ["write_report", "SECTIONS", "BUILTIN"]
 
 HOW_TO_READ = (
     "How to read: NFE = network evaluations actually made (counted). Discretization error = median over samples of "
@@ -220,21 +220,14 @@ def failed_cells(ctx: ReportContext) -> list:
             table(["run", "task", "model", "solver", "budget", "steps", "seed", "n", "error"], rows)]
 
 
-def metric_columns(cells: pd.DataFrame) -> list[tuple[str, str]]:
-    """(column, header) of every gated metric of the registry (``bench.harness.metrics.METRICS``, in its
-    order) that has a finite value in ``cells``."""
-    return [(m.name, m.label) for m in METRICS.values()
-            if m.gated and m.name in cells and np.isfinite(cells[m.name].to_numpy(float)).any()]
-
-
 def all_cells(ctx: ReportContext) -> list:
     """Every cell in one compact table (collapsed beyond 80 rows)."""
     df = ctx.cells
-    metrics = metric_columns(df)
-    cols = ["run", "task", "model", "solver", "budget", "steps", "seed", "n", "NFE", *(h for _, h in metrics),
+    metrics = measured_metrics(df)  # a column per gated metric of the registry measured in the runs
+    cols = ["run", "task", "model", "solver", "budget", "steps", "seed", "n", "NFE", *(m.label for m in metrics),
             "wall s", "overhead", "error"]
     rows = [[r.run_id, r.task, r.model, r.label, r.budget, r.steps, r.seed, r.n, r.nfe,
-             *(getattr(r, c) for c, _ in metrics), r.time_median_s, r.time_overhead,
+             *(getattr(r, m.name) for m in metrics), r.time_median_s, r.time_overhead,
              "" if r.ok else str(r.error)[:120]] for r in df.itertuples()]
     return [paragraph(f"{len(df)} cell(s). The full rows (all columns) are in the store: "
                       f"'sdebench export RUN' writes them as CSV."),

@@ -23,6 +23,7 @@ from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFo
 
 import solvers
 from bench.harness.metrics import METRICS
+from bench.report.analysis import measured_metrics
 from bench.report.render import DPI, count_ticks, figure_style
 from bench.zoo import models
 from bench.zoo.models import GaussianMixture
@@ -108,8 +109,7 @@ def _finish(fig, styles, drawn, path: pathlib.Path):
 
 
 def quality_figure(g, model, styles, path):
-    metrics = [m.name for m in METRICS.values() if m.task == "sample" and m.gated and m.name in g
-               and np.isfinite(g[m.name]).any()]
+    metrics = [m.name for m in measured_metrics(g, "sample")]
     if not metrics:
         return None
     with figure_style():

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.metrics import METRICS
+from bench.report.analysis import measured_metrics
 from bench.report.data import solver_class
 from bench.report.render import count_ticks
 
@@ -182,8 +183,7 @@ def _with_family(g):
 
 def quality_chart(g: pd.DataFrame, model: str, div_id: str) -> str | None:
     """Every gated sample metric against NFE: one row per metric, one column per family."""
-    names = [m.name for m in METRICS.values() if m.task == "sample" and m.gated and m.name in g
-             and np.isfinite(g[m.name]).any()]
+    names = [m.name for m in measured_metrics(g, "sample")]
     if not names:
         return None
     g = _with_family(g)
