@@ -65,11 +65,10 @@ def format_cell(v) -> str:
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     if isinstance(v, (float, np.floating)):
-        if not np.isfinite(v):
+        f = float(v)
+        if not math.isfinite(f):
             return "–"
-        if float(v).is_integer() and abs(v) < 1e6:
-            return str(int(v))
-        return f"{v:.3g}"
+        return str(int(f)) if f.is_integer() and abs(f) < 1e6 else f"{f:.3g}"
     return str(v)
 
 
