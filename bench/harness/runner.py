@@ -69,8 +69,7 @@ def _check_resume(store, run_id, run, cells):
         if host == socket.gethostname() and pid != os.getpid() and process_alive(pid):
             raise solvers.InputError(f"run {run_id} is still running (pid {pid} on {host}); wait for it to end "
                                      "or stop it before resuming")
-    stored = [json.loads(r[0]) for r in store.db.execute(
-        "SELECT cell FROM cells WHERE run_id=? AND cell IS NOT NULL", (run_id,))]
+    stored = store.cell_definitions(run_id)
     keys = {c.key for c in cells}
     foreign = [c for c in stored if c.get("key") not in keys]
     changed = run.get("definition") and run["definition"] != definition_hash(cells)
@@ -165,8 +164,12 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
         run_id, done = resume, store.done_keys(resume)
     pending = [c for c in cells if c.key not in done]
     # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
-    pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None), stream=stream if progress else None,
-                            runner=runner)
+    try:
+        pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None),
+                                stream=stream if progress else None, runner=runner)
+    except BaseException:  # e.g. a grid file changed since validation: the run never started, never "running"
+        _mark_interrupted(store, run_id)
+        raise
     est = estimate(pending, cache_dir, jobs=jobs) if progress else None
     if progress:
         par = f", {jobs} jobs" if jobs > 1 else ""
@@ -212,7 +215,8 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
     except BaseException:
         _mark_interrupted(store, run_id)
         raise
-    store.set_status(run_id, "complete")
+    total, failed = store.cell_counts(run_id)
+    store.set_status(run_id, "failed" if total and failed == total else "complete")  # failed: no cell has a result
     return run_id
 
 

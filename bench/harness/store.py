@@ -21,6 +21,7 @@ let several runs write to one store at the same time.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -30,6 +31,7 @@ import platform
 import socket
 import sqlite3
 import subprocess
+import urllib.parse
 import uuid
 
 import pandas as pd
@@ -41,6 +43,11 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
 from solvers import InputError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: opening relies on SQLite's own locking alone
+    fcntl = None
 
 __all__ = ["Store", "StoreError", "DEFAULT_STORE", "environment", "SCHEMA_VERSION", "EXPORT_FORMAT", "process_alive"]
 
@@ -193,6 +200,12 @@ def _explain(path, e) -> str:
     return f"results store {path} {what}; restore it, or pass another --store (or $SDEBENCH_STORE)"
 
 
+def _is_read_only(e) -> bool:
+    """Whether an sqlite3 error says this process may not write the store (or create its WAL files)."""
+    low = str(e).lower()
+    return "readonly" in low or "read-only" in low or "unable to open" in low
+
+
 def process_alive(pid) -> bool:
     """Whether process ``pid`` exists on this host."""
     try:
@@ -207,9 +220,40 @@ def process_alive(pid) -> bool:
 class Store:
     def __init__(self, path=DEFAULT_STORE, *, create: bool = True):
         """Open (``create``: or create) the store at ``path``; every problem is a ``StoreError``
-        naming the file. ``create=False`` (read-only commands) never creates a file or directory."""
+        naming the file. ``create=False`` (read-only commands) never creates a file or directory,
+        and reads a store it cannot write (a read-only file or directory) read-only.
+
+        Opening (creation, migration) holds an exclusive ``flock`` on the database file, so that
+        processes opening one new store at the same time create it once; SQLite's own locks are
+        separate (POSIX record locks), so a run holding the store open never blocks an open."""
         self.path = pathlib.Path(path)
+        self.read_only = False
         self._check_path(create)
+        with self._opening(create):
+            suspect = self._check_header()
+            self.db = self._connect(create)
+        if suspect:
+            self._quick_check()
+
+    @contextlib.contextmanager
+    def _opening(self, create: bool):
+        """The file (created empty when ``create``) held under an exclusive flock while it is opened."""
+        try:
+            f = open(self.path, "ab" if create else "rb")
+        except OSError as e:
+            if not create:
+                raise StoreError(f"results store {self.path} cannot be read: {e.strerror or e}") from None
+            why = "attempt to write a readonly database" if self.path.exists() else "unable to open database file"
+            raise StoreError(_explain(self.path, sqlite3.OperationalError(why))) from None
+        try:
+            if fcntl is not None:
+                with contextlib.suppress(OSError):  # a file system without flock: SQLite's locks alone
+                    fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+        finally:
+            f.close()  # releases the flock
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         except sqlite3.Error as e:
@@ -221,10 +265,44 @@ class Store:
             self._open_schema()
         except sqlite3.Error as e:
             self.db.close()
+            if not create and _is_read_only(e):
+                return self._connect_read_only()
             raise StoreError(_explain(self.path, e)) from None
         except BaseException:
             self.db.close()
             raise
+        return self.db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A store this process cannot write (read-only file or directory): opened with SQLite's
+        ``mode=ro``, or ``immutable=1`` where SQLite cannot create the WAL's shared-memory file
+        beside it (then nobody can be writing it here either)."""
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
+        for flags in ("?mode=ro", "?mode=ro&immutable=1"):
+            try:
+                self.db = sqlite3.connect(uri + flags, uri=True, timeout=60, isolation_level=None)
+                self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                break
+            except sqlite3.Error as e:
+                self.db.close()
+                if flags.endswith("immutable=1"):
+                    raise StoreError(_explain(self.path, e)) from None
+        self.read_only = True
+        try:
+            self._refuse_foreign()
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as e:
+            self.db.close()
+            raise StoreError(_explain(self.path, e)) from None
+        except BaseException:
+            self.db.close()
+            raise
+        if version != SCHEMA_VERSION:
+            self.db.close()
+            raise StoreError(f"results store {self.path} has schema version {version} and needs migrating to "
+                             f"{SCHEMA_VERSION}, but it is read-only here; copy it somewhere writable and pass that "
+                             "--store")
+        return self.db
 
     def _check_path(self, create: bool):
         p = self.path
@@ -234,7 +312,6 @@ class Store:
             if not p.is_file():
                 raise StoreError(f"results store {p} is not a regular file (a device, pipe or broken link); "
                                  "pass a file path to --store")
-            self._check_header()
             return
         if not create:
             raise StoreError(f"no results store at {p} (nothing has been run into it yet); run a suite first "
@@ -250,8 +327,11 @@ class Store:
             raise StoreError(f"results store {p} cannot be created: {e.strerror or e} ({p.parent}); "
                              "pass another --store") from None
 
-    def _check_header(self):
-        """A truncated file: SQLite would read it as a smaller database, so say so before it does."""
+    def _check_header(self) -> bool:
+        """A truncated file: SQLite would read it as a smaller database, so say so before it does.
+        True when the header's size disagrees with the file's but a write-ahead log is beside it
+        (a checkpoint cut short, e.g. by a full disk: SQLite reads those pages from the log), for
+        ``_quick_check`` to decide once the store is open."""
         try:
             with open(self.path, "rb") as f:
                 head = f.read(100)
@@ -259,16 +339,31 @@ class Store:
         except OSError as e:
             raise StoreError(f"results store {self.path} cannot be read: {e.strerror or e}") from None
         if not head:
-            return  # an empty file: a new store
+            return False  # an empty file: a new store
         if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
             raise StoreError(_explain(self.path, "file is not a database"))
         page = int.from_bytes(head[16:18], "big")
         page = 65536 if page == 1 else page
         pages = int.from_bytes(head[28:32], "big")
         valid = pages and head[24:28] == head[92:96]
-        if valid and size < pages * page:
-            raise StoreError(f"results store {self.path} is damaged (truncated: {size} bytes of the {pages * page} "
-                             "its header records); restore it, or pass another --store (or $SDEBENCH_STORE)")
+        if not (valid and size < pages * page):
+            return False
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 32:  # more than the log's header: frames to read
+            return True
+        raise StoreError(f"results store {self.path} is damaged (truncated: {size} bytes of the {pages * page} "
+                         "its header records); restore it, or pass another --store (or $SDEBENCH_STORE)")
+
+    def _quick_check(self):
+        """SQLite's own check of a store whose file is shorter than its header says (``_check_header``)."""
+        try:
+            rows = [r[0] for r in self.db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.Error as e:
+            rows = [str(e)]
+        if rows != ["ok"]:
+            self.db.close()
+            raise StoreError(f"results store {self.path} is damaged (SQLite's quick_check: {'; '.join(rows)}); "
+                             "restore it, or pass another --store (or $SDEBENCH_STORE)")
 
     def _refuse_foreign(self):
         """Refuse, reading only, a database of something else or of a newer sdebench."""
@@ -277,6 +372,10 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: store schema version {version} is newer than this sdebench "
                              f"(version {SCHEMA_VERSION}); upgrade sdebench or use another --store")
+        if version < 0:
+            raise StoreError(f"results store {self.path} is damaged: its schema version (PRAGMA user_version) is "
+                             f"{version}, which no sdebench writes (0 to {SCHEMA_VERSION}); restore it, or pass "
+                             "another --store")
         ours = tables & {"runs", "cells"}
         if not ours and tables - {"run_process", "sqlite_sequence"}:
             raise StoreError(f"{self.path} is an SQLite database of something else (tables: "
@@ -291,27 +390,41 @@ class Store:
                                  "not an sdebench results store (or a damaged one); pass another --store")
 
     def _open_schema(self):
-        """Create a new store, migrate an older one (``_refuse_foreign`` has refused the rest)."""
+        """Create a new store, migrate an older one (``_refuse_foreign`` has refused the rest); each
+        in one transaction that re-reads what a peer may have done meanwhile."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables & {"runs", "cells"}:  # a new store
-            self.db.executescript(SCHEMA + GRIDS_SCHEMA)
-            self.db.execute(PROCESS_TABLE)
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._transaction(self._create)
             return
         if "run_process" not in tables:
             self.db.execute(PROCESS_TABLE)
         while version < SCHEMA_VERSION:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                if self.db.execute("PRAGMA user_version").fetchone()[0] == version:  # not done by a peer
-                    MIGRATIONS[version](self.db)
-                    self.db.execute(f"PRAGMA user_version={version + 1}")
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+            self._transaction(lambda v=version: self._migrate(v))
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _transaction(self, fn):
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            fn()
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _create(self):
+        if {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")} & {"runs", "cells"}:
+            return  # created by a peer meanwhile
+        for statement in (SCHEMA + GRIDS_SCHEMA).split(";"):  # not executescript: it would commit
+            if statement.strip():
+                self.db.execute(statement)
+        self.db.execute(PROCESS_TABLE)
+        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _migrate(self, version: int):
+        if self.db.execute("PRAGMA user_version").fetchone()[0] == version:  # not done by a peer
+            MIGRATIONS[version](self.db)
+            self.db.execute(f"PRAGMA user_version={version + 1}")
 
     @property
     def version(self) -> int:
@@ -333,8 +446,9 @@ class Store:
         return int(cur.lastrowid)
 
     def set_status(self, run_id: int, status: str):
-        """Set a run's status; "running" also records this process (host, pid) as its owner."""
-        finished = _now() if status == "complete" else None
+        """Set a run's status (running, interrupted, complete, or failed: finished with every cell
+        failed); "running" also records this process (host, pid) as its owner."""
+        finished = _now() if status in ("complete", "failed") else None
         self.db.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (finished, status, run_id))
         if status == "running":
             self.db.execute("INSERT OR REPLACE INTO run_process (run_id, host, pid) VALUES (?,?,?)",
@@ -344,27 +458,44 @@ class Store:
         """"interrupted" for a run marked running whose process (on this host) is gone."""
         if status != "running":
             return status
-        row = self.db.execute("SELECT host, pid FROM run_process WHERE run_id=?", (run_id,)).fetchone()
+        row = self.owner(run_id)
         if row and row[0] == socket.gethostname() and row[1] != os.getpid() and not process_alive(row[1]):
             return "interrupted"
         return status
 
     def owner(self, run_id: int):
         """(host, pid) of the process that last ran ``run_id``, or None."""
-        return self.db.execute("SELECT host, pid FROM run_process WHERE run_id=?", (run_id,)).fetchone()
+        try:
+            return self.db.execute("SELECT host, pid FROM run_process WHERE run_id=?", (run_id,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only store written before the table existed
+            return None
 
-    def record_run(self, fields: dict) -> int:
+    def record_run(self, fields: dict, cells=()) -> int:
         """Insert a finished run made elsewhere (an imported pytest-benchmark file, a synthetic
-        history) with the given ``runs`` columns; unknown columns are an error. Returns its id."""
+        history) with the given ``runs`` columns and its ``cells`` ((cell, result, wall_s) each), in
+        one transaction: all of it or nothing. Unknown columns are an error. Returns its id."""
         cols = [c[1] for c in self.db.execute("PRAGMA table_info(runs)")]
         unknown = sorted(set(fields) - set(cols) - {"id"})
         if unknown:
             raise InputError(f"unknown run field(s) {', '.join(unknown)}; known: {', '.join(cols)}")
         fields = {"uuid": uuid.uuid4().hex, "started": _now(), "status": "complete", **fields}
         fields.pop("id", None)
-        cur = self.db.execute(f"INSERT INTO runs ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
-                              tuple(fields.values()))
-        return int(cur.lastrowid)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self.db.execute(f"INSERT INTO runs ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+                                  tuple(fields.values()))
+            run_id = int(cur.lastrowid)
+            wall = solve = 0.0
+            for cell, result, wall_s in cells:
+                if self._insert(run_id, cell, result):
+                    wall, solve = wall + wall_s, solve + (result.get("solve_s") or 0.0)
+            if cells:
+                self.db.execute("UPDATE runs SET wall_s=?, solve_s=? WHERE id=?", (wall, solve, run_id))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return run_id
 
     def run(self, run_id: int) -> dict:
         cur = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,))
@@ -376,6 +507,27 @@ class Store:
         out = dict(zip([c[0] for c in cur.description], row))
         out["status"] = self._status(run_id, out["status"])
         return out
+
+    def resolve_run(self, ref, suite: str | None = None, *, flag: str = "") -> int:
+        """The id of an existing run named by ``ref``: an id (an integer >= 1, or its text) or
+        "latest" (the newest run, of ``suite`` when given); ``flag`` (e.g. "--resume") prefixes the
+        messages. The one parser of run references (export, report, compare, run --resume)."""
+        where = f"{flag} " if flag else ""
+        if ref == "latest":
+            run_id = self.latest_run(suite)
+            if run_id is None:
+                of = f" of suite {suite!r}" if suite else ""
+                raise InputError(f"{where}latest: no runs{of} in {self.path}")
+        else:
+            try:
+                run_id = int(str(ref).strip())
+            except ValueError:
+                run_id = 0
+            if run_id < 1:
+                raise InputError(f"{where}{ref!r} is not a run id: give an integer >= 1 (sdebench list runs shows "
+                                 "them) or 'latest'")
+        self.run(run_id)  # InputError naming the store when there is no such run
+        return run_id
 
     def output_dir(self, run_id: int) -> pathlib.Path:
         """Where a run's report and CSV go: ``run-<id>/`` next to the default store, ``<stem>-run-<id>/``
@@ -402,11 +554,35 @@ class Store:
     def done_keys(self, run_id: int) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT key FROM cells WHERE run_id=?", (run_id,))}
 
+    def cell_counts(self, run_id: int) -> tuple[int, int]:
+        """(cells, failed cells) of a run."""
+        total, failed = self.db.execute("SELECT COUNT(*), COUNT(error) FROM cells WHERE run_id=?", (run_id,)).fetchone()
+        return int(total), int(failed)
+
     def cell_metrics(self, run_id: int) -> dict[str, dict]:
         """The metrics of the run's successful cells by cell key (what a resumed run's at-floor
         decisions read)."""
-        return {k: json.loads(m or "{}") for k, m in self.db.execute(
+        return {k: self._json(m, f"run {run_id} cell {k}: column metrics") for k, m in self.db.execute(
             "SELECT key, metrics FROM cells WHERE run_id=? AND error IS NULL", (run_id,))}
+
+    def cell_definitions(self, run_id: int) -> list[dict]:
+        """The stored definitions (``cells.cell``, parsed) of the run's cells."""
+        return [self._json(text, f"run {run_id} cell {key}: column cell") for key, text in self.db.execute(
+            "SELECT key, cell FROM cells WHERE run_id=? AND cell IS NOT NULL ORDER BY rowid", (run_id,))]
+
+    def _json(self, text, where: str) -> dict:
+        """A JSON-object column's value ({} when empty); a damaged one is a ``StoreError`` naming the
+        store and the row (readers never meet a JSONDecodeError)."""
+        if text is None or text == "":
+            return {}
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise StoreError(f"results store {self.path} is damaged: {where} is not a JSON object "
+                             f"({str(text)[:40]!r}); restore the store from a copy, or pass another --store")
+        return value
 
     def add_cell(self, run_id: int, cell, result: dict, wall_s: float = 0.0) -> bool:
         """Commit one finished cell (and the run's time spent on it) in one transaction;
@@ -443,7 +619,8 @@ class Store:
                               (key,)).fetchone()
         if row is None:
             return None
-        return {"key": row[0], "tuning": json.loads(row[1]), "grid": json.loads(row[2]), "cost_nfe": row[3],
+        return {"key": row[0], "tuning": self._json(row[1], f"tuned grid {key}: column tuning"),
+                "grid": self._json(row[2], f"tuned grid {key}: column grid"), "cost_nfe": row[3],
                 "wall_s": row[4], "created": row[5]}
 
     def add_grid(self, key: str, tuning: dict, grid: dict) -> bool:
@@ -469,9 +646,11 @@ class Store:
         if df.empty:
             return df
         parts = [df.drop(columns=["metrics", "timing", "stats"])]
-        for col in ("metrics", "timing"):
-            expanded = pd.json_normalize(df[col].map(json.loads).tolist())
-            parts.append(expanded.add_prefix("time_" if col == "timing" else ""))
+        for col in ("metrics", "timing", "cell"):
+            parsed = [self._json(text, f"run {run_id} cell {key}: column {col}")
+                      for key, text in zip(df["key"], df[col])]
+            if col != "cell":
+                parts.append(pd.json_normalize(parsed).add_prefix("time_" if col == "timing" else ""))
         return pd.concat(parts, axis=1)
 
     def to_csv(self, run_id: int, path) -> pathlib.Path:
