@@ -1,10 +1,13 @@
 """Work shared by cells, kept on disk: references, exact target sets and noise floors.
 
 ``DiskCache(root).get(key, make)`` returns the value stored under ``key`` (a JSON-able dict of
-everything the value depends on), or makes it, stores it and returns it. Files are
-``<root>/<kind>-<sha1 of the key>.pt`` written by ``torch.save`` to a temporary file in the
-same directory and renamed into place (``os.replace`` is atomic), so a reader never sees half a
-file. Workers that want the same missing entry at the same time take a per-entry lock file
+everything the value depends on), or makes it, stores it and returns it. Values are tensors,
+numbers, strings and dicts/lists/tuples of them. Files are ``<root>/<kind>-<sha1 of the key>.pt``
+written by ``torch.save`` to a temporary file in the same directory and renamed into place
+(``os.replace`` is atomic), so a reader never sees half a file. They are read with
+``torch.load(weights_only=True)``, which unpickles tensors and plain containers only: a file
+planted in a shared cache cannot run code (it is unreadable, hence remade). Workers that want
+the same missing entry at the same time take a per-entry lock file
 (``fcntl.flock`` where available): one makes it, the others wait and then read it. The key is
 stored beside the value and checked on read; an unreadable or mismatching file is remade.
 
@@ -22,7 +25,9 @@ import tempfile
 
 import torch
 
-__all__ = ["DiskCache", "CACHE_VERSION", "cache_dir_for"]
+from solvers import InputError
+
+__all__ = ["DiskCache", "CACHE_VERSION", "cache_dir_for", "check_cache_dir"]
 
 #: bump when the code that makes a cached value (references, exact sets, floors) changes its result
 CACHE_VERSION = 1
@@ -37,6 +42,22 @@ def cache_dir_for(store_path) -> pathlib.Path:
     """The cache directory that goes with a store file: ``<store>.cache``."""
     p = pathlib.Path(store_path)
     return p.with_name(p.name + ".cache")
+
+
+def check_cache_dir(root) -> pathlib.Path:
+    """The cache directory, created and checked writable (a file in the way or a read-only folder
+    would fail every cell of a run one by one); InputError naming it otherwise."""
+    root = pathlib.Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"cache directory {root} (shared results kept beside the store) cannot be written: "
+                         f"{e.strerror or e}; move what is in the way, make it writable, or pass another --store"
+                         ) from None
+    return root
 
 
 class DiskCache:
@@ -62,7 +83,7 @@ class DiskCache:
         """The stored value, or raise KeyError."""
         path = self.path(key)
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
+            blob = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
         except Exception as e:
             raise KeyError(str(key)) from e
         if not isinstance(blob, dict) or blob.get("key") != self._canonical(key):

@@ -5,8 +5,10 @@
 
 Model (rough by design; the progress line refines it with the cells' actual times):
 
-Everything that scales is measured here once per run, on the cells' own models and shapes
-(a second or two for a suite; all of it is reported in the run's time shares):
+Everything that scales is measured here once per run, on the cells' own models and shapes, at
+batches of at most ``CAL_N`` samples and scaled to the cell's (linearly; the pooled MMD^2 /
+energy distance quadratically), so an estimate never allocates a cell's full batch (a second
+or two for a suite; all of it is reported in the run's time shares):
 
 - one network evaluation of each (model, batch, dtype, device), and the per-evaluation loop
   overhead of a fixed-step solve;
@@ -48,6 +50,8 @@ __all__ = ["estimate", "Estimate", "fmt_seconds"]
 
 #: exact KL's Jacobian (d backward passes through the float64 solve) in float64 solves: a + b d
 KL_SOLVES = (2.0, 1.2)
+#: the largest batch a calibration allocates (larger cells are measured at this size and scaled)
+CAL_N = 1024
 
 
 def fmt_seconds(s: float) -> str:
@@ -105,14 +109,16 @@ class _Calibration:
         return self._models[key]
 
     def eval_s(self, name, n, dtype, device="cpu"):
-        key = (name, n, dtype, device)
+        """One network evaluation at batch n (measured at min(n, CAL_N), scaled linearly)."""
+        b = min(n, CAL_N)
+        key = (name, b, dtype, device)
         if key not in self.evals:
             m = self.model(name)
-            x = m.sample_prior(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(
+            x = m.sample_prior(b, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(
                 device=device, dtype={"float32": torch.float32, "float64": torch.float64}[dtype])
-            t = torch.full((n,), 0.5 * m.sde.T, dtype=x.dtype, device=x.device)
+            t = torch.full((b,), 0.5 * m.sde.T, dtype=x.dtype, device=x.device)
             self.evals[key] = _best(lambda: m.fn(x, t))
-        return self.evals[key]
+        return self.evals[key] * n / b
 
     def overhead_s(self):
         """Per-evaluation cost of the solver loop beyond the network (tiny batch, fixed steps)."""
@@ -127,16 +133,17 @@ class _Calibration:
         """One query of the exact Brownian path the solver class uses, at this shape."""
         from bench.harness.reference import brownian_path_for, path_kind
 
-        key = (path_kind(cls), name, tuple(shape))
+        b = min(shape[0], CAL_N)
+        key = (path_kind(cls), name, (b, *shape[1:]))
         if key not in self.paths:
             sde = self.model(name).sde
-            path = brownian_path_for(cls, sde, shape, seed=0, exact=True)
+            path = brownian_path_for(cls, sde, key[2], seed=0, exact=True)
             ts = torch.linspace(float(sde.T), float(sde.eps), 1025, dtype=torch.float64)[:17].tolist()
             t0 = time.perf_counter()
             for a, b in zip(ts[:-1], ts[1:]):
                 path.increment(a, b)
             self.paths[key] = (time.perf_counter() - t0) / 16
-        return self.paths[key]
+        return self.paths[key] * shape[0] / b
 
     def counted_nfe(self, key, name, exact_prior, solve, budget_s: float = 1.0):
         """NFE of ``solve(model, x)`` on 8 samples of a fresh copy of the model (solvers with
@@ -179,12 +186,14 @@ class _Calibration:
 
     def metrics_s(self, names, n, d, se=True):
         """The metrics ``names`` (the distribution metrics' values; with ``se`` every metric's
-        bootstrap standard error too), on synthetic sets of n samples in d dimensions."""
+        bootstrap standard error too), on synthetic sets of n samples in d dimensions (measured at
+        min(n, CAL_N) samples; scaled quadratically with MMD^2 / energy's pooled matrix, else linearly)."""
         names = tuple(sorted(names))
-        key = (names, n, d, se)
+        b = min(n, CAL_N)
+        key = (names, b, d, se)
         if key not in self.metric_s:
             g = torch.Generator().manual_seed(0)
-            x, y = (torch.randn(n, d, generator=g, dtype=torch.float64) for _ in range(2))
+            x, y = (torch.randn(b, d, generator=g, dtype=torch.float64) for _ in range(2))
             t0 = time.perf_counter()
             dist = [m for m in names if metrics.get_metric(m).fn is not None]
             if dist:
@@ -195,7 +204,7 @@ class _Calibration:
                     fn = metric.fn or (lambda v: float(v.median()))
                     metrics.standard_error(metric, fn, *((x, y) if metric.fn else (x.norm(dim=1),)))
             self.metric_s[key] = time.perf_counter() - t0
-        return self.metric_s[key]
+        return self.metric_s[key] * (n / b) ** (2 if {"mmd2", "energy"} & set(names) else 1)
 
 
 def _adaptive_nfe(cls, options) -> float:

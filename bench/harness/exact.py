@@ -89,6 +89,10 @@ def exact_kl_from_map(phi, x_T: torch.Tensor, log_p_T, log_p_eps, *, batch: int 
     ``batch`` to bound the graph's memory); ``log_p_T`` / ``log_p_eps`` map (b, d) to (b,).
     Also returns "logdet" (mean log|det J|), "flipped" (samples with det J < 0) and "x" (the
     samples phi(x_T), so that other metrics can be computed on them)."""
+    batch = solvers.validate.integer(batch, "exact_kl: batch", low=1)
+    if not isinstance(x_T, torch.Tensor) or x_T.ndim != 2 or len(x_T) < 2:
+        raise InputError(f"exact_kl: x_T must be a (n, d) tensor with n >= 2 (a mean and its standard error), got "
+                         f"{tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else type(x_T).__name__}")
     vals, logdets, ys, flipped = [], [], [], 0
     for xb in x_T.detach().double().split(batch):
         y, logabs, sign = jacobian_logdet(phi, xb)
@@ -132,8 +136,11 @@ def exact_kl(model, solver, *, steps: int | None = None, x_T: torch.Tensor | Non
         raise InputError(f"exact_kl: solver {cls.name!r} is adaptive: its step control couples the samples of "
                          "a batch; use a fixed-step solver")
     t = _grid(model, cls, steps, times, grid)
+    solvers.validate.integer(batch, "exact_kl: batch", low=1)
     if x_T is None:
-        x_T = model.sample_prior(n, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+        n = solvers.validate.integer(n, "exact_kl: n", low=2)
+        x_T = model.sample_prior(n, generator=torch.Generator().manual_seed(solvers.validate.seed(seed, "exact_kl: "
+                                 "seed")), dtype=torch.float64)
     nfe = []
 
     def phi(x):

@@ -58,7 +58,7 @@ except ModuleNotFoundError:  # Python < 3.11
 import torch
 
 import solvers
-from bench.harness import metrics, tuned
+from bench.harness import limits, metrics, tuned
 from bench.harness.cell import Cell, solver_meta
 from bench.harness.execute import import_plugins
 from bench.harness.tuned import DEFAULT_TUNE
@@ -84,7 +84,7 @@ LIKELIHOOD = {"solver": str, "rtol": (float, list), "atol": (float, list), "trac
 ENTRY = ("name", "grid", "grids", "steps", "nfe")
 TUNE = {"n": int, "budget": int}
 PRIORS = ("exact", "sde")
-N_MAX = 10**9
+N_MAX = limits.N_MAX
 
 
 class SuiteError(InputError):
@@ -212,9 +212,12 @@ class Suite:
                 v = list(dict.fromkeys(v))
             if v is not None:
                 setattr(self, key, v)
-        self.err = lambda key, msg, src=self.source: SuiteError(f"{src}: {key} (command line --{key}): {msg}")
+        given = {k for k, v in values.items() if v is not None}
+        self.err = lambda key, msg, src=self.source: SuiteError(
+            f"{src}: {key}{f' (command line --{key})' if key in given else ''}: {msg}")
         try:
             self._check_numbers()
+            self._check_memory(self.cells())
         finally:
             self.err = lambda key, msg, src=self.source: SuiteError(f"{src}: {key}: {msg}")
         return self
@@ -247,8 +250,9 @@ class Suite:
                 self._reference_value(f"reference.{key}", key, value)
         for key, value in self.tune.items():
             if key not in TUNE or (value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                                          or value < 2)):
-                raise self.err(f"tune.{key}", f"allowed keys: {', '.join(TUNE)} (integers >= 2)")
+                                                          or not 2 <= value <= N_MAX)):
+                raise self.err(f"tune.{key}", f"allowed keys: {', '.join(TUNE)} (integers in [2, {N_MAX}]), got "
+                               f"{value!r}")
         if self.grids is not None:
             self._check_grids("grids", self.grids)
         for i, entry in enumerate(self.solver_entries):
@@ -260,6 +264,47 @@ class Suite:
         if len(set(keys)) < len(keys):
             dup = next(c for c in cells if keys.count(c.key) > 1)
             raise self.err("solvers", f"two entries define the same cell ({dup.describe()}); remove one")
+        self._check_grid_files(cells)
+        self._check_memory(cells)
+
+    def _check_grid_files(self, cells):
+        """Each tuned-grid file against each cell using it: its SDE, times and steps (``tuned``)."""
+        seen = set()
+        for c in cells:
+            if isinstance(c.grid, str) and c.grid.endswith(".json") and (c.grid, c.model, c.steps) not in seen:
+                seen.add((c.grid, c.model, c.steps))
+                try:
+                    tuned.grid_file(c, c.grid)
+                except InputError as e:
+                    raise SuiteError(f"{self.source}: {e}") from None
+
+    def _check_memory(self, cells):
+        """The dearest cell of each kind against this machine's free memory (``bench.harness.limits``),
+        before a run exists: a size that cannot fit is refused, not killed for memory later."""
+        dims, worst = {}, {}
+        for c in cells:
+            if c.model not in dims:
+                dims[c.model] = math.prod(models.load(c.model).shape or (2,))
+            d = dims[c.model]
+            if c.task == "likelihood":
+                need = limits.likelihood_bytes(c.n, d, c.options.get("trace", "exact"), c.options.get("probes", 1))
+                todo = [("likelihood.n", need, f"a likelihood of {c.n} points of {c.model}")]
+            else:
+                steps = max(c.steps or 0, int(c.reference.get("sde_steps", 0)))  # the grid, or the SDE reference's
+                todo = [("n", limits.sample_bytes(c.n, d, c.metrics, steps), f"a cell of {c.n} samples of {c.model}"
+                                                                              f" over {steps} steps")]
+            if c.grid in tuned.TUNED:
+                need = limits.tuning_bytes(self.tune["n"], d, c.steps, tuned.TUNED[c.grid], self.tune["budget"])
+                todo.append(("tune.n", need, f"tuning {c.solver}'s grid at {c.steps} steps on {self.tune['n']} x_T "
+                                             f"of {c.model}"))
+            for key, need, what in todo:
+                if need > worst.get(key, (0.0, ""))[0]:
+                    worst[key] = (need, what)
+        for key, (need, what) in worst.items():
+            try:
+                limits.check_fits(what, need, f"lower {key}" + (" (or the steps)" if key != "likelihood.n" else ""))
+            except InputError as e:
+                raise self.err(key, str(e)) from None
 
     def _reference_value(self, where, key, value):
         if key not in REFERENCE:
@@ -353,10 +398,11 @@ class Suite:
                 if not ok or isinstance(v, bool):
                     raise self.err(f"{where}.{key}", f"must be {'a list of ' if isinstance(want, tuple) else ''}"
                                    f"{scalar.__name__}, got {v!r}")
-                if key in ("rtol", "atol") and not (math.isfinite(v) and v > 0):
-                    raise self.err(f"{where}.{key}", f"must be a finite number > 0, got {v!r}")
-                if key in ("probes", "n") and v < (1 if key == "probes" else 2):
-                    raise self.err(f"{where}.{key}", f"must be >= {1 if key == 'probes' else 2}, got {v!r}")
+                if key in ("rtol", "atol") and not (math.isfinite(v) and limits.TOL_MIN <= v < 1):
+                    raise self.err(f"{where}.{key}", f"must be a number in [{limits.TOL_MIN:g}, 1), got {v!r}")
+                if key in ("probes", "n") and not (1 if key == "probes" else 2) <= v <= N_MAX:
+                    raise self.err(f"{where}.{key}", f"must be in [{1 if key == 'probes' else 2}, {N_MAX}], "
+                                   f"got {v!r}")
                 if key == "trace" and v not in TRACES:
                     raise self.err(f"{where}.trace", f"must be one of {', '.join(TRACES)}, got {v!r}")
                 if key == "prior" and v not in PRIORS:

@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_TUNE",
     "TUNED",
     "TUNE_SEED",
+    "grid_file",
     "grid_summary",
     "is_tuned",
     "resolve_grids",
@@ -137,7 +138,9 @@ def tune_for_cell(cell, tune: dict | None = None, model=None) -> solvers.TunedGr
         torch.set_num_threads(threads)
 
 
-def _from_file(cell, path):
+def grid_file(cell, path):
+    """(TunedGrid, provenance) of a tuned-grid file for ``cell``: checked against the cell's model
+    (its SDE and times, ``solvers.load_grid``) and steps; InputError naming the file otherwise."""
     p = pathlib.Path(path)
     model = models.load(cell.model, exact_prior=cell.exact_prior)
     g = solvers.load_grid(p, model)
@@ -216,7 +219,7 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
             continue
         if cell.grid.endswith(".json"):
             if (cell.grid, cell.model) not in memo:
-                memo[(cell.grid, cell.model)] = _from_file(cell, cell.grid)
+                memo[(cell.grid, cell.model)] = grid_file(cell, cell.grid)
             g, info = memo[(cell.grid, cell.model)]
             out.append(cell.replace(times=tuple(g.times.tolist()), tuning=grid_summary(g, **info)))
             continue
