@@ -144,7 +144,7 @@ def _estimate(c: pd.DataFrame, metric: str) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else math.nan
 
 
-def best_per_budget(df: pd.DataFrame, budgets=BUDGETS) -> list[dict]:
+def best_per_budget(df: pd.DataFrame, budgets=BUDGETS, metrics=None) -> list[dict]:
     """Per (run, model, ranking metric): per budget B, every solver (with options) ranked by its
     cell with the most NFE <= B, with ties where the uncertainty cannot separate them.
 
@@ -154,11 +154,14 @@ def best_per_budget(df: pd.DataFrame, budgets=BUDGETS) -> list[dict]:
     by wall time; the rule is ``bench.harness.at_floor``'s); the others are
     ranked by ``bench.harness.verdicts.tied_ranking`` (a leader and every solver whose difference
     from it is not significant at 5%, two-sided z-test on the two estimates, share one rank "k=";
-    repeated on the rest). Solvers without a value come last ("-")."""
+    repeated on the rest). Solvers without a value come last ("-"). ``metrics``: rank by these
+    (those measured) instead of the model's default rankings."""
     out = []
     sample = df[(df["task"] == "sample") & df["ok"] & np.isfinite(df["nfe"])]
     for (rid, model), g in sample.groupby(["run_id", "model"], sort=True):
-        for metric in _rank_metrics(g):
+        chosen = [m for m in metrics if m in g and (np.isfinite(g[m]).any() or g[m + "_at_floor"].eq(1).any())] \
+            if metrics is not None else _rank_metrics(g)
+        for metric in chosen:
             # the samplers it is defined for (measured, or at floor at fewer steps)
             has = g if metric != "exact_kl" else g[np.isfinite(g["exact_kl"]) | (g["exact_kl_at_floor"] == 1)]
             out.append({"run": rid, "model": model, "metric": metric,

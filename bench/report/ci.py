@@ -4,8 +4,9 @@
     write_junit(path, verdicts, name)                        one <testcase> per cell
     write_summary(path, verdicts, code, name)                Markdown: regressions, improvements, missing/new
 
-``per_cell`` runs ``bench.report.compare.compare`` on each cell (matched by key) alone, so every
-row of its verdict belongs to that cell and the gate's rule is written in one place only.
+``per_cell`` runs ``bench.report.compare.compare`` on each cell (matched by key, or by compare's
+definition match) alone, so every row of its verdict belongs to that cell and the gate's rule is
+written in one place only. Labels are compare's: model, solver, options, grid, budget, steps, seed.
 
 JUnit: ``<testsuites><testsuite name tests failures errors skipped>`` with one ``<testcase
 classname="sdebench.<model>" name="<cell>">`` per cell of BASE and HEAD; a regression
@@ -63,11 +64,15 @@ def _time(row) -> float:
 
 
 def per_cell(base: pd.DataFrame, head: pd.DataFrame, **gate_kw) -> list[CellVerdict]:
-    """Every cell of BASE and HEAD (by key) with compare's verdict rows for it alone."""
+    """Every cell of BASE and HEAD (by key) with compare's verdict rows for it alone; a BASE cell
+    that HEAD has under another definition is one verdict with its HEAD counterpart (compare's
+    "definition" row), as in compare's table, not a missing cell and a new one."""
     out = []
-    for key in list(base.index) + [k for k in head.index if k not in base.index]:
+    renamed = {k: v[2] for k, v in gate.definition_changes(base, head).items()}
+    for key in list(base.index) + [k for k in head.index if k not in base.index and k not in renamed.values()]:
         b = base.loc[[key]] if key in base.index else base.iloc[:0]
-        h = head.loc[[key]] if key in head.index else head.iloc[:0]
+        hk = renamed.get(key, key)
+        h = head.loc[[hk]] if hk in head.index else head.iloc[:0]
         rows, _ = gate.compare(b, h, **gate_kw)
         row = (h if len(h) else b).iloc[0]
         out.append(CellVerdict(str(key), str(row.get("model")), gate._label(row), rows, _time(row) if len(h) else 0.0))

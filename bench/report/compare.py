@@ -9,7 +9,8 @@ A matched cell regresses when
   - a quality metric got worse by more than ``rtol`` relative (default 5%):
         head > base * (1 + rtol)  and  head - base > atol (default 1e-12),
     except where both values are at or below the metric's noise floor (unresolved: no
-    difference can be claimed); quality metrics are the discretization error, the
+    difference can be claimed; a value recorded at its floor at fewer steps, ``<metric>_at_floor``,
+    counts as at the floor); quality metrics are the discretization error, the
     distribution metrics and the likelihood error;
   - it failed in HEAD but not in BASE;
   - (timing, when not disabled) its median wall time grew by more than ``time_factor``
@@ -21,7 +22,7 @@ says what changed ("definition" rows) rather than listing one cell as missing an
 A NaN in HEAD where BASE was finite (a metric, the NFE, the time) is a regression.
 
 Exit codes: 0 no regression; 1 quality, NFE, failure or coverage regression; 3 timing
-regression only; 2 bad input (unknown run, unreadable file).
+regression only; 2 bad input (unknown run, unreadable file, an empty or malformed cells table).
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ from bench.harness import metrics
 from bench.harness.store import EXPORT_FORMAT
 from solvers import InputError
 
-__all__ = ["load_cells", "compare", "is_csv", "QUALITY", "EXIT_OK", "EXIT_QUALITY", "EXIT_TIME"]
+__all__ = ["load_cells", "compare", "definition_changes", "is_csv", "QUALITY", "EXIT_OK", "EXIT_QUALITY",
+           "EXIT_TIME"]
 
 QUALITY = tuple(metrics.quality())  # from the metric registry
 EXIT_OK, EXIT_QUALITY, EXIT_TIME = 0, 1, 3
@@ -48,7 +50,8 @@ def is_csv(ref) -> bool:
 
 
 def load_cells(ref, store=None) -> pd.DataFrame:
-    """Cells of a run id (from ``store``) or of a CSV export."""
+    """Cells of a run id (from ``store``) or of a CSV export; an empty, header-only or malformed
+    one (no key/model/solver column, text in a numeric column) is refused: it would pass the gate."""
     path = pathlib.Path(str(ref))
     if is_csv(ref):
         if not path.exists():
@@ -62,16 +65,7 @@ def load_cells(ref, store=None) -> pd.DataFrame:
     else:
         if store is None:
             raise InputError("a run id needs a store")
-        if ref == "latest":
-            ref = store.latest_run()
-            if ref is None:
-                raise InputError(f"no runs in {store.path}")
-        try:
-            run_id = int(ref)
-        except ValueError:
-            raise InputError(f"{ref!r} is neither a run id, 'latest', nor a CSV file") from None
-        store.run(run_id)
-        df = store.cells(run_id)
+        df = store.cells(store.resolve_run(ref))
     try:
         fmt = int(pd.to_numeric(df["format"]).max()) if "format" in df.columns and len(df) else 0
     except (TypeError, ValueError):
@@ -81,8 +75,17 @@ def load_cells(ref, store=None) -> pd.DataFrame:
     if fmt > EXPORT_FORMAT:
         raise InputError(f"{ref}: cells format {fmt} is newer than this sdebench reads ({EXPORT_FORMAT}); "
                          "upgrade sdebench")
-    if "key" not in df.columns:
-        raise InputError(f"{ref}: no 'key' column; export runs with `sdebench export`")
+    for col in ("key", "model", "solver"):
+        if col not in df.columns:
+            raise InputError(f"{ref}: no {col!r} column; not a cells table (export runs with `sdebench export`)")
+    if not len(df):
+        raise InputError(f"{ref}: has no cells (a header only, or a run with no finished cell): nothing to compare")
+    for col in ("nfe", "budget", "steps", "time_median_s", *QUALITY, *(m + "_floor" for m in QUALITY)):
+        if col in df.columns and not pd.api.types.is_numeric_dtype(df[col]):
+            bad = df[col].notna() & pd.to_numeric(df[col], errors="coerce").isna()
+            if bad.any():
+                raise InputError(f"{ref}: column {col!r} holds {df[col][bad].iloc[0]!r} (cell "
+                                 f"{df['key'][bad].iloc[0]}), not a number; not a cells table written by sdebench")
     return df.set_index("key")
 
 
@@ -100,7 +103,10 @@ def _label(row):
     opts = "" if not isinstance(opts, str) or opts == "{}" else " " + " ".join(
         f"{k}={v}" for k, v in json.loads(opts).items())
     size = f" nfe<={int(row['budget'])}" if _num(row, "budget") == _num(row, "budget") else ""
-    return f"{row.get('model')} {row.get('solver')}{opts}{size} seed={row.get('seed')}"
+    size += f" steps={int(_num(row, 'steps'))}" if math.isfinite(_num(row, "steps")) else ""
+    grid = row.get("grid")
+    grid = f" grid={grid}" if isinstance(grid, str) and grid else ""
+    return f"{row.get('model')} {row.get('solver')}{opts}{grid}{size} seed={row.get('seed')}"
 
 
 def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol: float = 1e-12,
@@ -116,7 +122,7 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol:
         if not ok:
             raise InputError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {v!r}")
     rows, code = [], EXIT_OK
-    renamed = _definition_changes(base, head)
+    renamed = definition_changes(base, head)
 
     def flag(cell, what, b, h, verdict):
         rows.append({"cell": cell, "what": what, "base": b, "head": h, "verdict": verdict})
@@ -142,9 +148,14 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol:
             code = EXIT_QUALITY
         for m in QUALITY:
             bv, hv = _num(b, m), _num(h, m)
+            floor = max(_num(b, m + "_floor"), _num(h, m + "_floor"))
+            # a value recorded at its floor (<m>_at_floor, not measured) stands at the floor
+            b_at, h_at = _num(b, m + "_at_floor") == 1, _num(h, m + "_at_floor") == 1
+            if (b_at or h_at) and math.isnan(floor):
+                continue  # at a floor of 0 within its standard error (exact KL): nothing to compare with
+            bv, hv = floor if b_at else bv, floor if h_at else hv
             if math.isnan(bv) and math.isnan(hv):
                 continue
-            floor = max(_num(b, m + "_floor"), _num(h, m + "_floor"))
             below = not math.isnan(floor) and bv <= floor and hv <= floor
             worse = math.isnan(hv) or (hv - bv > rtol * abs(bv) and hv - bv > atol)  # abs: MMD^2 can be < 0
             better = bv - hv > rtol * abs(bv) and bv - hv > atol
@@ -193,7 +204,7 @@ def _canon(v) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
-def _definition_changes(base, head) -> dict:
+def definition_changes(base, head) -> dict:
     """base key -> (what base had, what head has, head key) for BASE cells missing from HEAD that HEAD
     has under another definition (same model, solver, grid and size; other n, seed, options...)."""
     gone = [k for k in base.index if k not in head.index]
