@@ -117,14 +117,26 @@ class TunedGrid:
         return self.times
 
     def to_dict(self) -> dict:
+        """Plain JSON values: a non-finite number (an objective a grid blew up on) becomes None."""
         d = asdict(self)
         d["times"] = self.times.tolist()
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **d}
+        return _finite_or_none({"format": FORMAT, "format_version": FORMAT_VERSION, **d})
 
     def save(self, path) -> Path:
+        """Write strict JSON (never a bare NaN or Infinity, which JSON does not have)."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
         return path
+
+
+def _finite_or_none(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_none(x) for x in v]
+    return v
 
 
 def _check_sde(desc: dict, sde, times, who: str):
@@ -218,7 +230,8 @@ class Objective:
             self.solves += 1
             try:
                 x = sample(self.model, self.cls, times=times, x_T=self.x_T, **self.options).x
-                self.seen[key] = float(per_sample_error(x, self.x_ref).median())
+                value = float(per_sample_error(x, self.x_ref).median())
+                self.seen[key] = value if math.isfinite(value) else math.inf  # NaN never wins a min()
             except NonFiniteError:  # a candidate grid the solver blows up on: worst possible
                 self.seen[key] = math.inf
         return self.seen[key]
@@ -265,6 +278,8 @@ def _data(model, teacher, n, n_test, seed, opts):
         if x_T.ndim < 2 or (model.shape is not None and tuple(x_T.shape[1:]) != model.shape):
             raise InputError(f"teacher pair has x_T of shape {tuple(x_T.shape)}; model {model.name!r} expects "
                              f"(batch, {', '.join(map(str, model.shape or ('...',)))})")
+        if not (torch.isfinite(x_T).all() and torch.isfinite(x_ref).all()):
+            raise InputError("teacher pair holds non-finite values (NaN or inf): no grid can be tuned against them")
         if x_T.shape[0] <= n:
             raise InputError(f"teacher pair has {x_T.shape[0]} rows: the first n={n} are the train set and "
                              "the rest the held-out set, so it needs more than n rows")
@@ -289,6 +304,10 @@ def _data(model, teacher, n, n_test, seed, opts):
         x_ref = fn(x_T)
         if not isinstance(x_ref, torch.Tensor) or x_ref.shape != x_T.shape:
             raise InputError(f"teacher {name!r} must return a tensor of x_T's shape {tuple(x_T.shape)}")
+        bad = int((~torch.isfinite(x_ref.detach()).flatten(1).all(1)).sum())
+        if bad:
+            raise InputError(f"teacher {name!r} returned non-finite values (NaN or inf) for {bad} of {k} x_T: "
+                             "no grid can be tuned against them")
         sets.append((x_T, _denoised(model, x_ref.detach().double(), opts)))
     return sets[0], sets[1], {"teacher": name, "n": n, "n_test": n_test, "seed": seed,
                               "test_seed": seed + TEST_SEED_OFFSET}
@@ -473,6 +492,9 @@ def tune_grid(model: ScoreModel, solver, *, steps: int | None = None, nfe: int |
         grids = _builtins(model, steps)
         base = {k: obj(t) for k, t in grids.items()}
         best = min(base, key=base.get)
+        if not math.isfinite(base[best]):
+            raise NonFiniteError(f"tune_grid: {cls.name!r} has no finite error on any built-in grid at {steps} steps "
+                                 f"({', '.join(base)}): there is no grid to start tuning from")
         times = METHODS[method](obj, grids[best], budget, kind=best)
         value = obj(times)
         if not value < base[best]:

@@ -35,7 +35,7 @@ import torch
 from solvers import EDM, SDE, SDES, InputError, ScoreModel
 
 __all__ = ["from_diffusers", "from_discrete", "from_denoiser", "from_callable", "betas_from_config",
-           "PREDICTION_TYPES", "BETA_SCHEDULES"]
+           "check_scheduler_config", "PREDICTION_TYPES", "BETA_SCHEDULES"]
 
 #: diffusers ``prediction_type`` -> ScoreModel prediction
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
@@ -137,8 +137,7 @@ def betas_from_config(config: dict) -> torch.Tensor:
     """The float64 betas of a diffusers DDPM-style scheduler config (computed in float32 as
     diffusers does, then widened): ``trained_betas``, or ``beta_schedule`` with
     ``num_train_timesteps`` (default 1000), ``beta_start`` (1e-4), ``beta_end`` (0.02)."""
-    if not isinstance(config, dict):
-        raise InputError(f"scheduler config must be a dict, got {type(config).__name__}")
+    check_scheduler_config(config)
     if config.get("rescale_betas_zero_snr"):
         raise InputError("rescale_betas_zero_snr=True makes alpha_N = 0 (infinite noise at the last step); the "
                          "continuous-time VP view needs alpha_T > 0: not supported")
@@ -207,9 +206,42 @@ def from_discrete(net, betas=None, *, scheduler_config: dict | None = None, pred
 
 def _read_json(path: pathlib.Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read the JSON config: {e}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: the config must be a JSON object ({{\"key\": value, ...}}), got a "
+                         f"{type(config).__name__}")
+    return config
+
+
+#: a scheduler config's keys that set the model's betas and prediction: (check, what is allowed)
+_CONFIG_KEYS = {
+    "num_train_timesteps": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 10**6,
+                            "an integer in [2, 1000000]"),
+    "beta_start": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
+                   "a number in (0, 1)"),
+    "beta_end": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
+                 "a number in (0, 1)"),
+    "beta_schedule": (lambda v: v in BETA_SCHEDULES, ", ".join(BETA_SCHEDULES) + " (or trained_betas)"),
+    "prediction_type": (lambda v: v in PREDICTION_TYPES, ", ".join(PREDICTION_TYPES)),
+    "trained_betas": (lambda v: v is None or (isinstance(v, list) and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) for b in v)), "null or a list of numbers"),
+    "rescale_betas_zero_snr": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def check_scheduler_config(config, where: str = "scheduler config") -> dict:
+    """The keys of a diffusers scheduler config that define the model, checked: InputError naming
+    ``where`` (its file) and the key, with what is allowed; other keys are the samplers' and ignored."""
+    if not isinstance(config, dict):
+        raise InputError(f"{where}: must be a JSON object / dict, got {type(config).__name__}")
+    for key, (ok, allowed) in _CONFIG_KEYS.items():
+        if key in config and not ok(config[key]):
+            if key in ("beta_schedule", "prediction_type"):
+                raise InputError(f"{where}: unknown {key} {config[key]!r}; valid: {allowed}")
+            raise InputError(f"{where}: {key} must be {allowed}, got {config[key]!r}")
+    return config
 
 
 def from_diffusers(model_or_path, *, scheduler=None, subfolder: str | None = None, prediction: str | None = None,
@@ -264,11 +296,12 @@ def from_diffusers(model_or_path, *, scheduler=None, subfolder: str | None = Non
         label = label or type(model).__name__
     if isinstance(scheduler, (str, pathlib.Path)):
         p = pathlib.Path(scheduler)
-        config = _read_json(p / "scheduler_config.json" if p.is_dir() else p)
+        p = p / "scheduler_config.json" if p.is_dir() else p
+        config = check_scheduler_config(_read_json(p), str(p))
     elif isinstance(scheduler, dict):
-        config = dict(scheduler)
+        config = check_scheduler_config(dict(scheduler))
     elif hasattr(scheduler, "config"):
-        config = dict(scheduler.config)
+        config = check_scheduler_config(dict(scheduler.config), f"{type(scheduler).__name__}.config")
     else:
         raise InputError("scheduler must be a config dict, a path or a diffusers scheduler, "
                          f"got {type(scheduler).__name__}")
