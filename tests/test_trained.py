@@ -222,12 +222,12 @@ def test_training_is_reproducible_from_the_seed(tmp_path, name, steps):
 
 
 def test_train_cli_and_bad_recipe(tmp_path, capsys):
-    from bench.zoo.train import main
+    from bench.cli import main
 
-    assert main(["checkerboard-vp", "--steps", "3", "--out", str(tmp_path), "--seed", "1"]) == 0
+    assert main(["train", "checkerboard-vp", "--steps", "3", "--out", str(tmp_path), "--seed", "1"]) == 0
     assert (tmp_path / "checkerboard-vp.safetensors").exists()
     assert "wrote" in capsys.readouterr().out
-    assert main(["nope", "--out", str(tmp_path)]) == 2
+    assert main(["train", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown training recipe 'nope'" in capsys.readouterr().err
     with pytest.raises(InputError, match="steps"):
         train("checkerboard-vp", tmp_path, steps=0)

@@ -15,8 +15,10 @@
     sdebench recommend MODEL --nfe N [--tune]                    rank solvers x grids at a budget, ties included
 
 Exit codes: 0 success; 2 bad input of any kind (a one-line message, never a traceback: a bad
-argument, suite, store, checkpoint or output path); 1 a regression (compare) or a non-finite
-result; 3 a timing-only regression (compare); 130 interrupted (with the command that resumes).
+argument, suite, store, checkpoint or output path, a size that cannot fit in memory); 1 a
+regression (compare), a non-finite result, or a run whose every cell failed (recorded with status
+"failed"); 3 a timing-only regression (compare); 130 interrupted (with the command that resumes,
+overrides included).
 """
 from __future__ import annotations
 
@@ -27,12 +29,12 @@ import sys
 import torch
 
 import solvers
-from bench.cli import outputs, recommend, sweep, tools, tune
+from bench.cli import outputs, recommend, sweep, tools, train, tune
 
 __all__ = ["main"]
 
 #: the command groups, one module each; each adds its subcommands with ``register(sub)``
-GROUPS = (tools, sweep, outputs, tune, recommend)
+GROUPS = (tools, sweep, outputs, tune, recommend, train)
 
 
 def main(argv=None) -> int:
@@ -41,13 +43,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     for group in GROUPS:
         group.register(sub)
-    sub.add_parser("train", add_help=False, help="reproduce a shipped checkpoint (sdebench train --help)")
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv[:1] == ["train"]:
-            from bench.zoo.train import main as train_main
-
-            return train_main(argv[1:])
         args = p.parse_args(argv)
         if getattr(args, "threads", None):
             torch.set_num_threads(args.threads)

@@ -4,25 +4,44 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import pathlib
 
 import torch
 
 import solvers
+from bench.harness import limits
 from bench.harness.store import default_store_path
+from bench.harness.suite import SUITES_DIR
+from bench.zoo.trained import CHECKPOINTS
 
-__all__ = ["add_store", "add_threads", "exact_target", "run_id", "positive_int", "seed_int", "number",
-           "solver_option"]
+__all__ = ["add_store", "add_threads", "exact_target", "run_id", "positive_int", "count", "sample_count", "seed_int",
+           "number", "solver_option", "check_output", "check_sample_memory", "model_dim", "same_file"]
 
 
 def positive_int(text) -> int:
     """argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return v
+    return count(1, None)(text)
+
+
+def count(low: int = 1, high: int | None = limits.N_MAX):
+    """argparse type: an integer in [low, high] (default high: ``limits.N_MAX``, the most samples
+    any command takes; memory is checked by the command, which knows the dimension)."""
+
+    def parse(text) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = low - 1
+        if v < low or (high is not None and v > high):
+            rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {rng}, got {text!r}")
+        return v
+
+    return parse
+
+
+sample_count = count(1)
 
 
 def seed_int(text) -> int:
@@ -82,17 +101,58 @@ def exact_target(model, n, seed):
 
 
 def run_id(store, ref) -> int:
-    if ref == "latest":
-        run_id = store.latest_run()
-        if run_id is None:
-            raise solvers.InputError(f"no runs in {store.path}")
-        return run_id
+    """The id of the run ``ref`` names (``Store.resolve_run``: an id or 'latest')."""
+    return store.resolve_run(ref)
+
+
+def model_dim(model) -> int:
+    """The dimension of one sample of a loaded model."""
+    return math.prod(model.shape or (2,))
+
+
+def same_file(a, b) -> bool:
+    """Whether two paths name one file (existing: the same inode; else the same resolved path)."""
+    a, b = pathlib.Path(a), pathlib.Path(b)
     try:
-        value = int(ref)
-    except ValueError:
-        raise solvers.InputError(f"{ref!r} is not a run id (or 'latest')") from None
-    if value < 1:
-        raise solvers.InputError(f"{ref!r} is not a run id (run ids are integers >= 1, or 'latest')")
-    return value
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
+def check_output(path, flag: str, *, store=None, inputs=()) -> pathlib.Path:
+    """An output file that overwrites nothing it must not: the results store (``store``: its file,
+    its WAL files), any SQLite database, an input of the command (``inputs``), or a file shipped
+    with sdebench (checkpoints, suites). InputError naming ``flag`` and the file otherwise."""
+    out = pathlib.Path(path)
+    protected = [(pathlib.Path(p), "an input of this command") for p in inputs if p is not None]
+    if store is not None:
+        sp = pathlib.Path(store)
+        protected += [(sp, "the results store"), (sp.with_name(sp.name + "-wal"), "the results store's log"),
+                      (sp.with_name(sp.name + "-shm"), "the results store's shared memory")]
+    for p, what in protected:
+        if same_file(out, p):
+            raise solvers.InputError(f"{flag} {out}: is {what} ({p}); it would be overwritten: write to another file")
+    for shipped in (CHECKPOINTS, SUITES_DIR):
+        if os.path.realpath(out).startswith(os.path.realpath(shipped) + os.sep):
+            raise solvers.InputError(f"{flag} {out}: is inside the installed package ({shipped}); write elsewhere")
+    if out.is_file():
+        try:
+            with open(out, "rb") as f:
+                head = f.read(16)
+        except OSError:
+            head = b""
+        if head == b"SQLite format 3\x00":
+            raise solvers.InputError(f"{flag} {out}: is an SQLite database (a results store?); it would be "
+                                     "overwritten: write to another file")
+    return out
+
+
+def check_sample_memory(model, n: int, steps: int = 0, metrics=("sliced_w2",)):
+    """Sampling n samples of ``model`` over ``steps`` steps against this machine's free memory
+    (``bench.harness.limits``), before anything is allocated."""
+    what = f"sampling {n} x {model_dim(model)}-dimensional samples of {model.name}" + (
+        f" over {steps} steps" if steps else "")
+    limits.check_fits(what, limits.sample_bytes(n, model_dim(model), metrics, steps),
+                      "lower --n" + (" or --steps" if steps else ""))

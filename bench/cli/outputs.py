@@ -5,7 +5,7 @@ import pathlib
 
 import pandas as pd
 
-from bench.cli.common import add_store, number
+from bench.cli.common import add_store, check_output, number, same_file
 from bench.cli.common import run_id as _run_id
 from bench.harness.store import Store
 from solvers import InputError
@@ -31,6 +31,12 @@ def compare_(args) -> int:
 
     # CSVs need no store: a read-only command never creates one
     store = None if is_csv(args.base) and is_csv(args.head) else Store(args.store, create=False)
+    for flag, path in (("--junit", args.junit), ("--summary", args.summary)):
+        if path:  # never over the store or a baseline being compared
+            check_output(path, flag, store=store.path if store else None,
+                         inputs=[r for r in (args.base, args.head) if is_csv(r)])
+    if args.junit and args.summary and same_file(args.junit, args.summary):
+        raise InputError(f"--junit and --summary name one file ({args.junit}); give two")
     base, head = load_cells(args.base, store), load_cells(args.head, store)
     table, code = compare(base, head, rtol=args.rtol, time_factor=None if args.no_time else args.time_factor,
                           min_time_s=args.min_time)
@@ -59,7 +65,7 @@ def _ci_outputs(args, base, head, code):
 def history(args) -> int:
     from bench.report.history import write_history
 
-    out = write_history(Store(args.store), args.suite or None, args.out, models=args.model or (),
+    out = write_history(Store(args.store, create=False), args.suite or None, args.out, models=args.model or (),
                         solvers=args.solver or (), metrics=args.metric or (), since=args.since, rtol=args.rtol,
                         time_factor=None if args.no_time else args.time_factor)
     ev = out["events"]
@@ -72,6 +78,8 @@ def history(args) -> int:
 def import_benchmark(args) -> int:
     from bench.harness.benchmark_import import import_benchmark as import_
 
+    if not args.suite.strip():
+        raise InputError("--suite: must be a non-empty name (runs are listed and compared by it)")
     store = Store(args.store)
     run_id, n = import_(store, args.file, suite=args.suite)
     print(f"run {run_id}: {n} benchmark cell(s) of suite {args.suite!r} from {args.file} in {store.path}")
@@ -108,8 +116,10 @@ def register(sub):
     hp.add_argument("--metric", action="append", help="only this metric (repeatable): a quality metric, time, "
                     "nfe, overhead")
     hp.add_argument("--since", default=None, help="only runs started on or after this date (e.g. 2026-01-31)")
-    hp.add_argument("--rtol", type=float, default=0.05, help="tolerance of the gate, steps and drift (default 0.05)")
-    hp.add_argument("--time-factor", type=float, default=2.0, help="compare's slowdown factor (default 2.0)")
+    hp.add_argument("--rtol", type=number(0), default=0.05, help="tolerance of the gate, steps and drift "
+                    "(default 0.05)")
+    hp.add_argument("--time-factor", type=number(1, above=True), default=2.0,
+                    help="compare's slowdown factor, > 1 (default 2.0)")
     hp.add_argument("--no-time", action="store_true", help="mark compare's quality/NFE rule only, as CI gates")
     hp.add_argument("--out", default=None, help="output folder (default <store dir>/history)")
     add_store(hp)

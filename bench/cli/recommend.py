@@ -3,10 +3,11 @@ is the difference real?
 
 Runs a small sweep (every deterministic fixed-step solver, or ``--solvers``, on every built-in
 grid that applies, plus a tuned grid per solver with ``--tune``) as an ordinary run in the store,
-ranks it by the best metric the model allows (exact KL on exact models; else the discretization
-error against the float64 teacher; the distribution metric is shown beside it), ties what the
-standard errors cannot separate (``bench.report.analysis.best_per_budget``), prints the ranked
-groups with intervals and the command that reproduces the winner, and writes the report.
+ranks it by the metric of ``RANKING`` (exact KL on exact models, the discretization error against
+the float64 teacher, sliced W2, FD-digits) that resolves the most candidates (``choose``), ties
+what the standard errors cannot separate and never ranks an unresolved value (at its noise floor,
+or within 2 standard errors of 0) above a resolved one (``rank``), prints the ranked groups with
+intervals and the command that reproduces the winner, and writes the report.
 """
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ import json
 import math
 
 import solvers
-from bench.cli.common import add_store
+from bench.cli.common import add_store, check_sample_memory, count, positive_int, seed_int
+from bench.harness.at_floor import ZERO_VALUED
 from bench.harness.runner import run_suite
 from bench.harness.store import Store
 from bench.harness.suite import Suite
+from bench.harness.verdicts import tied_ranking
 from bench.report.analysis import best_per_budget
 from bench.report.data import load_cells
 from bench.zoo import models
 
-__all__ = ["recommend", "register", "candidates"]
+__all__ = ["recommend", "register", "candidates", "choose", "rank", "RANKING"]
 
 BUILTIN_GRIDS = ("uniform", "quadratic", "logsnr", "edm", "tan")
+#: the metrics a recommendation may rank by, preferred first (``choose`` takes the one that resolves most)
+RANKING = ("exact_kl", "discretization", "sliced_w2", "fd_digits")
 
 
 def candidates(names=None) -> list[str]:
@@ -65,39 +70,68 @@ def _suite(args, model) -> Suite:
     return Suite(data, f"<recommend {args.model}>", text)
 
 
-def _primary(entries) -> dict:
-    by = {e["metric"]: e for e in entries}
-    for metric in ("exact_kl", "discretization", "sliced_w2", "fd_digits"):
-        if metric in by:
-            return by[metric]
-    return entries[0]
+def rank(rows: list[dict], metric: str) -> list[dict]:
+    """The rows of one metric (``best_per_budget``'s) in recommendation order: the resolved values
+    ranked with ties (``tied_ranking``: not significantly different from the group's leader at
+    5%); then the unresolved ones (at or below the noise floor, or within 2 standard errors of
+    0), which the metric cannot order, tied after every resolved value; then those without one."""
+    resolved = [r for r in rows if not r["at_floor"] and math.isfinite(r["value"])]
+    unresolved = sorted((r for r in rows if r["at_floor"]), key=lambda r: (r["time_median_s"], r["solver"]))
+    by_name = {r["solver"]: r for r in resolved}
+    out = []
+    for t in tied_ranking([{"name": r["solver"], "value": r["value"], "stderr": r["stderr"]} for r in resolved]):
+        tied = t["vs"] and t["p_value"] >= 0.05  # a member of its group (a leader's "vs" is the group before)
+        out.append({**by_name[t["name"]], "rank": t["rank"],
+                    "note": f"tied with {t['vs']} (p = {t['p_value']:.2f})" if tied else ""})
+    k = len(out) + 1
+    floor = "within 2 se of 0" if metric in ZERO_VALUED else "at or below the noise floor"
+    out += [{**r, "rank": f"{k}=" if len(unresolved) > 1 else str(k), "note": f"{floor}: unresolved"}
+            for r in unresolved]
+    return out + [{**r, "rank": "-", "note": f"no {metric} value"} for r in rows
+                  if not r["at_floor"] and not math.isfinite(r["value"])]
+
+
+def choose(entries: list[dict], nfe: int) -> tuple[str, list[dict], dict]:
+    """(metric, its ranked rows, resolved count by metric): the metric of ``RANKING`` that resolves
+    the most candidates (ties: the earlier), so that a metric at its floor for every grid (sliced
+    W2 on a trained model at a small n) never decides between them by speed alone."""
+    tables = {e["metric"]: e["tables"][nfe] for e in entries if e["tables"][nfe]}
+    resolved = {m: sum(not r["at_floor"] and math.isfinite(r["value"]) for r in t) for m, t in tables.items()}
+    metric = max((m for m in RANKING if m in tables), key=lambda m: (resolved[m], -RANKING.index(m)))
+    return metric, rank(tables[metric], metric), resolved
 
 
 def recommend(args) -> int:
+    if args.model == models.TIMING_ONLY:
+        raise solvers.InputError(f"model {args.model!r} is timing-only (random weights): no solver can be "
+                                 "recommended for it; pick a trained or exact model (sdebench list models)")
     model = models.load(args.model)
+    check_sample_memory(model, args.n, args.nfe)
     suite = _suite(args, model)
     store = Store(args.store)
     run_id = run_suite(suite, store, progress=not args.quiet)
     df = load_cells(store, [run_id])
-    entries = best_per_budget(df, budgets=(args.nfe,))
-    if not entries or not entries[0]["tables"][args.nfe]:
+    entries = best_per_budget(df, budgets=(args.nfe,), metrics=RANKING)
+    if not any(e["tables"][args.nfe] for e in entries):
         raise solvers.InputError(f"no solver finished within {args.nfe} NFE on {args.model}: see `sdebench report "
                                  f"{run_id} --store {store.path}`")
-    entry = _primary(entries)
-    table = entry["tables"][args.nfe]
-    print(f"\n{args.model} at <= {args.nfe} NFE, ranked by {entry['metric']} (mean +- 1.96 standard errors; "
-          "'k=' = tied: not significantly different from the group's leader at 5%):")
+    metric, table, resolved = choose(entries, args.nfe)
+    others = ", ".join(f"{m}: {k}" for m, k in resolved.items() if m != metric)
+    print(f"\n{args.model} at <= {args.nfe} NFE, ranked by {metric}, which resolves {resolved[metric]} of "
+          f"{len(table)} candidates{f' ({others})' if others else ''} (mean +- 1.96 standard errors; 'k=' = tied: "
+          "not significantly different from the group's leader at 5%; unresolved values after every resolved one):")
     for r in table:
         v = "–" if not math.isfinite(r["value"]) else (
             f"{r['value']:.4g} +- {1.96 * r['stderr']:.2g}" if math.isfinite(r["stderr"]) else f"{r['value']:.4g}")
         print(f"  {r['rank']:>4}  {r['solver']:40s} {v:>22s}  NFE {r['nfe']:>3}  steps {r['steps']}  "
-              f"{r['time_median_s'] * 1e3:8.2f} ms")
+              f"{r['time_median_s'] * 1e3:8.2f} ms" + (f"  {r['note']}" if r["note"] else ""))
     best = table[0]
     leaders = [r["solver"] for r in table if r["rank"] == best["rank"]]
     solver, *rest = best["solver"].split()
     grid = next((p.split("=", 1)[1] for p in rest if p.startswith("grid=")), None)
     print(f"\nbest: {best['solver']}" + (f" (tied with {len(leaders) - 1} more: {', '.join(leaders[1:])})"
-                                          if len(leaders) > 1 else ""))
+                                          if len(leaders) > 1 else "")
+          + (" (no metric resolves these candidates: none is shown better)" if not resolved[metric] else ""))
     print(f"reproduce: sdebench sample {args.model} {solver} --steps {best['steps']}"
           + (f" --grid {grid}" if grid else "")
           + f"\n       or: solvers.sample(models.load({args.model!r}), {solver!r}, steps={best['steps']}"
@@ -114,12 +148,12 @@ def register(sub):
     r = sub.add_parser("recommend", help="rank every deterministic solver x grid at an NFE budget on one model, "
                        "with ties where the uncertainty cannot separate them")
     r.add_argument("model", choices=models.available())
-    r.add_argument("--nfe", type=int, required=True, help="the NFE budget")
+    r.add_argument("--nfe", type=positive_int, required=True, help="the NFE budget")
     r.add_argument("--solvers", nargs="+", default=None, help="only these solvers (default: every deterministic "
                    "fixed-step solver)")
     r.add_argument("--tune", action="store_true", help="also a grid tuned to each solver (suite grid \"tuned\")")
-    r.add_argument("--n", type=int, default=1000, help="samples (default 1000)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--n", type=count(2), default=1000, help="samples (default 1000)")
+    r.add_argument("--seed", type=seed_int, default=0)
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.add_argument("--no-report", action="store_true")
     add_store(r)

@@ -11,9 +11,9 @@ import threading
 import pandas as pd
 
 import solvers
-from bench.cli.common import add_store, add_threads, positive_int
+from bench.cli.common import add_store, add_threads, check_output, positive_int, sample_count
 from bench.cli.common import run_id as _run_id
-from bench.harness.cache import cache_dir_for
+from bench.harness.cache import cache_dir_for, check_cache_dir
 from bench.harness.estimate import estimate
 from bench.harness.runner import RunInterrupted, pending_cells, run_suite
 from bench.harness.store import Store
@@ -38,58 +38,56 @@ def _sigterm_interrupts():
         signal.signal(signal.SIGTERM, old)
 
 
-def resume_command(suite_arg, run_id, store) -> str:
-    return f"sdebench run {shlex.quote(str(suite_arg))} --resume {run_id} --store {shlex.quote(str(store))}"
-
-
-def _resume_id(args, store, suite):
-    if args.resume is None:
-        return None
-    if args.resume == "latest":
-        resume = store.latest_run(suite.name)
-        if resume is None:
-            raise solvers.InputError(f"--resume: no earlier run of suite {suite.name!r} in {store.path}")
-        return resume
-    try:
-        resume = int(args.resume)
-    except ValueError:
-        resume = 0
-    if resume < 1:
-        raise solvers.InputError(f"--resume {args.resume!r}: give a run id (sdebench list runs) or nothing for "
-                                 "the latest run of the suite")
-    return resume
+def resume_command(suite_arg, run_id, store, args=None) -> str:
+    """The command that resumes run ``run_id``, with every override of the run's command line
+    (``args``): without the same --n, --models and --threads the resumed cells would differ."""
+    parts = ["sdebench", "run", str(suite_arg), "--resume", str(run_id), "--store", str(store)]
+    given = {"--n": getattr(args, "n", None), "--models": getattr(args, "models", None),
+             "--threads": getattr(args, "threads", None),
+             "--jobs": getattr(args, "jobs", 1) if getattr(args, "jobs", 1) != 1 else None,
+             "--executor": getattr(args, "executor", "local") if getattr(args, "executor", "local") != "local"
+             else None, "--address": getattr(args, "address", None)}
+    for flag, value in given.items():
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += [flag for flag in ("--quiet", "--no-report") if getattr(args, flag[2:].replace("-", "_"), False)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def run(args) -> int:
     suite = load_suite(args.suite).override(n=args.n, threads=args.threads, models=args.models)
-    if args.jobs < 1:
-        raise solvers.InputError(f"--jobs must be >= 1, got {args.jobs}")
     if args.dry_run and args.resume is None:  # nothing is created: not the store, not a run
         cells = suite.cells()
         est = estimate(cells, cache_dir_for(args.store), jobs=args.jobs)
         print(f"suite {suite.name!r}: {len(cells)} cells\n{est.summary()}")
         return 0
-    store = Store(args.store)
-    resume = _resume_id(args, store, suite)
+    store = Store(args.store, create=not args.dry_run)
+    resume = None if args.resume is None else store.resolve_run(args.resume, suite.name if args.resume == "latest"
+                                                                 else None, flag="--resume")
     if args.dry_run:
         cells, pending = pending_cells(suite, store, resume)
         est = estimate(pending, cache_dir_for(args.store), jobs=args.jobs)
         print(f"suite {suite.name!r}: {len(cells)} cells, {len(pending)} left in run {resume}\n{est.summary()}")
         return 0
+    check_cache_dir(cache_dir_for(store.path))
     try:
         with _sigterm_interrupts():
             run_id = run_suite(suite, store, executor=args.executor, address=args.address, resume=resume,
                                progress=not args.quiet, jobs=args.jobs)
     except RunInterrupted as e:
         print(f"sdebench: run {e.run_id} interrupted ({e.committed} of {e.total} cells committed and kept); "
-              f"resume with: {resume_command(args.suite, e.run_id, store.path)}", file=sys.stderr)
+              f"resume with: {resume_command(args.suite, e.run_id, store.path, args)}", file=sys.stderr)
         return 130
     info = store.run(run_id)
     df = store.cells(run_id)
     failed = int(df["error"].notna().sum()) if not df.empty else 0
     csv = store.to_csv(run_id, store.output_dir(run_id) / "cells.csv")
-    print(f"run {run_id}: {len(df)} cells ({failed} failed) in {info['wall_s']:.1f} s; store {store.path}; "
+    print(f"run {run_id}: {len(df)} cells ({failed} failed) in {info['wall_s'] or 0:.1f} s; store {store.path}; "
           f"table {csv}\n{_time_shares(df, info['wall_s'])}")
+    if info["status"] == "failed":  # no cell has a result: the run is recorded, the command fails
+        print(f"sdebench: error: every cell of run {run_id} failed (the first: {df['error'].iloc[0]}); it is "
+              "marked failed, see the table", file=sys.stderr)
+        return 1
     if not args.no_report:
         from bench.report import write_report
 
@@ -126,7 +124,7 @@ def export(args) -> int:
         path = path / f"{store.output_dir(run_id).name}.csv"
     elif path.exists() and not path.is_file():
         raise solvers.InputError(f"--csv {path}: not a regular file")
-    print(store.to_csv(run_id, path))
+    print(store.to_csv(run_id, check_output(path, "--csv", store=store.path)))
     return 0
 
 
@@ -172,12 +170,12 @@ def register(sub):
                    help="finish an interrupted run (default: the latest run of this suite)")
     r.add_argument("--executor", choices=["local", "process", "ray"], default="local",
                    help="local: this process (--jobs N > 1: N worker processes); ray: Ray tasks")
-    r.add_argument("--jobs", type=int, default=1, metavar="N",
+    r.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="run cells in N local worker processes, one thread each (timings record N)")
     r.add_argument("--dry-run", action="store_true",
                    help="print the cell count and the estimated wall time, then exit (no run is created)")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
-    r.add_argument("--n", type=positive_int, default=None, help="override the suite's number of samples")
+    r.add_argument("--n", type=sample_count, default=None, help="override the suite's number of samples")
     r.add_argument("--models", default=None, metavar="A,B",
                    help="only these of the suite's models (comma-separated), e.g. the part of full a CPU can run")
     add_threads(r)

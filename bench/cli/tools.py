@@ -1,4 +1,4 @@
-"""One-off commands on one model: demo, sample, likelihood (train is its own parser)."""
+"""One-off commands on one model: demo, sample, likelihood (train: ``bench.cli.train``)."""
 from __future__ import annotations
 
 import time
@@ -7,9 +7,18 @@ import pandas as pd
 import torch
 
 import solvers
-from bench.cli.common import add_threads, positive_int, seed_int, solver_option
+from bench.cli.common import (
+    add_threads,
+    check_sample_memory,
+    model_dim,
+    number,
+    positive_int,
+    sample_count,
+    seed_int,
+    solver_option,
+)
 from bench.cli.common import exact_target as _exact_target
-from bench.harness import metrics
+from bench.harness import limits, metrics
 from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
 from bench.zoo import models
 
@@ -35,6 +44,7 @@ def _row(model, name, opts, budget, x_T, ode_ref, sde_refs, target, seed):
 def demo(args) -> int:
     torch.set_num_threads(args.threads)
     model = models.load(args.model, exact_prior=True)
+    check_sample_memory(model, args.n, max(args.nfe))
     g = torch.Generator().manual_seed(args.seed)
     x_T = model.sample_prior(args.n, generator=g, dtype=torch.float64)
     print(f"sdebench demo: {model.name} ({model.sde!r}), n={args.n}, x_T from the exact p_T, seed={args.seed}",
@@ -74,9 +84,10 @@ def demo(args) -> int:
 
 def sample(args) -> int:
     model = models.load(args.model)
+    steps = None if solvers.get(args.solver).adaptive else args.steps
+    check_sample_memory(model, args.n, steps or 0)
     t0 = time.perf_counter()
     options = dict(args.option)
-    steps = None if solvers.get(args.solver).adaptive else args.steps
     out = solvers.sample(model, args.solver, steps=steps, n=args.n, seed=args.seed, grid=args.grid, **options)
     wall = time.perf_counter() - t0
     target = _exact_target(model, args.n, args.seed)
@@ -92,6 +103,8 @@ def likelihood(args) -> int:
     exact = models.is_exact(args.model)
     if args.prior == "exact" and not exact:
         args.prior = "sde"  # a trained model has no exact p_T
+    limits.check_fits(f"--n {args.n} ({args.model}, {model_dim(model)} dimensions, trace={args.trace})",
+                      limits.likelihood_bytes(args.n, model_dim(model), args.trace, args.probes), "lower --n")
     x = _exact_target(model, args.n, args.seed)
     prior = (lambda z: model.exact_log_prob(z, model.sde.T)) if args.prior == "exact" else None
     kw = {"bin_width": model.bin_width} if getattr(model, "bin_width", None) else {}
@@ -114,7 +127,7 @@ def likelihood(args) -> int:
 def register(sub):
     d = sub.add_parser("demo", help="sample the 2-D mixture with every solver; print error and NFE")
     d.add_argument("--model", default="gmm2d-vp", choices=[m for m in models.available() if models.is_exact(m)])
-    d.add_argument("--n", type=positive_int, default=2000, help="samples (default 2000)")
+    d.add_argument("--n", type=sample_count, default=2000, help="samples (default 2000)")
     d.add_argument("--nfe", type=positive_int, nargs="+", default=[10, 20, 50], help="NFE budgets (default 10 20 50)")
     d.add_argument("--seed", type=seed_int, default=0)
     add_threads(d)
@@ -123,7 +136,7 @@ def register(sub):
     s.add_argument("model", choices=models.available())
     s.add_argument("solver")
     s.add_argument("--steps", type=positive_int, default=20, help="steps (ignored by adaptive solvers)")
-    s.add_argument("--n", type=positive_int, default=1000)
+    s.add_argument("--n", type=sample_count, default=1000)
     s.add_argument("--seed", type=seed_int, default=0)
     s.add_argument("--grid", default=None)
     s.add_argument("-o", "--option", type=solver_option, action="append", default=[], metavar="KEY=VALUE",
@@ -133,13 +146,14 @@ def register(sub):
     lk = sub.add_parser("likelihood", help="log-likelihood through the probability-flow ODE vs the exact one")
     lk.add_argument("model", choices=models.available())
     lk.add_argument("--solver", default="dopri5")
-    lk.add_argument("--rtol", type=float, default=1e-5)  # checked (finite, > 0) by log_likelihood
-    lk.add_argument("--atol", type=float, default=1e-5)
+    tolerance = number(limits.TOL_MIN)  # tighter than float64 resolves: torchdiffeq would never finish
+    lk.add_argument("--rtol", type=tolerance, default=1e-5, help=f"relative tolerance, >= {limits.TOL_MIN:g}")
+    lk.add_argument("--atol", type=tolerance, default=1e-5, help=f"absolute tolerance, >= {limits.TOL_MIN:g}")
     lk.add_argument("--trace", choices=["exact", "hutchinson"], default="exact")
     lk.add_argument("--probes", type=positive_int, default=1)
     lk.add_argument("--prior", choices=["exact", "sde"], default="exact",
                     help="exact p_T of the model, or the SDE's Gaussian prior (the gap is prior mismatch)")
-    lk.add_argument("--n", type=positive_int, default=500)
+    lk.add_argument("--n", type=sample_count, default=500)
     lk.add_argument("--seed", type=seed_int, default=0)
     add_threads(lk)
     lk.set_defaults(fn=likelihood)

@@ -9,7 +9,8 @@ import time
 import torch
 
 import solvers
-from bench.cli.common import add_threads
+from bench.cli.common import add_threads, check_output, count, model_dim, positive_int, seed_int
+from bench.harness import limits
 from bench.harness.tuned import DEFAULT_METHOD, tunable
 from bench.zoo import models
 from solvers.tuning import (
@@ -55,18 +56,35 @@ def _fmt(v):
     return "-" if v is None else f"{v:.4g}"
 
 
+def _check(args, model, cls) -> pathlib.Path:
+    """Everything about the request that can be refused before the teacher runs; the output path."""
+    if args.model == models.TIMING_ONLY:
+        raise solvers.InputError(f"model {args.model!r} is timing-only (random weights): a grid tuned to it means "
+                                 "nothing; tune a trained or exact model (sdebench list models)")
+    why = tunable(cls, {})
+    if why:
+        raise solvers.InputError(f"no tuned grid: {why}")
+    steps = cls.steps_for_nfe(args.nfe)
+    if steps < 1:
+        raise solvers.InputError(f"--nfe {args.nfe} does not pay for one step of {cls.name} "
+                                 f"({cls.expected_nfe(1)} NFE per step)")
+    limits.check_fits(f"tuning {cls.name} at --nfe {args.nfe} ({steps} steps) on --n {args.n} x_T of {args.model}",
+                      limits.tuning_bytes(args.n, model_dim(model), steps, args.method, args.budget),
+                      "lower --nfe or --n")
+    out = pathlib.Path(args.out) if args.out else default_path(args.model, cls.name, args.nfe, args.method, args.seed)
+    check_output(out, "--out")
+    if out.exists() and not args.force:
+        raise solvers.InputError(f"{out} exists; pass --force to overwrite it or --out another file")
+    if out.exists() and not out.is_file():
+        raise solvers.InputError(f"--out {out}: not a regular file")
+    return out
+
+
 def tune(args) -> int:
     err = sys.stderr
     model = models.load(args.model, exact_prior=models.is_exact(args.model))
     cls = solvers.get(args.solver)
-    why = tunable(cls, {})
-    if why:
-        raise solvers.InputError(f"no tuned grid: {why}")
-    out = pathlib.Path(args.out) if args.out else default_path(args.model, cls.name, args.nfe, args.method, args.seed)
-    if out.exists() and not args.force:
-        raise solvers.InputError(f"{out} exists; pass --force to overwrite it or --out another file")
-    if args.n < 2:
-        raise solvers.InputError(f"--n must be >= 2, got {args.n}")
+    out = _check(args, model, cls)
     teacher = _Teacher(model, err)
     err.write(f"tuning {cls.name} on {args.model} at nfe={args.nfe} (method {args.method}, {args.n} train + "
               f"{args.n} held-out x_T, seed {args.seed}) ...\n")
@@ -111,15 +129,16 @@ def register(sub):
     p = sub.add_parser("tune", help="tune a solver's time grid for a model against a teacher; save it as JSON")
     p.add_argument("model", help="a model name (sdebench list models)")
     p.add_argument("solver", help="a deterministic fixed-step solver (sdebench list solvers)")
-    p.add_argument("--nfe", type=int, required=True, help="NFE budget (steps = the most that fit)")
+    p.add_argument("--nfe", type=positive_int, required=True, help="NFE budget (steps = the most that fit)")
     p.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_METHOD,
                    help="dp (dynamic programming on a fine teacher grid, seconds) or search (Powell, minutes); "
                         "default %(default)s")
     p.add_argument("--out", help="where to write the grid "
                    "(default results/grids/<model>_<solver>_nfe<N>_<method>.json)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train x_T (held-out: seed + 1000003)")
-    p.add_argument("--n", type=int, default=256, help="train (and held-out) x_T (default %(default)s)")
-    p.add_argument("--budget", type=int, default=None, help="the method's budget (tune_grid's default if unset)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the train x_T (held-out: seed + 1000003)")
+    p.add_argument("--n", type=count(2), default=256, help="train (and held-out) x_T (default %(default)s)")
+    p.add_argument("--budget", type=positive_int, default=None,
+                   help="the method's budget (tune_grid's default if unset)")
     add_threads(p)
     p.set_defaults(fn=tune)

@@ -4,8 +4,8 @@
 
 Checkpoints are written to ``--out`` (default ``./checkpoints``), never into the installed package
 (``bench/zoo/checkpoints``: copy files there by hand to replace a shipped checkpoint), and an
-existing checkpoint is overwritten only with ``--force``.
-    python -m bench.zoo.train NAME ...
+existing checkpoint is overwritten only with ``--force``. The command is ``bench.cli.train``;
+this module is the library (``train``, ``RECIPES``, ``check_out``).
 
 Recipes (``RECIPES``; each reproduces the shipped checkpoint from its seed on one CPU thread):
 
@@ -32,14 +32,12 @@ network at fixed noise.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime
 import json
 import math
 import pathlib
 import subprocess
-import sys
 import time
 
 import torch
@@ -50,7 +48,7 @@ from . import data as _data
 from .nets import ARCHS
 from .trained import CHECKPOINTS, NetFn, save_checkpoint
 
-__all__ = ["train", "main", "RECIPES"]
+__all__ = ["train", "check_out", "RECIPES", "DEFAULT_OUT"]
 
 _DIGITS_DATA = {"name": "digits", "source": "sklearn.datasets.load_digits (bundled; 1797 images, levels 0..16)",
                 "scaling": "x = (v + u) * 2/17 - 1, u ~ U[0,1) (uniform dequantization); x in [-1, 1)",
@@ -169,13 +167,13 @@ def _heldout(recipe, fn, net, seed):
 DEFAULT_OUT = pathlib.Path("checkpoints")
 
 
-def _check_out(out_dir: pathlib.Path, name: str, force: bool):
+def check_out(out_dir: pathlib.Path, name: str, force: bool):
     """A user directory (not the package's checkpoints) where <name>.* may be written."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir}: is a file; --out names a directory (it gets {name}.safetensors and "
                          f"{name}.json)")
     try:
-        inside = out_dir.resolve() == CHECKPOINTS.resolve()
+        inside = CHECKPOINTS.resolve() in (out_dir.resolve(), *out_dir.resolve().parents)
     except OSError:
         inside = False
     if inside:
@@ -212,7 +210,7 @@ def train(name: str, out_dir=None, *, seed: int = 0, steps: int | None = None, t
         raise InputError(f"threads must be an integer >= 1, got {threads!r}")
     log = log or (lambda *_: None)
     out_dir = pathlib.Path(out_dir) if out_dir is not None else DEFAULT_OUT
-    _check_out(out_dir, name, force)
+    check_out(out_dir, name, force)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -290,40 +288,3 @@ def _train(name, recipe, out_dir, seed, steps, log):
     log(f"[{name}] wrote {wpath} ({wpath.stat().st_size / 1e6:.2f} MB) and {cpath}: final loss "
         f"{card['final_loss']:.4f}, held-out {card['heldout_loss']:.4f}, {wall:.0f} s")
     return json.loads(cpath.read_text())
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="sdebench train", description="Train a shipped checkpoint by "
-                                "continuous-time denoising score matching (reproducible from its seed).")
-    p.add_argument("name", nargs="+", help=f"recipe(s): {', '.join(RECIPES)}, or 'all'")
-    from bench.cli.common import positive_int, seed_int
-
-    p.add_argument("--out", default=None, help=f"output directory (default ./{DEFAULT_OUT}; never the installed "
-                   "package's checkpoints)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in --out")
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--steps", type=positive_int, default=None, help="optimisation steps (default: the recipe's)")
-    p.add_argument("--threads", type=positive_int, default=1,
-                   help="torch CPU threads (default 1: fastest for these small networks on a shared machine)")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 2
-    names = list(RECIPES) if args.name == ["all"] else args.name
-    try:
-        for name in names:
-            if name not in RECIPES:
-                raise InputError(f"unknown training recipe {name!r}; valid: {', '.join(RECIPES)}")
-        for name in names:
-            _check_out(pathlib.Path(args.out) if args.out else DEFAULT_OUT, name, args.force)
-        for name in names:
-            train(name, args.out, seed=args.seed, steps=args.steps, threads=args.threads,
-                  log=lambda s: print(s, flush=True), force=args.force)
-    except InputError as e:
-        print(f"sdebench train: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
