@@ -11,10 +11,9 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
+from cli_helpers import BASE, EULER, call, interrupt_at_second_cell, run_cli, suite_file
 
 import solvers
-from bench import cli
-from bench.harness import runner as runner_mod
 from bench.harness.store import Store
 from bench.harness.suite import SuiteError, load_suite
 from bench.report.compare import compare
@@ -22,33 +21,10 @@ from bench.zoo import models, trained
 from bench.zoo.trained import CHECKPOINTS, CheckpointError
 from solvers import InputError, StepLimitError
 
-BASE = ('name = "tiny"\nmodels = ["gmm2d-vp"]\nn = 16\nsteps = [2, 4]\nmetrics = ["sliced_w2"]\n'
-        'repeats = 1\nwarmup = 0\n')
-EULER = '[[solvers]]\nname = "euler"\n'
-
 
 @pytest.fixture
 def model():
     return models.load("gmm2d-vp")
-
-
-def call(argv, capsys):
-    code = cli.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    assert "Traceback" not in out.err, out.err
-    return code, out.out, out.err
-
-
-def suite_file(tmp_path, text=BASE + EULER, name="tiny.toml"):
-    p = tmp_path / name
-    p.write_text(text)
-    return p
-
-
-def run_cli(tmp_path, capsys, *extra, suite=None, store=None):
-    suite = suite or suite_file(tmp_path)
-    store = store or tmp_path / "s.sqlite"
-    return call(["run", suite, "--store", store, "--no-report", "--quiet", *extra], capsys)
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,15 +376,7 @@ def test_disk_full_keeps_committed_cells_and_resumes(tmp_path, capsys, monkeypat
 
 
 def test_ctrl_c_ends_a_run_with_the_resume_command(tmp_path, capsys, monkeypatch):
-    real, calls = runner_mod.execute_cell, []
-
-    def interrupted(cell, **_):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(cell)
-
-    monkeypatch.setattr(runner_mod, "execute_cell", interrupted)
+    interrupt_at_second_cell(monkeypatch)
     code, _, err = run_cli(tmp_path, capsys)
     assert code == 130 and "interrupted" in err and "--resume 1" in err and len(err.strip().splitlines()) == 1
     cells, run = _cells(tmp_path / "s.sqlite")
