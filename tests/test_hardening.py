@@ -478,10 +478,11 @@ def test_recommend_never_ranks_an_unresolved_value_above_a_resolved_one():
 
     rows = [_row("a", 0.72, 0.6, at_floor=True, time_s=0.001), _row("b", 0.43, 0.17), _row("c", 0.9, 0.05),
             _row("d", math.nan, math.nan)]
-    out = rank(rows, "exact_kl")
-    assert [r["solver"] for r in out] == ["b", "c", "a", "d"]
-    assert out[0]["rank"] == "1" and out[2]["rank"] == "3" and "unresolved" in out[2]["note"]
-    assert out[3]["rank"] == "-"
+    out = rank(rows, "exact_kl")  # a (unresolved) first before: the fastest of rank 1
+    assert [(r["solver"], r["rank"]) for r in out] == [("b", "1="), ("a", "1="), ("c", "3"), ("d", "-")]
+    assert "unresolved" in out[1]["note"]
+    alone = rank([_row("a", 0.72, 0.6, at_floor=True), _row("e", 0.01, 0.001, at_floor=True)], "exact_kl")
+    assert [r["rank"] for r in alone] == ["1=", "1="]
 
 
 def test_recommend_ranks_by_the_metric_that_resolves_the_candidates():

@@ -6,8 +6,9 @@ grid that applies, plus a tuned grid per solver with ``--tune``) as an ordinary 
 ranks it by the metric of ``RANKING`` (exact KL on exact models, the discretization error against
 the float64 teacher, sliced W2, FD-digits) that resolves the most candidates (``choose``), ties
 what the standard errors cannot separate and never ranks an unresolved value (at its noise floor,
-or within 2 standard errors of 0) above a resolved one (``rank``), prints the ranked groups with
-intervals and the command that reproduces the winner, and writes the report.
+or within 2 standard errors of 0) above a resolved one: it ties with the leaders (``rank``);
+prints the ranked groups with intervals and the command that reproduces the winner, and writes
+the report.
 """
 from __future__ import annotations
 
@@ -73,20 +74,23 @@ def _suite(args, model) -> Suite:
 def rank(rows: list[dict], metric: str) -> list[dict]:
     """The rows of one metric (``best_per_budget``'s) in recommendation order: the resolved values
     ranked with ties (``tied_ranking``: not significantly different from the group's leader at
-    5%); then the unresolved ones (at or below the noise floor, or within 2 standard errors of
-    0), which the metric cannot order, tied after every resolved value; then those without one."""
+    5%); the unresolved ones (at or below the noise floor, or within 2 standard errors of 0: the
+    metric cannot order them) join the leading group after its resolved members, tied with it,
+    never above a resolved value; then those without a value."""
     resolved = [r for r in rows if not r["at_floor"] and math.isfinite(r["value"])]
     unresolved = sorted((r for r in rows if r["at_floor"]), key=lambda r: (r["time_median_s"], r["solver"]))
     by_name = {r["solver"]: r for r in resolved}
-    out = []
+    groups: dict = {}
     for t in tied_ranking([{"name": r["solver"], "value": r["value"], "stderr": r["stderr"]} for r in resolved]):
         tied = t["vs"] and t["p_value"] >= 0.05  # a member of its group (a leader's "vs" is the group before)
-        out.append({**by_name[t["name"]], "rank": t["rank"],
-                    "note": f"tied with {t['vs']} (p = {t['p_value']:.2f})" if tied else ""})
-    k = len(out) + 1
+        note = f"tied with {t['vs']} (p = {t['p_value']:.2f})" if tied else ""
+        groups.setdefault(t["group"], []).append({**by_name[t["name"]], "note": note})
     floor = "within 2 se of 0" if metric in ZERO_VALUED else "at or below the noise floor"
-    out += [{**r, "rank": f"{k}=" if len(unresolved) > 1 else str(k), "note": f"{floor}: unresolved"}
-            for r in unresolved]
+    groups.setdefault(1, []).extend({**r, "note": f"{floor}: unresolved, tied with the leaders"} for r in unresolved)
+    out = []
+    for g in sorted(groups):
+        tag = f"{len(out) + 1}=" if len(groups[g]) > 1 else str(len(out) + 1)
+        out += [{**r, "rank": tag} for r in groups[g]]
     return out + [{**r, "rank": "-", "note": f"no {metric} value"} for r in rows
                   if not r["at_floor"] and not math.isfinite(r["value"])]
 
@@ -119,7 +123,8 @@ def recommend(args) -> int:
     others = ", ".join(f"{m}: {k}" for m, k in resolved.items() if m != metric)
     print(f"\n{args.model} at <= {args.nfe} NFE, ranked by {metric}, which resolves {resolved[metric]} of "
           f"{len(table)} candidates{f' ({others})' if others else ''} (mean +- 1.96 standard errors; 'k=' = tied: "
-          "not significantly different from the group's leader at 5%; unresolved values after every resolved one):")
+          "not significantly different from the group's leader at 5%; unresolved values tie with the leaders, never "
+          "above them):")
     for r in table:
         v = "–" if not math.isfinite(r["value"]) else (
             f"{r['value']:.4g} +- {1.96 * r['stderr']:.2g}" if math.isfinite(r["stderr"]) else f"{r['value']:.4g}")
