@@ -133,12 +133,17 @@ def test_suite_sizes_are_checked_at_validation(text, key, tmp_path):
     (["recommend", "gmm2d-vp", "--nfe", "0"], "--nfe"),
     (["run", "SUITE", "--jobs", "0"], "--jobs"),
     (["import-benchmark", "FILE", "--suite", " "], "--suite"),
+    (["run", "SUITE", "--jobs", "1000"], "--jobs"),
+    (["history", "--out", "FILE"], "--out"),
 ], ids=["tune timing-only", "recommend timing-only", "likelihood rtol 1e-30", "likelihood atol 1e-20",
-        "tune nfe 0", "tune n 1", "tune seed -1", "recommend nfe 0", "run jobs 0", "import empty suite"])
+        "tune nfe 0", "tune n 1", "tune seed -1", "recommend nfe 0", "run jobs 0", "import empty suite",
+        "run jobs 1000", "history out a file"])
 def test_new_commands_refuse_bad_values_in_one_line(argv, needle, tmp_path, capsys):
     argv = [str(suite_file(tmp_path)) if a == "SUITE" else str(bench_file(tmp_path)) if a == "FILE" else a
             for a in argv]
-    code, _, err = call([*argv, *(["--store", tmp_path / "s.sqlite"] if argv[0] in ("run", "recommend",
+    if argv[0] == "history":
+        Store(tmp_path / "s.sqlite").close()
+    code, _, err = call([*argv, *(["--store", tmp_path / "s.sqlite"] if argv[0] in ("run", "recommend", "history",
                                                                                      "import-benchmark") else [])],
                         capsys)
     assert code == 2 and needle in err and one_line(err), err
@@ -331,16 +336,28 @@ def _patched(path, **change):
     return path
 
 
-def test_a_run_whose_grids_fail_to_resolve_is_not_left_running(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("error,code,needle", [(InputError("tuned grid file 'g.json': changed"), 2, "g.json"),
+                                               (KeyboardInterrupt(), 130, "resume with: sdebench run")],
+                         ids=["a grid file changed since validation", "Ctrl-C while tuning"])
+def test_a_run_whose_grids_fail_to_resolve_is_not_left_running(error, code, needle, tmp_path, capsys, monkeypatch):
     def broken(*a, **kw):
-        raise InputError("tuned grid file 'g.json': changed since validation")
+        raise error
 
     monkeypatch.setattr(runner_mod, "resolve_grids", broken)
-    code, _, err = run_cli(tmp_path, capsys)
-    assert code == 2 and "g.json" in err
+    got, _, err = run_cli(tmp_path, capsys)
+    assert got == code and needle in err
     s = Store(tmp_path / "s.sqlite")
     assert s.run(1)["status"] == "interrupted"
     s.close()
+
+
+def test_recommend_with_tuned_grids_prints_a_command_that_reproduces_the_winner(tmp_path, capsys):
+    code, out, _ = call(["recommend", "gmm2d-vp", "--nfe", "4", "--solvers", "euler", "--tune", "--n", "64",
+                         "--quiet", "--no-report", "--store", tmp_path / "r.sqlite"], capsys)
+    assert code == 0
+    command = next(line for line in out.splitlines() if line.startswith("reproduce: ")).split(": ", 1)[1]
+    argv = shlex.split(command)
+    assert call(argv[1:], capsys)[0] == 0  # a tuned winner's grid is written to a file sample reads
 
 
 # --------------------------------------------------------------------------------------------

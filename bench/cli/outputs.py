@@ -65,6 +65,8 @@ def _ci_outputs(args, base, head, code):
 def history(args) -> int:
     from bench.report.history import write_history
 
+    if args.out and pathlib.Path(args.out).exists() and not pathlib.Path(args.out).is_dir():
+        raise InputError(f"--out {args.out}: is a file; --out names a folder (history.html and history.md go in it)")
     out = write_history(Store(args.store, create=False), args.suite or None, args.out, models=args.model or (),
                         solvers=args.solver or (), metrics=args.metric or (), since=args.since, rtol=args.rtol,
                         time_factor=None if args.no_time else args.time_factor)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 
 import solvers
 from bench.cli.common import add_store, check_sample_memory, count, positive_int, seed_int
@@ -21,6 +22,7 @@ from bench.harness.at_floor import ZERO_VALUED
 from bench.harness.runner import run_suite
 from bench.harness.store import Store
 from bench.harness.suite import Suite
+from bench.harness.tuned import TUNED, stored_grid
 from bench.harness.verdicts import tied_ranking
 from bench.report.analysis import best_per_budget
 from bench.report.data import load_cells
@@ -105,6 +107,15 @@ def choose(entries: list[dict], nfe: int) -> tuple[str, list[dict], dict]:
     return metric, rank(tables[metric], metric), resolved
 
 
+def _tuned_file(store, run_id, df, best):
+    """The tuned grid of the ``best`` row, saved beside the run's report (what ``sample --grid`` reads)."""
+    cell = df[(df["label"] == best["solver"]) & (df["nfe"] == best["nfe"])]["cell"].iloc[0]
+    g = stored_grid(store, cell.tuning["grid_key"])
+    path = store.output_dir(run_id) / f"{cell.model}_{cell.solver}_steps{cell.steps}_{cell.grid}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return g.save(path)
+
+
 def recommend(args) -> int:
     if args.model == models.TIMING_ONLY:
         raise solvers.InputError(f"model {args.model!r} is timing-only (random weights): no solver can be "
@@ -134,13 +145,16 @@ def recommend(args) -> int:
     leaders = [r["solver"] for r in table if r["rank"] == best["rank"]]
     solver, *rest = best["solver"].split()
     grid = next((p.split("=", 1)[1] for p in rest if p.startswith("grid=")), None)
+    if grid in TUNED:  # sample reads a tuned grid from its file: write the winner's
+        grid = str(_tuned_file(store, run_id, df, best))
     print(f"\nbest: {best['solver']}" + (f" (tied with {len(leaders) - 1} more: {', '.join(leaders[1:])})"
                                           if len(leaders) > 1 else "")
           + (" (no metric resolves these candidates: none is shown better)" if not resolved[metric] else ""))
+    py_grid = f"solvers.load_grid({grid!r})" if grid and grid.endswith(".json") else repr(grid)
     print(f"reproduce: sdebench sample {args.model} {solver} --steps {best['steps']}"
-          + (f" --grid {grid}" if grid else "")
+          + (f" --grid {shlex.quote(grid)}" if grid else "")
           + f"\n       or: solvers.sample(models.load({args.model!r}), {solver!r}, steps={best['steps']}"
-          + (f", grid={grid!r}" if grid else "") + ", n=...)")
+          + (f", grid={py_grid}" if grid else "") + ", n=...)")
     if not args.no_report:
         from bench.report import write_report
 

@@ -13,6 +13,7 @@ import pandas as pd
 import solvers
 from bench.cli.common import add_store, add_threads, check_output, positive_int, sample_count
 from bench.cli.common import run_id as _run_id
+from bench.harness import limits
 from bench.harness.cache import cache_dir_for, check_cache_dir
 from bench.harness.estimate import estimate
 from bench.harness.runner import RunInterrupted, pending_cells, run_suite
@@ -56,6 +57,8 @@ def resume_command(suite_arg, run_id, store, args=None) -> str:
 
 def run(args) -> int:
     suite = load_suite(args.suite).override(n=args.n, threads=args.threads, models=args.models)
+    if args.jobs > 1:  # each worker holds python, torch and its cells' data
+        limits.check_fits(f"--jobs {args.jobs} worker processes", args.jobs * limits.WORKER_BYTES, "lower --jobs")
     if args.dry_run and args.resume is None:  # nothing is created: not the store, not a run
         cells = suite.cells()
         est = estimate(cells, cache_dir_for(args.store), jobs=args.jobs)

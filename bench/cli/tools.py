@@ -85,10 +85,14 @@ def demo(args) -> int:
 def sample(args) -> int:
     model = models.load(args.model)
     steps = None if solvers.get(args.solver).adaptive else args.steps
-    check_sample_memory(model, args.n, steps or 0)
+    grid = {"grid": args.grid}
+    if args.grid and args.grid.endswith(".json"):  # a tuned grid (sdebench tune, recommend --tune): its own steps
+        tuned = solvers.load_grid(args.grid, model)
+        steps, grid = None, {"times": tuned.times}
+    check_sample_memory(model, args.n, steps or len(grid.get("times", ())))
     t0 = time.perf_counter()
     options = dict(args.option)
-    out = solvers.sample(model, args.solver, steps=steps, n=args.n, seed=args.seed, grid=args.grid, **options)
+    out = solvers.sample(model, args.solver, steps=steps, n=args.n, seed=args.seed, **grid, **options)
     wall = time.perf_counter() - t0
     target = _exact_target(model, args.n, args.seed)
     x = out.x[: len(target)]
@@ -103,8 +107,11 @@ def likelihood(args) -> int:
     exact = models.is_exact(args.model)
     if args.prior == "exact" and not exact:
         args.prior = "sde"  # a trained model has no exact p_T
-    limits.check_fits(f"--n {args.n} ({args.model}, {model_dim(model)} dimensions, trace={args.trace})",
-                      limits.likelihood_bytes(args.n, model_dim(model), args.trace, args.probes), "lower --n")
+    probes = f", --probes {args.probes}" if args.trace == "hutchinson" else ""
+    limits.check_fits(f"a likelihood of --n {args.n} points of {args.model} ({model_dim(model)} dimensions, "
+                      f"trace={args.trace}{probes})",
+                      limits.likelihood_bytes(args.n, model_dim(model), args.trace, args.probes),
+                      "lower --n" + (" or --probes" if args.trace == "hutchinson" else ""))
     x = _exact_target(model, args.n, args.seed)
     prior = (lambda z: model.exact_log_prob(z, model.sde.T)) if args.prior == "exact" else None
     kw = {"bin_width": model.bin_width} if getattr(model, "bin_width", None) else {}
@@ -138,7 +145,7 @@ def register(sub):
     s.add_argument("--steps", type=positive_int, default=20, help="steps (ignored by adaptive solvers)")
     s.add_argument("--n", type=sample_count, default=1000)
     s.add_argument("--seed", type=seed_int, default=0)
-    s.add_argument("--grid", default=None)
+    s.add_argument("--grid", default=None, help="a built-in grid's name, or a tuned grid's .json file (its steps)")
     s.add_argument("-o", "--option", type=solver_option, action="append", default=[], metavar="KEY=VALUE",
                    help="a solver option, repeatable (e.g. -o eta=1.0 -o solver_type=heun)")
     add_threads(s)

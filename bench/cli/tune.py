@@ -73,10 +73,10 @@ def _check(args, model, cls) -> pathlib.Path:
                       "lower --nfe or --n")
     out = pathlib.Path(args.out) if args.out else default_path(args.model, cls.name, args.nfe, args.method, args.seed)
     check_output(out, "--out")
+    if out.exists() and not out.is_file():
+        raise solvers.InputError(f"--out {out}: not a regular file (a directory?); --out names the grid's JSON file")
     if out.exists() and not args.force:
         raise solvers.InputError(f"{out} exists; pass --force to overwrite it or --out another file")
-    if out.exists() and not out.is_file():
-        raise solvers.InputError(f"--out {out}: not a regular file")
     return out
 
 

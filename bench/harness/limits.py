@@ -2,6 +2,7 @@
 
     N_MAX, TOL_MIN                               the largest sample count, the smallest tolerance
     check_fits(what, need_bytes, fix)            InputError when ``need`` exceeds the free memory
+    WORKER_BYTES                                 one worker process of ``run --jobs N``
     sample_bytes(n, d, metrics)                  a sampling cell: its states and its dearest metric
     likelihood_bytes(n, d, trace, probes)        an ODE log-likelihood of n points
     tuning_bytes(n, d, steps, method, budget)    ``solvers.tune_grid`` (train + held-out sets, dp's table)
@@ -21,8 +22,8 @@ import pathlib
 
 from solvers import InputError
 
-__all__ = ["N_MAX", "TOL_MIN", "available_bytes", "check_fits", "fmt_bytes", "sample_bytes", "likelihood_bytes",
-           "tuning_bytes"]
+__all__ = ["N_MAX", "TOL_MIN", "WORKER_BYTES", "available_bytes", "check_fits", "fmt_bytes", "sample_bytes",
+           "likelihood_bytes", "tuning_bytes"]
 
 #: the most samples (or points, or x_T) any command or suite accepts
 N_MAX = 10**9
@@ -36,6 +37,8 @@ STATE_COPIES = 64
 PER_SAMPLE = 1024
 #: float64 arrays over a time grid that a solve precomputes (times, alpha, sigma, lambda, coefficients)
 GRID_ARRAYS = 32
+#: resident memory of one worker process before its cells' data (python, torch, the harness: ~370 MB measured)
+WORKER_BYTES = 500e6
 _PROJECTIONS = 256  # sliced W2's projections (bench.harness.metrics.sliced_wasserstein)
 
 

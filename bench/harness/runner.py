@@ -164,13 +164,16 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
         run_id, done = resume, store.done_keys(resume)
     pending = [c for c in cells if c.key not in done]
     # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
-    try:
+    try:  # tuning, the estimate: a failure or Ctrl-C here leaves the run interrupted, never "running"
         pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None),
                                 stream=stream if progress else None, runner=runner)
-    except BaseException:  # e.g. a grid file changed since validation: the run never started, never "running"
+        est = estimate(pending, cache_dir, jobs=jobs) if progress else None
+    except KeyboardInterrupt:
+        _mark_interrupted(store, run_id)
+        raise RunInterrupted(run_id, _committed(store, run_id), len(cells)) from None
+    except BaseException:
         _mark_interrupted(store, run_id)
         raise
-    est = estimate(pending, cache_dir, jobs=jobs) if progress else None
     if progress:
         par = f", {jobs} jobs" if jobs > 1 else ""
         stream.write(f"run {run_id} of suite {suite.name!r} -> {store.path}: {len(cells)} cells, "

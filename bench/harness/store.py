@@ -443,6 +443,7 @@ class Store:
             (uuid.uuid4().hex, suite.name, suite.text, _now(), "running", executor, env["git_commit"],
              env["host"], env["device"], env["torch"], env["cuda"], env["dtype"], env["threads"],
              definition_hash(cells)))
+        self.set_status(int(cur.lastrowid), "running")  # its process recorded: killed, it reads as interrupted
         return int(cur.lastrowid)
 
     def set_status(self, run_id: int, status: str):

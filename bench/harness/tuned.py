@@ -42,6 +42,7 @@ __all__ = [
     "grid_summary",
     "is_tuned",
     "resolve_grids",
+    "stored_grid",
     "tunable",
     "tune_for_cell",
     "tuned_method",
@@ -261,6 +262,12 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
                                                     grid_key=h,
                                                     seed=key["seed"], n=key["n"])))
     return out
+
+
+def stored_grid(store, key: str) -> solvers.TunedGrid | None:
+    """The tuned grid stored under ``key`` in ``store``'s grids table, or None."""
+    row = store.grid(key)
+    return None if row is None else solvers.TunedGrid(**_fields(row["grid"]))
 
 
 def _fields(d: dict) -> dict:
