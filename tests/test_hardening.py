@@ -358,6 +358,9 @@ def test_recommend_with_tuned_grids_prints_a_command_that_reproduces_the_winner(
     command = next(line for line in out.splitlines() if line.startswith("reproduce: ")).split(": ", 1)[1]
     argv = shlex.split(command)
     assert call(argv[1:], capsys)[0] == 0  # a tuned winner's grid is written to a file sample reads
+    grid = argv[argv.index("--grid") + 1]
+    code, _, err = call(["sample", "gmm2d-vp", "euler", "--grid", grid, "--steps", "9", "--n", "8"], capsys)
+    assert code == 2 and "--steps 9 contradicts" in err  # never silently another number of steps
 
 
 # --------------------------------------------------------------------------------------------

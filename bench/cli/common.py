@@ -15,8 +15,9 @@ from bench.harness.store import default_store_path
 from bench.harness.suite import SUITES_DIR
 from bench.zoo.trained import CHECKPOINTS
 
-__all__ = ["add_store", "add_threads", "exact_target", "run_id", "positive_int", "count", "sample_count", "seed_int",
-           "number", "solver_option", "check_output", "check_sample_memory", "model_dim", "same_file"]
+__all__ = ["add_store", "add_threads", "exact_target", "target_size", "run_id", "positive_int", "count",
+           "sample_count", "seed_int", "number", "solver_option", "check_output", "check_sample_memory", "model_dim",
+           "same_file"]
 
 
 def positive_int(text) -> int:
@@ -92,11 +93,16 @@ def add_threads(p):
                    help="torch CPU threads (default 1: reliable on a shared machine)")
 
 
+def target_size(model, n) -> int:
+    """How many target points ``exact_target`` gives: n, or the held-out data's size when smaller."""
+    return n if hasattr(model, "exact_sample") else min(n, int(min(model.data_size(0), 1e9)))
+
+
 def exact_target(model, n, seed):
     """Exact samples of p_eps, or held-out data for a trained model."""
     g = torch.Generator().manual_seed(seed + 1)
     if not hasattr(model, "exact_sample"):
-        return model.data_sample(min(n, int(min(model.data_size(0), 1e9))), g)
+        return model.data_sample(target_size(model, n), g)
     return model.exact_sample(n, model.sde.eps, generator=g)
 
 

@@ -16,6 +16,7 @@ from bench.cli.common import (
     sample_count,
     seed_int,
     solver_option,
+    target_size,
 )
 from bench.cli.common import exact_target as _exact_target
 from bench.harness import limits, metrics
@@ -84,10 +85,13 @@ def demo(args) -> int:
 
 def sample(args) -> int:
     model = models.load(args.model)
-    steps = None if solvers.get(args.solver).adaptive else args.steps
+    steps = None if solvers.get(args.solver).adaptive else (args.steps or 20)
     grid = {"grid": args.grid}
     if args.grid and args.grid.endswith(".json"):  # a tuned grid (sdebench tune, recommend --tune): its own steps
         tuned = solvers.load_grid(args.grid, model)
+        if args.steps not in (None, tuned.steps):
+            raise solvers.InputError(f"--steps {args.steps} contradicts --grid {args.grid}, a grid of {tuned.steps} "
+                                     "steps; leave --steps out (or give that number)")
         steps, grid = None, {"times": tuned.times}
     check_sample_memory(model, args.n, steps or len(grid.get("times", ())))
     t0 = time.perf_counter()
@@ -108,9 +112,10 @@ def likelihood(args) -> int:
     if args.prior == "exact" and not exact:
         args.prior = "sde"  # a trained model has no exact p_T
     probes = f", --probes {args.probes}" if args.trace == "hutchinson" else ""
-    limits.check_fits(f"a likelihood of --n {args.n} points of {args.model} ({model_dim(model)} dimensions, "
+    n = target_size(model, args.n)  # a trained model's held-out data may hold fewer
+    limits.check_fits(f"a likelihood of {n} points of {args.model} ({model_dim(model)} dimensions, "
                       f"trace={args.trace}{probes})",
-                      limits.likelihood_bytes(args.n, model_dim(model), args.trace, args.probes),
+                      limits.likelihood_bytes(n, model_dim(model), args.trace, args.probes),
                       "lower --n" + (" or --probes" if args.trace == "hutchinson" else ""))
     x = _exact_target(model, args.n, args.seed)
     prior = (lambda z: model.exact_log_prob(z, model.sde.T)) if args.prior == "exact" else None
@@ -142,7 +147,8 @@ def register(sub):
     s = sub.add_parser("sample", help="sample one model with one solver")
     s.add_argument("model", choices=models.available())
     s.add_argument("solver")
-    s.add_argument("--steps", type=positive_int, default=20, help="steps (ignored by adaptive solvers)")
+    s.add_argument("--steps", type=positive_int, default=None,
+                   help="steps (default 20; a tuned grid file's own; ignored by adaptive solvers)")
     s.add_argument("--n", type=sample_count, default=1000)
     s.add_argument("--seed", type=seed_int, default=0)
     s.add_argument("--grid", default=None, help="a built-in grid's name, or a tuned grid's .json file (its steps)")
