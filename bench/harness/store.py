@@ -12,7 +12,14 @@ uses; the other columns are for SQL. ``runs.definition`` hashes the run's resolv
 
 The schema is versioned (``PRAGMA user_version`` = ``SCHEMA_VERSION``). An older store is migrated
 forward on open by the numbered steps in ``MIGRATIONS`` (one transaction each); a store newer
-than this code is refused with a clear message.
+than this code, or with a negative version, is refused with a clear message. Opening holds an
+exclusive ``flock`` on the file, so processes creating one new store at once create it once.
+Read-only commands (``create=False``) open a store they cannot write read-only. A damaged JSON
+column is a ``StoreError`` naming the store, the run, the cell and the column.
+
+A run's status: ``running`` (its process recorded in ``run_process``; read as ``interrupted``
+once that process is gone), ``interrupted``, ``complete``, or ``failed`` (finished with every
+cell failed: no result).
 
 Each finished cell is committed at once (one transaction), so a run killed at any moment,
 SIGKILL included, loses at most the cell in flight; ``--resume`` skips the cells already in
