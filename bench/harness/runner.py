@@ -164,16 +164,8 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
         run_id, done = resume, store.done_keys(resume)
     pending = [c for c in cells if c.key not in done]
     # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
-    try:  # tuning, the estimate: a failure or Ctrl-C here leaves the run interrupted, never "running"
-        pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None),
-                                stream=stream if progress else None, runner=runner)
-        est = estimate(pending, cache_dir, jobs=jobs) if progress else None
-    except KeyboardInterrupt:
-        _mark_interrupted(store, run_id)
-        raise RunInterrupted(run_id, _committed(store, run_id), len(cells)) from None
-    except BaseException:
-        _mark_interrupted(store, run_id)
-        raise
+    pending, est = _prepare(suite, store, runner, run_id, len(cells), pending, cache_dir,
+                            stream if progress else None, jobs)
     if progress:
         par = f", {jobs} jobs" if jobs > 1 else ""
         stream.write(f"run {run_id} of suite {suite.name!r} -> {store.path}: {len(cells)} cells, "
@@ -221,6 +213,20 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
     total, failed = store.cell_counts(run_id)
     store.set_status(run_id, "failed" if total and failed == total else "complete")  # failed: no cell has a result
     return run_id
+
+
+def _prepare(suite, store, runner, run_id, total, pending, cache_dir, stream, jobs):
+    """(pending cells with their tuned grids resolved, the estimate or None without ``stream``); a
+    failure or Ctrl-C here (tuning takes minutes) leaves the run interrupted, never "running"."""
+    try:
+        pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None), stream=stream, runner=runner)
+        return pending, estimate(pending, cache_dir, jobs=jobs) if stream is not None else None
+    except KeyboardInterrupt:
+        _mark_interrupted(store, run_id)
+        raise RunInterrupted(run_id, _committed(store, run_id), total) from None
+    except BaseException:
+        _mark_interrupted(store, run_id)
+        raise
 
 
 def _with_floor(cell, metrics_at_floor):

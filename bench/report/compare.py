@@ -109,6 +109,19 @@ def _label(row):
     return f"{row.get('model')} {row.get('solver')}{opts}{grid}{size} seed={row.get('seed')}"
 
 
+def _values(b, h, m):
+    """(base, head, floor) of metric ``m``, a value recorded at its floor (``<m>_at_floor``, not
+    measured) standing at the floor; None when there is nothing to compare (neither has a value,
+    or one is at a floor of 0 within its standard error, as exact KL is)."""
+    bv, hv = _num(b, m), _num(h, m)
+    floor = max(_num(b, m + "_floor"), _num(h, m + "_floor"))
+    b_at, h_at = _num(b, m + "_at_floor") == 1, _num(h, m + "_at_floor") == 1
+    if (b_at or h_at) and math.isnan(floor):
+        return None
+    bv, hv = floor if b_at else bv, floor if h_at else hv
+    return None if math.isnan(bv) and math.isnan(hv) else (bv, hv, floor)
+
+
 def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol: float = 1e-12,
             time_factor: float | None = 2.0, min_time_s: float = 0.02):
     """Return (table of changes, exit code)."""
@@ -147,15 +160,10 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol:
             flag(cell, "nfe", bn, hn, "REGRESSION")
             code = EXIT_QUALITY
         for m in QUALITY:
-            bv, hv = _num(b, m), _num(h, m)
-            floor = max(_num(b, m + "_floor"), _num(h, m + "_floor"))
-            # a value recorded at its floor (<m>_at_floor, not measured) stands at the floor
-            b_at, h_at = _num(b, m + "_at_floor") == 1, _num(h, m + "_at_floor") == 1
-            if (b_at or h_at) and math.isnan(floor):
-                continue  # at a floor of 0 within its standard error (exact KL): nothing to compare with
-            bv, hv = floor if b_at else bv, floor if h_at else hv
-            if math.isnan(bv) and math.isnan(hv):
+            values = _values(b, h, m)
+            if values is None:
                 continue
+            bv, hv, floor = values
             below = not math.isnan(floor) and bv <= floor and hv <= floor
             worse = math.isnan(hv) or (hv - bv > rtol * abs(bv) and hv - bv > atol)  # abs: MMD^2 can be < 0
             better = bv - hv > rtol * abs(bv) and bv - hv > atol
