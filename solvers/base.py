@@ -25,7 +25,7 @@ Metadata (class attributes, read by the registry, the tests and the harness):
                   (tests/test_convergence.py) fits it for every stochastic case that declares one.
                   Declared: 1 for euler_maruyama, reverse_diffusion, ancestral, ddim (eta > 0) and
                   torchsde_euler/milstein (Euler-Maruyama's weak order, Kloeden & Platen 1992,
-                  Thm. 14.5.2). To be declared where measured: dpmpp_2m_sde, dpmpp_3m_sde,
+                  Ch. 14). To be declared where measured: dpmpp_2m_sde, dpmpp_3m_sde,
                   edm_stochastic, torchsde_srk, pc with Langevin.
     noise_option  the option whose value switches the noise on (> 0) or off (0): ddim's ``eta``,
                   edm_stochastic's ``S_churn``, dpmpp_2m_sde's ``eta``; None for the others. With it,

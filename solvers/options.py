@@ -31,7 +31,7 @@ class Option:
         +-inf only where ``inf`` is set (EDM's S_max = inf: churn at every noise level).
     choices: the only values accepted (strings or numbers).
     none: None is accepted too (implied by a default of None).
-    doc: one line for listings (``sdebench list solvers``) and error messages.
+    doc: one line saying what the option does (read back through ``Solver.option_specs()``).
     """
 
     default: Any

@@ -343,3 +343,32 @@ def test_solvers_never_imports_bench():
     root = pathlib.Path(solvers.__file__).parent
     offenders = [p.name for p in root.glob("*.py") if re.search(r"^\s*(from|import)\s+bench\b", p.read_text(), re.M)]
     assert not offenders, f"solvers must not import bench: {offenders}"
+
+
+def test_solvers_has_no_import_cycle_and_never_imports_bench():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(solvers.__file__).parent
+    deps = {}
+    for path in root.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(m.split(".")[0] == "bench" for m in mods), f"{path.name} imports bench"
+        deps[path.stem] = names - {path.stem, "__init__"}
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for d in deps.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    cycles = [m for m in deps if m != "__init__" and m in reachable(m)]
+    assert not cycles, f"import cycles through {sorted(cycles)}"
