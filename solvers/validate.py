@@ -47,12 +47,13 @@ def _as_int(value):
 
 def bounds(low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> str:
     """The text of a range: " in [0, 1]", " in (0, 1]", " > 0", " <= 4", or ""."""
+    lo, hi = (f"{v:g}" if isinstance(v, float) else v for v in (low, high))  # ints in full, floats short
     if low is not None and high is not None:
-        return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f" in {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
     if low is not None:
-        return f" {'>' if low_open else '>='} {low:g}"
+        return f" {'>' if low_open else '>='} {lo}"
     if high is not None:
-        return f" {'<' if high_open else '<='} {high:g}"
+        return f" {'<' if high_open else '<='} {hi}"
     return ""
 
 
