@@ -12,6 +12,8 @@ import functools
 import inspect
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -157,25 +159,22 @@ def sample_args(*, steps, n, seed, brownian, dtype, device, x_T, return_trajecto
     return steps, n, seed, dtype, device
 
 
-_BAD = object()
+#: how a value becomes a declared type (None: it is not one); other types are checked with isinstance
+_AS_TYPE: dict[type, Callable[[Any], Any]] = {bool: lambda v: v if isinstance(v, bool) else None, int: _as_int,
+                                               float: _as_real}
 
 
 def _typed(value, option: Option):
-    """value as the declared type of ``option`` and inside its bounds, else _BAD."""
+    """value as the declared type of ``option`` and inside its bounds, else None."""
     t = option.value_type
     if t is None:
         return value
-    if t is bool:
-        return value if isinstance(value, bool) else _BAD
-    if t is int:
-        v = _as_int(value)
-        return v if v is not None and _within(v, option.low, option.high, option.low_open, option.high_open) else _BAD
-    if t is float:
-        f = _as_real(value)
-        ok = f is not None and not math.isnan(f) and (option.inf or not math.isinf(f)) and \
-            _within(f, option.low, option.high, option.low_open, option.high_open)
-        return f if ok else _BAD
-    return value if isinstance(value, t) else _BAD
+    v: Any = _AS_TYPE[t](value) if t in _AS_TYPE else (value if isinstance(value, t) else None)
+    if v is None or (t is float and (math.isnan(v) or (math.isinf(v) and not option.inf))):
+        return None
+    if t in (int, float) and not _within(v, option.low, option.high, option.low_open, option.high_open):
+        return None
+    return v
 
 
 def allowed(option: Option) -> str:
@@ -203,7 +202,7 @@ def option_value(solver: str, key: str, value, option: Option):
     if value is None and option.accepts_none:
         return None
     v = _typed(value, option)
-    if v is _BAD or (option.choices is not None and v not in option.choices):
+    if v is None or (option.choices is not None and v not in option.choices):
         raise InputError(f"solver {solver!r}: option {key} must be {allowed(option)}, got {value!r}")
     return v
 
