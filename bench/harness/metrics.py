@@ -32,7 +32,9 @@ It may return {} to store nothing (e.g. for samples that are not finite). The me
     noise_floor(metric) -> {name: floor}: ``metric.noise_floor`` made once (a shared result)
     cached(key, make)   anything else shared by cells, key = (kind, model name, ...)
     memo(key, make)     shared by the metrics of this cell only
-    float64_solution(), solve_float64(brownian): the cell's float64 solve (timed as solving)
+    x_T(dtype), grid()  the cell's starting points and its ``grid=``/``times=`` keyword
+    float64_solution(), solve_float64(brownian): the cell's float64 solve (timed as solving);
+    provide_float64(x)  a float64 solve a metric made anyway, for the later ones (``stage``)
 
 and ``cost(metric, costing)`` returns seconds {"solve", "metrics", "floor"} from the estimate's
 ``bench.harness.estimate.Costing`` (the cell, its solver, NFE, dimension, a float64 solve's cost,

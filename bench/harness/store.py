@@ -469,16 +469,19 @@ class Store:
         return pd.read_sql_query("SELECT key, model, solver, options, steps, method, seed, n, cost_nfe, wall_s, created"
                                  " FROM grids ORDER BY created", self.db)
 
-    def cells(self, run_id: int) -> pd.DataFrame:
+    def cells(self, run_id: int, *, typed: bool = False) -> pd.DataFrame:
         """One row per cell: the identity columns, then each ``CellResult``'s flat ``columns()``
-        (metrics, then timing); ``cell`` the cell's JSON."""
+        (metrics, then timing); ``cell`` the cell's JSON; with ``typed``, ``result`` its ``CellResult``."""
         df = pd.read_sql_query("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", self.db, params=(run_id,))
         if df.empty:
             return df
-        flat = pd.DataFrame([_result(row).columns() for row in df[list(_RESULT_COLUMNS)].to_dict("records")],
-                            index=df.index)
+        results = [_result(row) for row in df[list(_RESULT_COLUMNS)].to_dict("records")]
+        flat = pd.DataFrame([r.columns() for r in results], index=df.index)
         base = df.drop(columns=list(_JSON_COLUMNS))
-        return pd.concat([base, flat.drop(columns=[c for c in flat.columns if c in base.columns])], axis=1)
+        df = pd.concat([base, flat.drop(columns=[c for c in flat.columns if c in base.columns])], axis=1)
+        if typed:
+            df["result"] = results
+        return df
 
     def to_csv(self, run_id: int, path) -> pathlib.Path:
         path = pathlib.Path(path)

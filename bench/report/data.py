@@ -69,7 +69,7 @@ def load_cells(store: Store, run_ids) -> pd.DataFrame:
     options), ``series`` (the label without tolerances for cells without a step count, so a
     tolerance sweep is one line), ``ok`` (no error), ``cell`` (the ``Cell``), ``result`` (its
     ``CellResult``), and the results' flat columns (``numeric_columns()`` as floats)."""
-    frames = [_run_frame(store, r) for r in run_ids]
+    frames = [store.cells(r, typed=True) for r in run_ids]
     frames = [f for f in frames if not f.empty]
     df = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(columns=[*_BASE, "result"])
     numeric = numeric_columns()
@@ -98,15 +98,6 @@ def _add_labels(df):
 
 def _without_tolerances(options: dict) -> dict:
     return {k: v for k, v in options.items() if k not in TOLERANCE_KEYS}
-
-
-def _run_frame(store: Store, run_id) -> pd.DataFrame:
-    """One run's flat cells (``Store.cells``) with each row's ``CellResult``."""
-    df = store.cells(run_id)
-    if not df.empty:
-        results = store.results(run_id)
-        df["result"] = [results[k] for k in df["key"]]
-    return df
 
 
 def _cell(text, row) -> Cell:
