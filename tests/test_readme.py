@@ -3,7 +3,6 @@ import pathlib
 import re
 
 import solvers
-from bench.harness import metrics
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,7 +16,6 @@ def test_readme_examples_run():
         assert "my_midpoint" in solvers.available()
     finally:
         solvers.registry._REGISTRY.pop("my_midpoint", None)
-        metrics.METRICS.pop("mean_norm", None)
 
 
 def test_readme_lists_every_registered_solver():

@@ -44,7 +44,7 @@ import solvers
 from bench.harness import metrics
 from bench.harness.cache import DiskCache
 from bench.harness.cell import Cell
-from bench.harness.execute import disk_key, measured_metrics, shared_keys
+from bench.harness.execute import disk_key, metrics_to_measure, shared_keys
 from bench.harness.timing import LONG_S
 from bench.zoo import models
 
@@ -277,7 +277,7 @@ def _cell_cost(cal, cell, cost, seen, cache):
     costing = _costing(cal, cell)
     cost["solve"] += _timed_runs_s(cal, cell, costing, seen)
     floors = {}
-    for metric in measured_metrics(cell):
+    for metric in metrics_to_measure(cell):
         c = (metric.cost or metrics.default_cost)(metric, costing)
         cost["solve"] += c.get("solve", 0.0)
         cost["metrics"] += c.get("metrics", 0.0)

@@ -14,7 +14,7 @@ Per sample cell:
               of timed runs, peak memory, NFE, ``jobs`` (cells running at the same time: > 1
               makes timings noisier), and
               overhead = median wall / (NFE x median time of one network evaluation at that batch)
-  metrics     each requested metric that applies to the cell (``measured_metrics``), measured by
+  metrics     each requested metric that applies to the cell (``metrics_to_measure``), measured by
               its registry record's ``measure`` (``bench.harness.metrics``) on a ``Measuring``
               context: the timed run's samples, and the shared results the record ``needs``
               (references, exact/held-out target sets, its noise floor), each made once; a
@@ -40,7 +40,7 @@ from bench.harness.reference import brownian_path_for, ode_reference, path_kind,
 from bench.harness.timing import time_adaptive, time_call
 from bench.zoo import models
 
-__all__ = ["execute_cell", "make_shared", "import_plugins", "shared_keys", "model_fingerprint", "measured_metrics",
+__all__ = ["execute_cell", "make_shared", "import_plugins", "shared_keys", "model_fingerprint", "metrics_to_measure",
            "SharedResults", "Measuring"]
 
 _CACHE: dict = {}
@@ -148,7 +148,7 @@ def _random_map(cls, opts) -> bool:
     return bool(cls.is_stochastic(**opts)) or cls.kind == "corrector" or bool(cls.adaptive)
 
 
-def measured_metrics(cell) -> list:
+def metrics_to_measure(cell) -> list:
     """The metrics (``bench.harness.metrics.Metric``) ``cell`` measures, in measuring order
     (``Metric.stage``, then the cell's): a sample cell's requested metrics that apply to its
     model, sample size and solver; a likelihood cell's every likelihood metric for its model."""
@@ -170,7 +170,7 @@ def shared_keys(cell) -> list[tuple]:
     if cell.task != "sample":
         return [_exact_key(cell, 0)]
     cls, opts, out = solvers.get(cell.solver), dict(cell.options), []
-    for metric in measured_metrics(cell):
+    for metric in metrics_to_measure(cell):
         need = {"reference": _reference_key(cell, cls, opts), "target": _exact_key(cell, 0),
                 "held_out": _exact_key(cell, 1)}
         out += [need[n] for n in metric.needs if need[n] is not None]
@@ -367,7 +367,7 @@ def _sample_cell(cell, jobs=1) -> CellResult:
     out, timing, t_solve = _timed_solve(cell, jobs)
     ctx = Measuring(cell, out, out.x.double().cpu())
     t_metrics, ref0 = time.perf_counter(), _SPENT["reference"]
-    measured, extra = _measure(ctx, measured_metrics(cell))
+    measured, extra = _measure(ctx, metrics_to_measure(cell))
     ref_s = _SPENT["reference"] - ref0
     timing = timing.replace(metrics_s=time.perf_counter() - t_metrics - ctx.solve_s - ref_s)
     # an adaptive solver's steps are its own (stats: accepted, rejected), not a grid's: none stored
@@ -390,7 +390,7 @@ def _likelihood_cell(cell) -> CellResult:
     t0 = time.perf_counter()
     out = solvers.log_likelihood(m, x, solver=cell.solver, seed=cell.seed, **opts)
     wall = time.perf_counter() - t0
-    measured, extra = _measure(Measuring(cell, out, x), measured_metrics(cell))
+    measured, extra = _measure(Measuring(cell, out, x), metrics_to_measure(cell))
     return CellResult(nfe=out.nfe, steps=None, stats={}, metrics=measured, extra=extra,
                       timing=Timing(median_s=wall, min_s=wall, max_s=wall, repeats=1), solve_s=wall)
 
