@@ -198,7 +198,7 @@ def test_failed_cell_is_recorded_not_lost(tmp_path, monkeypatch):
     cell = suite.cells()[0]
     monkeypatch.setattr(execute, "_sample_cell", lambda c, *a, **k: (_ for _ in ()).throw(FloatingPointError("boom")))
     result = execute.execute_cell(cell)
-    assert result["error"] == "FloatingPointError: boom" and "Traceback" in result["traceback"]
+    assert result.error == "FloatingPointError: boom" and "Traceback" in result.traceback
 
 
 def test_progress_plain_lines_in_logs():
