@@ -634,8 +634,10 @@ def test_from_diffusers_config_errors_name_the_file_and_the_key(config, needle, 
 # --------------------------------------------------------------------------------------------
 
 def test_a_run_whose_every_cell_failed_exits_1_and_is_marked_failed(tmp_path, capsys, monkeypatch):
+    from bench.harness.cell import CellResult
+
     def failing(cell, **_):
-        return {"error": "RuntimeError: no space left", "metrics": {}, "timing": {}}
+        return CellResult(error="RuntimeError: no space left")
 
     monkeypatch.setattr(runner_mod, "execute_cell", failing)
     code, out, err = run_cli(tmp_path, capsys)
