@@ -8,6 +8,7 @@ that a metric at its noise floor is not recomputed at finer step counts (``bench
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -176,35 +177,36 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
     cells = suite.cells()
     cache_dir = str(cache_dir_for(store.path)) if cache else None
     run_id, done = _open_run(suite, store, runner.name, cells, resume)
-    try:  # tuning (minutes) and the estimate: a failure or Ctrl-C here leaves the run interrupted, never "running"
+    with _interrupted_on_failure(store, run_id, len(cells)):  # tuning takes minutes: never left "running"
         # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
         pending = resolve_grids(_pending(cells, done), store, tune=getattr(suite, "tune", None),
                                 stream=stream if progress else None, runner=runner)
         bar = _progress(suite, store, run_id, cells, pending, runner, stream if progress else None, cache_dir, jobs)
-    except KeyboardInterrupt:
-        _mark_interrupted(store, run_id)
-        raise RunInterrupted(run_id, _committed(store, run_id), len(cells)) from None
-    except BaseException:
-        _mark_interrupted(store, run_id)
-        raise
     store.set_status(run_id, "running")
     # metrics at their floor at a coarser step count are not recomputed: step counts in waves
     series = StepSeries(cells) if getattr(suite, "skip_at_floor", False) else None
     committer = _Committer(store, run_id, bar, _finished(store, run_id) if series is not None and done else {})
-    try:
+    with _interrupted_on_failure(store, run_id, len(cells)):
         if runner.jobs > 1 and cache_dir:
             committer.upfront = _make_shared(runner, pending, cache_dir, stream if progress else None)
             bar.t0 = time.perf_counter()  # the ETA's rate is the cells' own (the run's wall time keeps it)
         committer.run(runner, functools.partial(execute_cell, cache_dir=cache_dir, jobs=jobs), pending, series)
-    except KeyboardInterrupt:
-        _mark_interrupted(store, run_id)
-        raise RunInterrupted(run_id, _committed(store, run_id), len(cells)) from None
-    except BaseException:
-        _mark_interrupted(store, run_id)
-        raise
     total, failed = store.cell_counts(run_id)
     store.set_status(run_id, "failed" if total and failed == total else "complete")  # failed: no cell has a result
     return run_id
+
+
+@contextlib.contextmanager
+def _interrupted_on_failure(store, run_id: int, total: int):
+    """A failure inside marks the run interrupted; Ctrl-C (or SIGTERM) becomes ``RunInterrupted``."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _mark_interrupted(store, run_id)
+        raise RunInterrupted(run_id, _committed(store, run_id), total) from None
+    except BaseException:
+        _mark_interrupted(store, run_id)
+        raise
 
 
 def _progress(suite, store, run_id, cells, pending, runner, stream, cache_dir, jobs) -> Progress:
