@@ -48,3 +48,61 @@ def gmm2d_vp():
 @pytest.fixture
 def x_T64(gmm2d_vp):
     return gmm2d_vp.sample_prior(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+# --- the models users bring (bench.zoo.specs), built inside the tests --------------------------
+DENOISER_MODULE = '''"""A k-diffusion-style denoiser: the exact D(x, sigma) of Gaussian data N(0, C^2 I) in 2-D."""
+C = 0.5
+
+
+def denoise(x, sigma):
+    s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+    return x * C**2 / (C**2 + s**2)
+
+
+denoise.sigma_min, denoise.sigma_max, denoise.shape = 0.002, 80.0, (2,)
+'''
+CALLABLE_MODULE = '''"""A network of one's own: eps(x, t) of a tiny seeded MLP on the VP SDE."""
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+
+    def forward(self, x, t):
+        return 0.1 * self.lin(torch.cat([x, t[:, None].to(x.dtype)], 1))
+
+
+torch.manual_seed(0)
+net = Net()
+'''
+
+
+def write_user_modules(folder, suffix=""):
+    """user_denoiser{suffix}.py and user_callable{suffix}.py in ``folder`` (put it on sys.path)."""
+    (folder / f"user_denoiser{suffix}.py").write_text(DENOISER_MODULE)
+    (folder / f"user_callable{suffix}.py").write_text(CALLABLE_MODULE)
+
+
+def save_tiny_ddpm(root, *, seed=0, size=8, channels=1, scheduler=None, **unet_kw):
+    """A tiny DDPMPipeline directory (seeded random UNet2DModel weights; clip_sample off)."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
+                                 block_out_channels=(8, 16), norm_num_groups=4,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), **unet_kw)
+    scheduler = scheduler or diffusers.DDPMScheduler(num_train_timesteps=100, beta_start=1e-3, beta_end=0.2,
+                                                     clip_sample=False)
+    diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm(tmp_path_factory):
+    """A tiny diffusers pipeline directory (skipped without diffusers)."""
+    pytest.importorskip("diffusers")
+    return save_tiny_ddpm(tmp_path_factory.mktemp("tiny-ddpm") / "pipe")
