@@ -10,7 +10,7 @@ import torch
 import solvers
 from bench.harness.store import default_store_path
 
-__all__ = ["add_store", "add_threads", "exact_target", "run_id", "positive_int", "seed_int", "number",
+__all__ = ["add_store", "add_threads", "add_model", "exact_target", "run_id", "positive_int", "seed_int", "number",
            "solver_option"]
 
 
@@ -74,11 +74,24 @@ def add_threads(p):
 
 
 def exact_target(model, n, seed):
-    """Exact samples of p_eps, or held-out data for a trained model."""
+    """Exact samples of p_eps, or held-out data for a trained model; None for a model with
+    neither (a model spec without data, a timing-only network)."""
     g = torch.Generator().manual_seed(seed + 1)
-    if not hasattr(model, "exact_sample"):
+    if getattr(model, "timing_only", False):
+        return None
+    if hasattr(model, "exact_sample"):
+        return model.exact_sample(n, model.sde.eps, generator=g)
+    if hasattr(model, "data_sample"):
         return model.data_sample(min(n, int(min(model.data_size(0), 1e9))), g)
-    return model.exact_sample(n, model.sde.eps, generator=g)
+    return None
+
+
+def add_model(p, help_extra: str = ""):
+    """The MODEL argument: a registered name or a model spec (``bench.zoo.specs``)."""
+    from bench.zoo import specs
+
+    p.add_argument("model", help=f"a model name (sdebench list models) or a spec: {', '.join(specs.FORMS)} "
+                   f"(settings after '?', e.g. diffusers:DIR?ignore=clip_sample){help_extra}")
 
 
 def run_id(store, ref) -> int:

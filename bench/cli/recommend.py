@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 
 import solvers
-from bench.cli.common import add_store
+from bench.cli.common import add_model, add_store
 from bench.harness.runner import run_suite
 from bench.harness.store import Store
 from bench.harness.suite import Suite
 from bench.report.analysis import best_per_budget
 from bench.report.data import load_cells
+from bench.report.render import slug
 from bench.zoo import models
 
 __all__ = ["recommend", "register", "candidates"]
@@ -53,7 +55,7 @@ def _toml(value) -> str:
 
 def _suite(args, model) -> Suite:
     exact = models.is_exact(args.model)
-    data = {"name": f"recommend-{args.model}-nfe{args.nfe}",
+    data = {"name": f"recommend-{slug(args.model)}-nfe{args.nfe}",
             "description": f"sdebench recommend {args.model} --nfe {args.nfe}", "models": [args.model],
             "n": args.n, "seeds": [args.seed], "nfe": [args.nfe], "repeats": 3, "warmup": 1, "threads": 1,
             "metrics": (["exact_kl", "discretization", "sliced_w2"] if exact else
@@ -98,7 +100,7 @@ def recommend(args) -> int:
     grid = next((p.split("=", 1)[1] for p in rest if p.startswith("grid=")), None)
     print(f"\nbest: {best['solver']}" + (f" (tied with {len(leaders) - 1} more: {', '.join(leaders[1:])})"
                                           if len(leaders) > 1 else ""))
-    print(f"reproduce: sdebench sample {args.model} {solver} --steps {best['steps']}"
+    print(f"reproduce: sdebench sample {shlex.quote(args.model)} {solver} --steps {best['steps']}"
           + (f" --grid {grid}" if grid else "")
           + f"\n       or: solvers.sample(models.load({args.model!r}), {solver!r}, steps={best['steps']}"
           + (f", grid={grid!r}" if grid else "") + ", n=...)")
@@ -113,7 +115,7 @@ def recommend(args) -> int:
 def register(sub):
     r = sub.add_parser("recommend", help="rank every deterministic solver x grid at an NFE budget on one model, "
                        "with ties where the uncertainty cannot separate them")
-    r.add_argument("model", choices=models.available())
+    add_model(r)
     r.add_argument("--nfe", type=int, required=True, help="the NFE budget")
     r.add_argument("--solvers", nargs="+", default=None, help="only these solvers (default: every deterministic "
                    "fixed-step solver)")

@@ -1,4 +1,4 @@
-"""One-off commands on one model: demo, sample, likelihood (train is its own parser)."""
+"""One-off commands on one model: demo, describe, sample, likelihood (train is its own parser)."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 import solvers
-from bench.cli.common import add_threads, positive_int, seed_int, solver_option
+from bench.cli.common import add_model, add_threads, positive_int, seed_int, solver_option
 from bench.cli.common import exact_target as _exact_target
 from bench.harness import metrics
 from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
@@ -72,17 +72,30 @@ def demo(args) -> int:
 
 
 
+def describe(args) -> int:
+    """What the benchmark understood of a model: spec, SDE and time range, prediction, shape,
+    parameters, ignored settings, fingerprint."""
+    rows = models.describe(args.model)
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    return 0
+
+
 def sample(args) -> int:
     model = models.load(args.model)
+    solver = solvers.get(args.solver)
     t0 = time.perf_counter()
     options = dict(args.option)
-    steps = None if solvers.get(args.solver).adaptive else args.steps
+    steps = None if solver.adaptive else args.steps
     out = solvers.sample(model, args.solver, steps=steps, n=args.n, seed=args.seed, grid=args.grid, **options)
     wall = time.perf_counter() - t0
     target = _exact_target(model, args.n, args.seed)
+    line = f"{args.solver} on {args.model}: steps={out.steps} nfe={out.nfe} wall={wall:.3f}s"
+    if target is None:
+        print(f"{line} (no exact samples or data to compare with)")
+        return 0
     x = out.x[: len(target)]
-    print(f"{args.solver} on {args.model}: steps={out.steps} nfe={out.nfe} wall={wall:.3f}s "
-          f"sliced_w2={metrics.sliced_wasserstein(x, target[: len(x)]):.4g} (against "
+    print(f"{line} sliced_w2={metrics.sliced_wasserstein(x, target[: len(x)]):.4g} (against "
           f"{'exact samples' if models.is_exact(args.model) else 'held-out data'})")
     return 0
 
@@ -93,6 +106,8 @@ def likelihood(args) -> int:
     if args.prior == "exact" and not exact:
         args.prior = "sde"  # a trained model has no exact p_T
     x = _exact_target(model, args.n, args.seed)
+    if x is None:
+        raise solvers.InputError(f"model {args.model!r} has no exact samples or data to evaluate the likelihood on")
     prior = (lambda z: model.exact_log_prob(z, model.sde.T)) if args.prior == "exact" else None
     kw = {"bin_width": model.bin_width} if getattr(model, "bin_width", None) else {}
     t0 = time.perf_counter()
@@ -119,8 +134,11 @@ def register(sub):
     d.add_argument("--seed", type=seed_int, default=0)
     add_threads(d)
     d.set_defaults(fn=demo)
+    ds = sub.add_parser("describe", help="what the benchmark understood of a model (a name or a spec)")
+    add_model(ds)
+    ds.set_defaults(fn=describe)
     s = sub.add_parser("sample", help="sample one model with one solver")
-    s.add_argument("model", choices=models.available())
+    add_model(s)
     s.add_argument("solver")
     s.add_argument("--steps", type=positive_int, default=20, help="steps (ignored by adaptive solvers)")
     s.add_argument("--n", type=positive_int, default=1000)
@@ -131,7 +149,7 @@ def register(sub):
     add_threads(s)
     s.set_defaults(fn=sample)
     lk = sub.add_parser("likelihood", help="log-likelihood through the probability-flow ODE vs the exact one")
-    lk.add_argument("model", choices=models.available())
+    add_model(lk)
     lk.add_argument("--solver", default="dopri5")
     lk.add_argument("--rtol", type=float, default=1e-5)  # checked (finite, > 0) by log_likelihood
     lk.add_argument("--atol", type=float, default=1e-5)

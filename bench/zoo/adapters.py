@@ -76,8 +76,9 @@ class _DtypeCopies:
         if params is None or (params.dtype == dtype and params.device == torch.device(device)):
             return m
         key = (dtype, str(device))
-        if key not in self._copies:
-            self._copies[key] = copy.deepcopy(m).to(device=device, dtype=dtype).eval().requires_grad_(False)
+        if key not in self._copies:  # nn.Module.to itself: diffusers' override warns about any dtype cast
+            cast = torch.nn.Module.to(copy.deepcopy(m), device=device, dtype=dtype)
+            self._copies[key] = cast.eval().requires_grad_(False)
         return self._copies[key]
 
 
@@ -342,7 +343,8 @@ def _load_diffusers_model(model_dir: pathlib.Path):
                          f"{' is not supported' if known else ''}; supported: {', '.join(SUPPORTED_MODELS)} "
                          "(unconditional: model(x, timestep).sample)")
     try:
-        return getattr(diffusers, cls_name).from_pretrained(str(model_dir), local_files_only=True)
+        return getattr(diffusers, cls_name).from_pretrained(str(model_dir), local_files_only=True,
+                                                            low_cpu_mem_usage=False)
     except Exception as e:
         raise InputError(f"{model_dir}: diffusers could not load {cls_name}: {type(e).__name__}: {e}") from None
 
