@@ -169,8 +169,10 @@ class ModelSpec:
                 h.update(p.name.encode())
                 _hash_file(h, p)
         elif self.kind == "checkpoint":
-            model = self.load()
-            h.update(str(model.card.get("sha256")).encode())
+            from . import trained
+
+            card = trained.read_card(pathlib.Path(self.target).with_suffix(".json"))
+            h.update(str(card.get("sha256")).encode())
         elif self.kind in ("denoiser", "callable"):
             fn = self.function()
             module = importlib.import_module(self.target.partition(":")[0])
