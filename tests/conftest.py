@@ -101,8 +101,49 @@ def save_tiny_ddpm(root, *, seed=0, size=8, channels=1, scheduler=None, **unet_k
     return root
 
 
+def cheap_scheduler():
+    """Two train steps: a DDPM-type model whose float64 dopri8 reference is affordable in a test
+    (it stops at every knot of the discrete schedule: ~250 NFE for two, ~8,000 for ten)."""
+    import diffusers
+
+    return diffusers.DDPMScheduler(num_train_timesteps=2, beta_start=0.1, beta_end=0.7)
+
+
 @pytest.fixture(scope="session")
 def tiny_ddpm(tmp_path_factory):
-    """A tiny diffusers pipeline directory (skipped without diffusers)."""
+    """A tiny diffusers pipeline directory on two train steps, with diffusers' default
+    clip_sample=True (skipped without diffusers)."""
     pytest.importorskip("diffusers")
-    return save_tiny_ddpm(tmp_path_factory.mktemp("tiny-ddpm") / "pipe")
+    return save_tiny_ddpm(tmp_path_factory.mktemp("tiny-ddpm") / "pipe", scheduler=cheap_scheduler())
+
+
+PLUGIN_MODELS = '''
+from bench.zoo import models
+
+def load_plug():
+    return models.load("gmm2d-ve")
+'''
+PLUGIN_SOLVERS = '''
+import solvers
+
+
+@solvers.register
+class PlugEuler2(solvers.Solver):
+    """Euler on the PF-ODE, from an installed package. Order 1, 1 NFE per step."""
+    name, order = "plug_euler_ep", 1
+
+    def step(self, i, x):
+        f, c = self.nodes.ode_coefs(i)
+        return x + self.h[i] * (x * f + self.eval(x, i) * c)
+'''
+
+
+def install_plugin(tmp_path, monkeypatch, entry_points: str):
+    """A package 'installed' by its metadata alone: a *.dist-info with entry_points.txt on sys.path."""
+    (tmp_path / "plug_models.py").write_text(PLUGIN_MODELS)
+    (tmp_path / "plug_solvers.py").write_text(PLUGIN_SOLVERS)
+    info = tmp_path / "sdebench_plug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sdebench-plug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    monkeypatch.syspath_prepend(str(tmp_path))

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import save_tiny_ddpm, write_user_modules
+from conftest import install_plugin, save_tiny_ddpm, write_user_modules
 
 import solvers
 from bench.zoo import models, specs, trained
@@ -180,38 +180,6 @@ def test_register_a_model_by_name_and_load_it_anywhere():
             models.register(bad, loader)
     with pytest.raises(InputError, match="unknown model 'no-such'; available: gmm2d-vp.*or a model spec: diffusers:PATH"):
         models.load("no-such")
-
-
-PLUGIN_MODELS = '''
-from bench.zoo import models
-
-def load_plug():
-    return models.load("gmm2d-ve")
-'''
-PLUGIN_SOLVERS = '''
-import solvers
-
-
-@solvers.register
-class PlugEuler2(solvers.Solver):
-    """Euler on the PF-ODE, from an installed package. Order 1, 1 NFE per step."""
-    name, order = "plug_euler_ep", 1
-
-    def step(self, i, x):
-        f, c = self.nodes.ode_coefs(i)
-        return x + self.h[i] * (x * f + self.eval(x, i) * c)
-'''
-
-
-def install_plugin(tmp_path, monkeypatch, entry_points: str):
-    """A package 'installed' by its metadata alone: a *.dist-info with entry_points.txt on sys.path."""
-    (tmp_path / "plug_models.py").write_text(PLUGIN_MODELS)
-    (tmp_path / "plug_solvers.py").write_text(PLUGIN_SOLVERS)
-    info = tmp_path / "sdebench_plug-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sdebench-plug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(entry_points)
-    monkeypatch.syspath_prepend(str(tmp_path))
 
 
 def test_entry_point_plugins_register_models_and_solvers(tmp_path, monkeypatch):
