@@ -4,7 +4,8 @@ is the difference real?
 Runs a small sweep (every deterministic fixed-step solver, or ``--solvers``, on every built-in
 grid that applies, plus a tuned grid per solver with ``--tune``) as an ordinary run in the store,
 ranks it by the best metric the model allows (exact KL on exact models; else the discretization
-error against the float64 teacher; the distribution metric is shown beside it), ties what the
+error against the float64 teacher; the distribution metric, where the model has exact samples or
+data, is shown beside it), ties what the
 standard errors cannot separate (``bench.report.analysis.best_per_budget``), prints the ranked
 groups with intervals and the command that reproduces the winner, and writes the report.
 """
@@ -53,14 +54,22 @@ def _toml(value) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
+def _metrics(model, exact: bool) -> list[str]:
+    """Exact KL on exact models; a distribution metric where there is a target (exact samples or
+    data); the discretization error always (it needs neither)."""
+    if exact:
+        return ["exact_kl", "discretization", "sliced_w2"]
+    if not hasattr(model, "data_sample"):
+        return ["discretization"]
+    return ["discretization", "sliced_w2"] + (["fd_digits"] if getattr(model, "data", None) == "digits" else [])
+
+
 def _suite(args, model) -> Suite:
     exact = models.is_exact(args.model)
     data = {"name": f"recommend-{slug(args.model)}-nfe{args.nfe}",
             "description": f"sdebench recommend {args.model} --nfe {args.nfe}", "models": [args.model],
             "n": args.n, "seeds": [args.seed], "nfe": [args.nfe], "repeats": 3, "warmup": 1, "threads": 1,
-            "metrics": (["exact_kl", "discretization", "sliced_w2"] if exact else
-                        ["discretization", "sliced_w2"] + (["fd_digits"] if getattr(model, "data", None) == "digits"
-                                                           else [])),
+            "metrics": _metrics(model, exact),
             "solvers": [{"name": s, "grid": g} for s in candidates(args.solvers) for g in _grids(model, args.tune)]}
     text = "\n".join(f"{k} = {_toml(v)}" for k, v in data.items() if k != "solvers")
     text += "".join(f'\n\n[[solvers]]\nname = "{e["name"]}"\ngrid = "{e["grid"]}"' for e in data["solvers"]) + "\n"
