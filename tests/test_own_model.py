@@ -148,3 +148,22 @@ def test_every_wrong_spec_is_one_line_and_creates_no_store(tmp_path, monkeypatch
         assert match in err and "\n" not in err and "Traceback" not in err, (argv, err)
         assert not store.exists(), argv
     shutil.rmtree(tmp_path / "results", ignore_errors=True)
+
+
+def test_the_estimate_leaves_a_cached_model_as_it_was(tmp_path):
+    """The estimate counts an adaptive solve's network calls by wrapping the model's function; a
+    loader that returns one cached model must get it back unwrapped (before, every cell of such a
+    model failed with the estimate's _OverBudget)."""
+    cached = models.load("gmm2d-vp")
+    fn = cached.fn
+    models.register("cached-once", lambda: cached)
+    try:
+        suite = tmp_path / "c.toml"
+        suite.write_text('models = ["cached-once"]\nn = 16\nrepeats = 1\nwarmup = 0\nmetrics = ["discretization"]\n'
+                         '[[solvers]]\nname = "dopri5"\nrtol = 1e-3\n')
+        assert main(["run", str(suite), "--store", str(tmp_path / "c.sqlite"), "--no-report"]) == 0  # estimated
+        assert cached.fn is fn
+        df = Store(tmp_path / "c.sqlite", create=False).cells(1)
+        assert df["error"].isna().all() and df["nfe"].iloc[0] > 0
+    finally:
+        models.unregister("cached-once")

@@ -94,14 +94,20 @@ class _OverBudget(Exception):
 class _Calibration:
     """Network-evaluation and metric costs measured once, a few calls each."""
 
-    def __init__(self):
+    def __init__(self, cells=()):
         self.evals, self.metric_s, self._models, self._overhead = {}, {}, {}, None
         self.paths, self.refs = {}, {}
+        #: model id (``Cell.model_id``) -> what loads it (``Cell.model_ref``)
+        self.specs = {c.model_id: c.model_ref() for c in cells}
+
+    def load(self, name, exact_prior=False):
+        """A fresh model of this id (its name, or its spec's)."""
+        return models.load(self.specs.get(name, name), exact_prior=exact_prior and models.is_exact(name))
 
     def model(self, name, exact_prior=False):
         key = (name, exact_prior)
         if key not in self._models:
-            self._models[key] = models.load(name, exact_prior=exact_prior and models.is_exact(name))
+            self._models[key] = self.load(name, exact_prior)
         return self._models[key]
 
     def eval_s(self, name, n, dtype, device="cpu"):
@@ -144,7 +150,7 @@ class _Calibration:
         that outlasts ``budget_s`` is stopped and its NFE extrapolated from the share of
         [eps, T] it covered (an underestimate: steps shrink toward eps)."""
         if key not in self.refs:
-            m = models.load(name, exact_prior=exact_prior and models.is_exact(name))  # its fn is wrapped here
+            m = self.load(name, exact_prior)  # its fn is wrapped here, and put back after
             x = m.sample_prior(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
             net, calls, deadline = m.fn, [0, float(m.sde.T)], time.perf_counter() + budget_s
 
@@ -162,6 +168,8 @@ class _Calibration:
             except _OverBudget:
                 T, eps = float(m.sde.T), float(m.sde.eps)
                 self.refs[key] = calls[0] * (T - eps) / max(T - calls[1], 1e-3 * (T - eps))
+            finally:  # a loader may return a cached model: leave it as it was
+                m.fn = net
         return self.refs[key]
 
     def ode_ref_nfe(self, name, exact_prior, rtol):
@@ -173,8 +181,8 @@ class _Calibration:
 
     def adaptive_nfe(self, cell, cls, options):
         """NFE of an adaptive solver at the cell's tolerance (float64 on 8 samples)."""
-        key = ("adaptive", cell.model, cell.exact_prior, cls.name, repr(sorted(options.items())))
-        return self.counted_nfe(key, cell.model, cell.exact_prior,
+        key = ("adaptive", cell.model_id, cell.exact_prior, cls.name, repr(sorted(options.items())))
+        return self.counted_nfe(key, cell.model_id, cell.exact_prior,
                                 lambda m, x: solvers.sample(m, cls.name, x_T=x, seed=0, **options))
 
     def metrics_s(self, names, n, d, se=True):
@@ -205,14 +213,14 @@ def _adaptive_nfe(cls, options) -> float:
 
 
 def _dim(cal, cell):
-    return int(math.prod(getattr(cal.model(cell.model), "shape", (2,)) or (2,)))
+    return int(math.prod(getattr(cal.model(cell.model_id), "shape", (2,)) or (2,)))
 
 
 def estimate(cells, cache_dir=None, jobs: int = 1) -> Estimate:
     """Estimated seconds for ``cells`` (see the module docstring). The measurements run with the
     cells' torch threads (1 by default), as the cells will: with more threads than free cores
     a busy machine makes them 10-30x slower (OpenMP threads wait on descheduled peers)."""
-    cal, per_cell, seen = _Calibration(), {}, set()
+    cal, per_cell, seen = _Calibration(cells), {}, set()
     cache = DiskCache(cache_dir, create=False) if cache_dir else None
     totals = {"solve": 0.0, "reference": 0.0, "metrics": 0.0}
     threads = torch.get_num_threads()
@@ -235,7 +243,7 @@ def estimate(cells, cache_dir=None, jobs: int = 1) -> Estimate:
 def _cell_cost(cal, cell, cost, seen, cache):
     d = _dim(cal, cell)
     over = cal.overhead_s()
-    ev64 = cal.eval_s(cell.model, cell.n, "float64", cell.device)
+    ev64 = cal.eval_s(cell.model_id, cell.n, "float64", cell.device)
     if cell.task == "likelihood":
         nfe = 30 * max(1.0, 1e-2 / float(cell.options.get("rtol", 1e-3))) ** (1 / 5)
         cost["solve"] += nfe * ((1 + min(d, 512)) * ev64 * 2 + over)
@@ -249,9 +257,9 @@ def _cell_cost(cal, cell, cost, seen, cache):
         except Exception:
             nfe = _adaptive_nfe(cls, opts)
     nfe = float(nfe)
-    ev = cal.eval_s(cell.model, cell.n, cell.dtype, cell.device)
+    ev = cal.eval_s(cell.model_id, cell.n, cell.dtype, cell.device)
     call = nfe * (ev + over)
-    shape = ("warm", cls.name, repr(sorted(opts.items())), cell.model, cell.exact_prior, cell.n, cell.dtype,
+    shape = ("warm", cls.name, repr(sorted(opts.items())), cell.model_id, cell.exact_prior, cell.n, cell.dtype,
              cell.device)
     warm = 0 if shape in seen else min(cell.warmup, 1)  # a shape new to the process is warmed up once
     seen.add(shape)
@@ -259,9 +267,9 @@ def _cell_cost(cal, cell, cost, seen, cache):
     cost["solve"] += runs * call
     exact_model = models.is_exact(cell.model)
     names = [m for m in cell.metrics if m in metrics.METRICS and metrics.get_metric(m).applies_to(
-        exact_model, getattr(cal.model(cell.model), "data", None))]
+        exact_model, getattr(cal.model(cell.model_id), "data", None))]
     solve64 = nfe * (ev64 + over)
-    shape = (cell.n, *(getattr(cal.model(cell.model), "shape", None) or (d,)))
+    shape = (cell.n, *(getattr(cal.model(cell.model_id), "shape", None) or (d,)))
     if "exact_kl" in names and not (stochastic or cls.adaptive):
         cost["metrics"] += (KL_SOLVES[0] + KL_SOLVES[1] * d - 1) * solve64
         cost["solve"] += solve64  # exact KL's float64 solve is the cell's (the discretization error reuses it)
@@ -269,7 +277,7 @@ def _cell_cost(cal, cell, cost, seen, cache):
         if not stochastic:
             cost["solve"] += solve64
         elif cls.kind != "corrector":
-            cost["solve"] += solve64 + (cell.steps or nfe) * cal.path_step_s(cls, cell.model, shape)
+            cost["solve"] += solve64 + (cell.steps or nfe) * cal.path_step_s(cls, cell.model_id, shape)
     per_cell = [m for m in names if metrics.get_metric(m).boot and not (m == "w2" and cell.n > metrics.W2_MAX_N)]
     if per_cell:
         cost["metrics"] += cal.metrics_s(per_cell, cell.n, d)
@@ -281,9 +289,9 @@ def _cell_cost(cal, cell, cost, seen, cache):
             continue
         kind = key[0]
         if kind == "ode_ref":
-            cost["reference"] += cal.ode_ref_nfe(cell.model, cell.exact_prior, float(key[-1])) * (ev64 + over)
+            cost["reference"] += cal.ode_ref_nfe(cell.model_id, cell.exact_prior, float(key[-1])) * (ev64 + over)
         elif kind == "sde_ref":
-            cost["reference"] += int(key[-1]) * (ev64 + over + cal.path_step_s(cls, cell.model, shape))
+            cost["reference"] += int(key[-1]) * (ev64 + over + cal.path_step_s(cls, cell.model_id, shape))
         elif kind == "floor":
             cost["reference"] += cal.metrics_s([key[-1]], cell.n, d, se=False)
         elif kind == "fd_floor":

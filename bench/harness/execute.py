@@ -63,13 +63,16 @@ def import_plugins(modules, error=None):
             raise (error(msg) if error else solvers.InputError(msg)) from None
 
 
-def model_fingerprint(name: str) -> str:
-    """What a model's shared results depend on besides its name: a trained model's weights hash."""
-    if models.is_exact(name):
-        return name
-    m = _cached(("model", name, False), lambda: models.load(name))
-    card = getattr(m, "card", {}) or {}
-    return f"{name}:{card.get('sha256', '')}"
+def model_fingerprint(model_id: str) -> str:
+    """What a model's shared results depend on besides its name: a trained model's weights hash;
+    a spec's ``Cell.model_id`` holds its fingerprint already; another registered model's own."""
+    if models.is_exact(model_id) or "@" in model_id:
+        return model_id
+    m = _cached(("model", model_id, False), lambda: models.load(model_id))
+    card = getattr(m, "card", None)
+    if isinstance(card, dict):
+        return f"{model_id}:{card.get('sha256', '')}"
+    return f"{model_id}:{_cached(('fingerprint', model_id), lambda: models.fingerprint(model_id, m))}"
 
 
 def disk_key(key: tuple) -> dict:
@@ -95,13 +98,13 @@ def _dtype(name):
 
 
 def _model(cell):
-    return _cached(("model", cell.model, cell.exact_prior),
-                   lambda: models.load(cell.model, exact_prior=cell.exact_prior))
+    return _cached(("model", cell.model_id, cell.exact_prior),
+                   lambda: models.load(cell.model_ref(), exact_prior=cell.exact_prior))
 
 
 def _x_T(cell, dtype=None):
     dtype = dtype or _dtype(cell.dtype)
-    key = ("x_T", cell.model, cell.exact_prior, cell.n, cell.seed, str(dtype), cell.device)
+    key = ("x_T", cell.model_id, cell.exact_prior, cell.n, cell.seed, str(dtype), cell.device)
     gen = lambda: _model(cell).sample_prior(cell.n, generator=torch.Generator().manual_seed(cell.seed),  # noqa: E731
                                             dtype=torch.float64).to(device=cell.device, dtype=dtype)
     return _cached(key, gen)
@@ -111,7 +114,7 @@ def _exact(cell, which):
     """The target: exact samples of p_eps (exact models) or held-out data (trained models);
     which=0 the target, which=1 an independent set of the same size for the noise floor."""
     m = _model(cell)
-    key = ("exact", cell.model, cell.n, cell.seed, which)
+    key = ("exact", cell.model_id, cell.n, cell.seed, which)
     seed = 1_000_003 * (cell.seed + 1) + which
     if not models.is_exact(cell.model):
         return _cached(key, lambda: m.data_sample(cell.n, torch.Generator().manual_seed(seed), part=which))
@@ -130,7 +133,7 @@ def _fd_digits(cell, x):
         p, r = fd.precision_recall(fx, fy)
         return {"fd_digits": fd.frechet_distance(fx, fy), "precision": p, "recall": r}
 
-    floor = _cached(("fd_floor", cell.model, cell.n, cell.seed), lambda: stats(other))
+    floor = _cached(("fd_floor", cell.model_id, cell.n, cell.seed), lambda: stats(other))
     out = stats(x)
     out.update({k + "_floor": v for k, v in floor.items()})
     return out
@@ -138,22 +141,22 @@ def _fd_digits(cell, x):
 
 def _floor(cell, name):
     fn = metrics.get_metric(name).fn
-    return _cached(("floor", cell.model, cell.n, cell.seed, name), lambda: fn(_exact(cell, 1), _exact(cell, 0)))
+    return _cached(("floor", cell.model_id, cell.n, cell.seed, name), lambda: fn(_exact(cell, 1), _exact(cell, 0)))
 
 
 def _ode_key(cell):
-    return ("ode_ref", cell.model, cell.exact_prior, cell.n, cell.seed, cell.reference["ode_rtol"])
+    return ("ode_ref", cell.model_id, cell.exact_prior, cell.n, cell.seed, cell.reference["ode_rtol"])
 
 
 def _sde_key(cell, cls):
-    return ("sde_ref", cell.model, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
+    return ("sde_ref", cell.model_id, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
 
 
 def shared_keys(cell) -> list[tuple]:
     """The shared results (references, exact sets, floors) a cell needs, as in-memory keys
     (``disk_key`` gives their on-disk form): what a cost estimate counts once."""
     if cell.task != "sample":
-        return [("exact", cell.model, cell.n, cell.seed, 0)]
+        return [("exact", cell.model_id, cell.n, cell.seed, 0)]
     cls, opts, out = solvers.get(cell.solver), dict(cell.options), []
     exact_model, data = models.is_exact(cell.model), getattr(_model(cell), "data", None)
     for name in cell.metrics:
@@ -167,11 +170,11 @@ def shared_keys(cell) -> list[tuple]:
             elif cls.kind != "corrector":
                 out.append(_sde_key(cell, cls))
         elif name == "fd_digits":
-            out += [("exact", cell.model, cell.n, cell.seed, 0), ("exact", cell.model, cell.n, cell.seed, 1),
-                    ("fd_floor", cell.model, cell.n, cell.seed)]
+            out += [("exact", cell.model_id, cell.n, cell.seed, 0), ("exact", cell.model_id, cell.n, cell.seed, 1),
+                    ("fd_floor", cell.model_id, cell.n, cell.seed)]
         elif name in metrics.METRICS and metrics.get_metric(name).floor:
-            out += [("exact", cell.model, cell.n, cell.seed, 0), ("exact", cell.model, cell.n, cell.seed, 1),
-                    ("floor", cell.model, cell.n, cell.seed, name)]
+            out += [("exact", cell.model_id, cell.n, cell.seed, 0), ("exact", cell.model_id, cell.n, cell.seed, 1),
+                    ("floor", cell.model_id, cell.n, cell.seed, name)]
     return list(dict.fromkeys(out))
 
 
@@ -185,7 +188,7 @@ def _sde_ref(cell, cls):
     """(path, fine-grid reference) for the kind of Brownian path the solver queries; every path is
     a function of the seed alone, so all cells see the same Brownian motion (and a reference read
     from disk matches a path rebuilt here)."""
-    path = _cached(("sde_path", cell.model, path_kind(cls), cell.n, cell.seed),
+    path = _cached(("sde_path", cell.model_id, path_kind(cls), cell.n, cell.seed),
                    lambda: brownian_path_for(cls, _model(cell).sde, _x_T(cell, torch.float64).shape,
                                              seed=cell.seed, exact=True))
 
@@ -204,7 +207,7 @@ def _one_eval_s(cell, x_T):
         _, stats = time_call(lambda: m.fn(x_T, t), repeats=11, warmup=2, device=cell.device)
         return stats["median_s"]
 
-    return _cached(("one_eval", cell.model, cell.n, cell.dtype, cell.device), make)
+    return _cached(("one_eval", cell.model_id, cell.n, cell.dtype, cell.device), make)
 
 
 def _per_sample_discretization(cell, cls, opts, timed=None):
@@ -251,11 +254,11 @@ def _exact_metric(cell, cls, opts, name, x):
                            seed=cell.seed, **opts)
         return {"exact_kl": r["value"], "exact_kl_se": r["stderr"], "x64": r["x"].detach()}
     if name == "xent_gap":
-        h = _cached(("entropy", cell.model), lambda: exact.entropy(m))
+        h = _cached(("entropy", cell.model_id), lambda: exact.entropy(m))
         r = exact.cross_entropy_gap(m, x, entropy_estimate=h)
         return {"xent_gap": r["value"], "xent_gap_se": r["stderr"]}
     r = exact.mode_weight_error(m, x, floor=False)
-    floor = _cached(("mode_tv_floor", cell.model, cell.n),
+    floor = _cached(("mode_tv_floor", cell.model_id, cell.n),
                     lambda: exact.mode_weight_error(m, _exact(cell, 1), floor=True)["floor"])
     return {"mode_tv": r["value"], "mode_tv_se": r["stderr"], "mode_tv_floor": floor}
 
@@ -268,7 +271,7 @@ def _sample_cell(cell, jobs=1):
     def run():
         return solvers.sample(m, cls.name, steps=cell.steps, **grid, x_T=x_T, seed=cell.seed, **opts)
 
-    shape = (cls.name, repr(sorted(opts.items())), cell.model, cell.exact_prior, cell.n, cell.dtype, cell.device)
+    shape = (cls.name, repr(sorted(opts.items())), cell.model_id, cell.exact_prior, cell.n, cell.dtype, cell.device)
     t0 = time.perf_counter()
     out, timing = time_adaptive(run, repeats=cell.repeats, warmup=cell.warmup, device=cell.device, shape_key=shape)
     t_solve = time.perf_counter() - t0

@@ -19,6 +19,9 @@ A cell of BASE missing from HEAD is a regression too (the suite lost coverage); 
 instead a cell that differs only in its definition (n, seed, options, reference...), the table
 says what changed ("definition" rows) rather than listing one cell as missing and another as new.
 A NaN in HEAD where BASE was finite (a metric, the NFE, the time) is a regression.
+A matched cell whose model has another fingerprint in HEAD (other weights or config under the same
+name: ``Cell.model_spec``) is "model changed": one row saying so, and none of its values gated,
+neither a regression nor an improvement (a failure in HEAD still is one).
 
 Exit codes: 0 no regression; 1 quality, NFE, failure or coverage regression; 3 timing
 regression only; 2 bad input (unknown run, unreadable file).
@@ -35,7 +38,7 @@ from bench.harness import metrics
 from bench.harness.store import EXPORT_FORMAT
 from solvers import InputError
 
-__all__ = ["load_cells", "compare", "is_csv", "QUALITY", "EXIT_OK", "EXIT_QUALITY", "EXIT_TIME"]
+__all__ = ["load_cells", "compare", "is_csv", "model_change", "QUALITY", "EXIT_OK", "EXIT_QUALITY", "EXIT_TIME"]
 
 QUALITY = tuple(metrics.quality())  # from the metric registry
 EXIT_OK, EXIT_QUALITY, EXIT_TIME = 0, 1, 3
@@ -136,6 +139,10 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol:
             flag(cell, "error", "", h_err, "REGRESSION")
             code = EXIT_QUALITY
             continue
+        changed = model_change(b, h)
+        if changed:
+            flag(cell, "model", *changed, "model changed")
+            continue
         bn, hn = _num(b, "nfe"), _num(h, "nfe")
         if not (math.isnan(bn) and math.isnan(hn)) and bn != hn:
             flag(cell, "nfe", bn, hn, "REGRESSION")
@@ -185,6 +192,15 @@ def _definition(row) -> dict:
         except ValueError:
             pass
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def model_change(b, h) -> tuple[str, str] | None:
+    """(base, head) fingerprints, shortened, when the two rows' models differ; None when they are
+    the same or either row does not record one (cells stored before provenance was)."""
+    fb, fh = (_definition(r).get("model_spec", {}).get("fingerprint") for r in (b, h))
+    if fb and fh and fb != fh:
+        return f"fingerprint {fb[:12]}", f"fingerprint {fh[:12]}"
+    return None
 
 
 def _canon(v) -> str:
