@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup setup-test run demo test lint bench clean
+.PHONY: setup setup-test run demo test lint typecheck bench clean
 
 # the main job needs the package alone; the tests add the test and ray extras on top
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,10 @@ test: setup-test
 # the lint rules are in pyproject.toml ([tool.ruff])
 lint: setup-test
 	$(VENV)/bin/ruff check .
+
+# mypy on solvers/ (the settings and the reason for them are in pyproject.toml, [tool.mypy])
+typecheck: setup-test
+	$(VENV)/bin/mypy
 
 bench: setup-test
 	$(PY) -m pytest bench/perf --benchmark-enable --benchmark-only -q

@@ -17,18 +17,18 @@ accepted and rejected steps.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torchdiffeq
 
+from . import validate
 from .base import Solver
 from .errors import InputError, NonFiniteError, StepLimitError
 from .noise import CounterBrownianPath
+from .options import Option, positive
 from .registry import register
 
 __all__ = ["TorchdiffeqODE", "Dopri5", "Dopri8", "Bosh3", "AdaptiveHeun", "Fehlberg2", "AdaptiveSDE",
-           "PFODE", "odeint_pf"]
+           "PFODE", "odeint_pf", "check_solve"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,10 +84,15 @@ NORMS = ("rms", "sample")
 METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 
 
-def check_tolerances(rtol, atol, who: str):
+def check_solve(method, rtol, atol, norm, who: str):
+    """The arguments of an ``odeint_pf`` solve (``log_likelihood``, ``encode``, ``decode`` check them
+    before any work): a torchdiffeq method, tolerances > 0 and a norm."""
+    if method not in METHODS:
+        raise InputError(f"{who}: unknown solver {method!r}; valid: {', '.join(METHODS)}")
     for k, v in (("rtol", rtol), ("atol", atol)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise InputError(f"{who}: {k} must be a finite number > 0, got {v!r}")
+        validate.real(v, f"{who}: {k}", low=0.0, low_open=True)
+    if norm not in NORMS:
+        raise InputError(f"{who}: norm must be one of {NORMS}, got {norm!r}")
 
 
 def odeint_pf(func, x: torch.Tensor, times: torch.Tensor, *, method: str, rtol: float, atol: float,
@@ -95,11 +100,7 @@ def odeint_pf(func, x: torch.Tensor, times: torch.Tensor, *, method: str, rtol: 
     """Solve ``func`` (a ``PFODE``-like rhs) through ``times`` (float64, monotone) with torchdiffeq;
     steps land on every time in ``times`` (never past the last one). Returns the states at
     ``times`` (the first is x)."""
-    if method not in METHODS:
-        raise InputError(f"{who}: unknown solver {method!r}; valid: {', '.join(METHODS)}")
-    check_tolerances(rtol, atol, who)
-    if norm not in NORMS:
-        raise InputError(f"{who}: norm must be one of {NORMS}, got {norm!r}")
+    check_solve(method, rtol, atol, norm, who)
     t = times.to(device=x.device, dtype=torch.float64)
     options = {"step_t": t, "max_num_steps": max_num_steps}
     if norm == "sample":
@@ -129,18 +130,14 @@ class TorchdiffeqODE(Solver):
     """
 
     kind = "ode"
-    adaptive = True
-    order = None        # tolerance-controlled; ``method_order`` is the pair's order
+    adaptive = True     # tolerance-controlled: no strong_order; ``method_order`` is the pair's order
     method: str = ""
     method_order: int = 0
     #: network evaluations per attempted step; NFE = 2 + nfe_per_attempt x (accepted + rejected)
     nfe_per_attempt: int = 0
-    options = {"rtol": 1e-5, "atol": 1e-5, "norm": "rms", "max_num_steps": 100_000}
-
-    def check(self):
-        check_tolerances(self.rtol, self.atol, f"solver {self.name!r}")
-        self.require(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}")
-        self.require(self.max_num_steps >= 1, f"max_num_steps must be >= 1, got {self.max_num_steps}")
+    options = {"rtol": positive(1e-5, doc="relative tolerance"), "atol": positive(1e-5, doc="absolute tolerance"),
+               "norm": Option("rms", choices=NORMS, doc="error norm: RMS over the batch, or the worst sample's"),
+               "max_num_steps": Option(100_000, low=1, doc="steps per output interval before StepLimitError")}
 
     def integrate(self, x):
         func = PFODE(self.model)
@@ -242,16 +239,12 @@ class AdaptiveSDE(Solver):
     kind = "sde"
     adaptive = True
     stochastic = uses_brownian = per_sample_noise = needs_path = True
-    order = None
-    options = {"rtol": 1e-2, "atol": 0.0078, "h_init": 0.01, "safety": 0.9, "exponent": 0.9,
-               "max_iters": 100_000}
-
-    def check(self):
-        check_tolerances(self.rtol, self.atol, f"solver {self.name!r}")
-        self.require(self.h_init > 0, f"h_init must be > 0, got {self.h_init}")
-        self.require(0 < self.safety <= 1, f"safety must be in (0, 1], got {self.safety}")
-        self.require(self.exponent > 0, f"exponent must be > 0, got {self.exponent}")
-        self.require(self.max_iters >= 1, f"max_iters must be >= 1, got {self.max_iters}")
+    options = {"rtol": positive(1e-2, doc="relative tolerance (eps_rel)"),
+               "atol": positive(0.0078, doc="absolute tolerance (eps_abs)"),
+               "h_init": positive(0.01, doc="first step size"),
+               "safety": Option(0.9, low=0.0, high=1.0, low_open=True, doc="safety factor theta"),
+               "exponent": positive(0.9, doc="step size exponent r"),
+               "max_iters": Option(100_000, low=1, doc="iterations before StepLimitError")}
 
     def brownian(self, x) -> CounterBrownianPath:
         noise = self.noise
@@ -274,75 +267,87 @@ class AdaptiveSDE(Solver):
 
     def integrate(self, x):
         path = self.brownian(x)
-        dev, n = x.device, x.shape[0]
-        times = self.times.to(device=dev, dtype=torch.float64)
-        n_out = len(times) - 1
-        span = float(times[0] - times[-1])
-        h_floor = 1e-14 * max(span, 1.0)
-        t = times[0].expand(n).clone()
-        h = torch.full((n,), self.h_init, dtype=torch.float64, device=dev)
-        nxt = torch.ones(n, dtype=torch.long, device=dev)          # index of the next output time
-        x = x.clone()
-        x_prev = x.clone()
-        W = path.value(t)
-        outs = torch.empty((n_out, *x.shape), dtype=x.dtype, device=dev)
-        steps = torch.zeros(n, dtype=torch.long, device=dev)
-        rejected = 0
-        iters = 0
-        red = tuple(range(1, x.ndim))
-        dim = x[0].numel()
+        run = _SDERun(x, self.times.to(device=x.device, dtype=torch.float64), self.h_init, path)
         while True:
-            idx = torch.nonzero(nxt <= n_out).squeeze(1)
+            idx = torch.nonzero(run.nxt <= run.n_out).squeeze(1)
             if idx.numel() == 0:
                 break
-            if iters >= self.max_iters:
+            if run.iters >= self.max_iters:
                 raise StepLimitError(f"solver {self.name!r}: max_iters={self.max_iters} reached with "
-                                 f"{idx.numel()} samples unfinished (rtol={self.rtol}, atol={self.atol}); "
-                                 "loosen the tolerance or raise max_iters")
-            iters += 1
-            xa, ta, ha, ka = x[idx], t[idx], h[idx], nxt[idx]
-            target = times[ka]
-            to_target = ha >= ta - target
-            s = torch.where(to_target, target, ta - ha)           # lands exactly on output times
-            ha = ta - s
-            Ws = path.value(s, idx)
-            dW = W[idx] - Ws
-            a1, s1, f1, q1, g1 = self._coefs(ta, xa)
-            a2, s2, f2, q2, g2 = self._coefs(s, xa)
-            hc = ha.to(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
-            eps1 = self.model(xa, ta.to(x.dtype), "eps", alpha=a1, sigma=s1)
-            x1 = xa - hc * (f1 * xa + q1 * eps1) + g1 * dW                      # Euler-Maruyama
-            eps2 = self.model(x1, s.to(x.dtype), "eps", alpha=a2, sigma=s2)
-            x_tilde = xa - hc * (f2 * x1 + q2 * eps2) + g2 * dW
-            x2 = 0.5 * (x1 + x_tilde)                                             # improved Euler
-            xp = x_prev[idx]
-            delta = torch.maximum(torch.maximum(x1.abs(), xp.abs()) * self.rtol,
-                                  torch.full_like(x1, self.atol))
-            E = ((x1 - x2) / delta).pow(2).sum(red).div(dim).sqrt().double()    # scaled L2, per sample
-            finite = torch.isfinite(E)
-            accept = finite & (E <= 1)
-            acc_c = accept.reshape((-1,) + (1,) * (x.ndim - 1))
-            x[idx] = torch.where(acc_c, x2, xa)
-            x_prev[idx] = torch.where(acc_c, x1, xp)
-            W[idx] = torch.where(acc_c, Ws, W[idx])
-            t[idx] = torch.where(accept, s, ta)
-            steps[idx] += accept.long()
-            rejected += int((~accept).sum())
-            done = accept & to_target
-            if bool(done.any()):
-                rows = idx[done]
-                outs[nxt[rows] - 1, rows] = x2[done]
-                nxt[rows] += 1
-            # new step size: safety h E^-r (E = 0: as large as allowed; non-finite E: shrink 10x)
-            grow = self.safety * ha * torch.where(E > 0, E, torch.full_like(E, 1e-300)).pow(-self.exponent)
-            h_new = torch.where(finite, grow, 0.1 * ha)
-            if bool((h_new < h_floor).any()):
-                bad = idx[h_new < h_floor][0]
-                raise NonFiniteError(f"solver {self.name!r}: step size underflow (h < {h_floor:.1e}) for sample "
-                                     f"{int(bad)} at t={float(t[bad]):.6g}: the model returns NaN/inf there or "
-                                     f"the tolerance (rtol={self.rtol}, atol={self.atol}) cannot be met")
-            h[idx] = h_new
-        self.stats = {"iterations": iters, "accepted": int(steps.sum()), "rejected": rejected,
+                                     f"{idx.numel()} samples unfinished (rtol={self.rtol}, atol={self.atol}); "
+                                     "loosen the tolerance or raise max_iters")
+            run.iters += 1
+            self._attempt(run, path, idx)
+        steps = run.steps
+        self.stats = {"iterations": run.iters, "accepted": int(steps.sum()), "rejected": run.rejected,
                       "mean_steps_per_sample": float(steps.double().mean()),
                       "max_steps_per_sample": int(steps.max()), "brownian": self._path_note}
-        return list(outs.unbind(0))
+        return list(run.outs.unbind(0))
+
+    def _attempt(self, run: _SDERun, path, idx: torch.Tensor):
+        """One attempted step of the unfinished samples ``idx``: Euler-Maruyama and improved Euler on
+        one Brownian increment, the scaled error E, acceptance, and the new step sizes."""
+        x = run.x
+        col = (-1,) + (1,) * (x.ndim - 1)
+        xa, ta, ha, ka = x[idx], run.t[idx], run.h[idx], run.nxt[idx]
+        target = run.times[ka]
+        to_target = ha >= ta - target
+        s = torch.where(to_target, target, ta - ha)           # lands exactly on output times
+        ha = ta - s
+        Ws = path.value(s, idx)
+        x1, x2 = self._pair(xa, ta, s, ha.to(x.dtype).reshape(col), run.W[idx] - Ws)
+        xp = run.x_prev[idx]
+        delta = torch.maximum(torch.maximum(x1.abs(), xp.abs()) * self.rtol, torch.full_like(x1, self.atol))
+        E = ((x1 - x2) / delta).pow(2).sum(run.red).div(run.dim).sqrt().double()    # scaled L2, per sample
+        finite = torch.isfinite(E)
+        accept = finite & (E <= 1)
+        acc_c = accept.reshape(col)
+        x[idx] = torch.where(acc_c, x2, xa)
+        run.x_prev[idx] = torch.where(acc_c, x1, xp)
+        run.W[idx] = torch.where(acc_c, Ws, run.W[idx])
+        run.t[idx] = torch.where(accept, s, ta)
+        run.steps[idx] += accept.long()
+        run.rejected += int((~accept).sum())
+        done = accept & to_target
+        if bool(done.any()):
+            rows = idx[done]
+            run.outs[run.nxt[rows] - 1, rows] = x2[done]
+            run.nxt[rows] += 1
+        # new step size: safety h E^-r (E = 0: as large as allowed; non-finite E: shrink 10x)
+        grow = self.safety * ha * torch.where(E > 0, E, torch.full_like(E, 1e-300)).pow(-self.exponent)
+        h_new = torch.where(finite, grow, 0.1 * ha)
+        if bool((h_new < run.h_floor).any()):
+            bad = idx[h_new < run.h_floor][0]
+            raise NonFiniteError(f"solver {self.name!r}: step size underflow (h < {run.h_floor:.1e}) for sample "
+                                 f"{int(bad)} at t={float(run.t[bad]):.6g}: the model returns NaN/inf there or "
+                                 f"the tolerance (rtol={self.rtol}, atol={self.atol}) cannot be met")
+        run.h[idx] = h_new
+
+    def _pair(self, xa, ta, s, hc, dW):
+        """(x', x''): the Euler-Maruyama step from ta to s and the improved-Euler one, on one increment dW."""
+        a1, s1, f1, q1, g1 = self._coefs(ta, xa)
+        a2, s2, f2, q2, g2 = self._coefs(s, xa)
+        eps1 = self.model(xa, ta.to(xa.dtype), "eps", alpha=a1, sigma=s1)
+        x1 = xa - hc * (f1 * xa + q1 * eps1) + g1 * dW                      # Euler-Maruyama
+        eps2 = self.model(x1, s.to(xa.dtype), "eps", alpha=a2, sigma=s2)
+        x_tilde = xa - hc * (f2 * x1 + q2 * eps2) + g2 * dW
+        return x1, 0.5 * (x1 + x_tilde)                                       # improved Euler
+
+
+class _SDERun:
+    """The per-sample state of one ``adaptive_sde`` solve: time, step size, next output time, last
+    accepted Euler state, Brownian value, accepted steps; and the outputs."""
+
+    def __init__(self, x: torch.Tensor, times: torch.Tensor, h_init: float, path):
+        dev, n = x.device, x.shape[0]
+        self.times, self.n_out = times, len(times) - 1
+        self.h_floor = 1e-14 * max(float(times[0] - times[-1]), 1.0)
+        self.t = times[0].expand(n).clone()
+        self.h = torch.full((n,), h_init, dtype=torch.float64, device=dev)
+        self.nxt = torch.ones(n, dtype=torch.long, device=dev)          # index of the next output time
+        self.x, self.x_prev = x.clone(), x.clone()
+        self.W = path.value(self.t)
+        self.outs = torch.empty((self.n_out, *x.shape), dtype=x.dtype, device=dev)
+        self.steps = torch.zeros(n, dtype=torch.long, device=dev)
+        self.rejected = self.iters = 0
+        self.red, self.dim = tuple(range(1, x.ndim)), x[0].numel()

@@ -15,9 +15,22 @@ Metadata (class attributes, read by the registry, the tests and the harness):
 
     name          registry key
     kind          "ode" (probability-flow ODE), "sde" (reverse SDE) or "corrector"
-    order         convergence order: the ODE order for deterministic solvers, the strong
-                  order for stochastic ones; None where no order is claimed
-    weak_order    weak order for stochastic solvers (None if not claimed)
+    strong_order  order of pathwise convergence with the default options: the error of the output
+                  against the exact solution from the same x_T (and, for an SDE, the same Brownian
+                  path) is O(h^p); for a deterministic solver its ODE order. None where no order is
+                  claimed. ``declared_order(**options)`` gives it for other options. (``order`` is
+                  its former name: still read on a solver class and accepted in a class body.)
+    weak_order    weak order of a stochastic solver: |E phi(x_out) - E phi(x_exact)| = O(h^q) for
+                  smooth phi; None where none is claimed. The registry-driven weak test
+                  (tests/test_convergence.py) fits it for every stochastic case that declares one.
+                  Declared: 1 for euler_maruyama, reverse_diffusion, ancestral, ddim (eta > 0) and
+                  torchsde_euler/milstein (Euler-Maruyama's weak order, Kloeden & Platen 1992,
+                  Ch. 14). To be declared where measured: dpmpp_2m_sde, dpmpp_3m_sde,
+                  edm_stochastic, torchsde_srk, pc with Langevin.
+    noise_option  the option whose value switches the noise on (> 0) or off (0): ddim's ``eta``,
+                  edm_stochastic's ``S_churn``, dpmpp_2m_sde's ``eta``; None for the others. With it,
+                  ``is_stochastic``, ``uses_brownian`` and ``declared_order`` follow its value
+    deterministic_order  with a ``noise_option``: the order with the noise off (None: none claimed)
     nfe_per_step  network evaluations per step (``expected_nfe`` gives the exact count)
     stochastic    output is random given x_T (with the default options)
     uses_brownian draws increments from the Brownian path (else only corrector noise)
@@ -28,9 +41,12 @@ Metadata (class attributes, read by the registry, the tests and the harness):
                   once, in order, and its default noise is the cheaper ``StepNoise``
     adaptive      chooses its own steps: implements ``integrate(x)`` instead of ``step``;
                   the grid then holds the output times (default [T, eps])
-    options       {option: default} for this class; merged along the MRO. Each option is
-                  also set as an instance attribute, except names of metadata (``order``),
-                  which are read from ``self.opts``
+    multistep     reuses the network outputs of earlier steps (its history lives on the instance)
+    options       {name: Option(default, low=, high=, choices=, ...)} (``solvers.options``): each
+                  option's type, allowed values and default, merged along the MRO and checked in
+                  one place (``validate.option_value``); a plain default declares an option of its
+                  type. Rules between options go in the classmethod ``check_options``. Every option
+                  is also an instance attribute (its name may not hide metadata or a method)
     variants      option sets that the registry-driven tests check besides the defaults
                   (e.g. ``({"order": 3},)``); ``declared_order(**options)`` gives the order
                   each should show
@@ -41,11 +57,13 @@ Metadata (class attributes, read by the registry, the tests and the harness):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from . import validate
 from .errors import InputError
+from .options import Option, declared
 
 __all__ = ["Solver", "Nodes"]
 
@@ -66,7 +84,7 @@ class Nodes:
         self.f = sde.f(times).tolist()
         self.g2 = sde.g2(times).tolist()
         self.t = times.to(device=device, dtype=dtype)
-        self._tvec = {}
+        self._tvec: dict[int, list[torch.Tensor]] = {}
 
     def tvec(self, batch: int) -> list:
         """The times as (batch,) views (stride 0), one per node; built once per batch size."""
@@ -83,42 +101,32 @@ class Nodes:
         return self.f[k], self.g2[k] / (2 * self.sigma[k])
 
 
-def _options_of(cls) -> dict:
-    merged = {}
-    for c in reversed(cls.__mro__):
-        merged.update(c.__dict__.get("options", {}))
-    return merged
+class _SolverType(type):
+    """Keeps ``order``, the former name of ``strong_order``, working on solver classes: read on the
+    class (``solvers.get("heun").order``) and accepted in a class body (``name, order = "mine", 2``).
+    Instances do not see it, so an option may be named ``order``."""
+
+    strong_order: float | None  # (declared for the type checker: every solver class has it)
+
+    def __new__(mcs, name, bases, namespace, **kw):
+        if "order" in namespace:
+            namespace["strong_order"] = namespace.pop("order")
+        return super().__new__(mcs, name, bases, namespace, **kw)
+
+    @property
+    def order(cls) -> float | None:
+        return cls.strong_order
 
 
-def _check_type(cls_name, key, value, default):
-    if default is None:
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise InputError(f"solver {cls_name!r}: option {key}={value!r} must be of type "
-                         f"{type(default).__name__}")
-    return value
-
-
-_METADATA = {"name", "kind", "order", "weak_order", "nfe_per_step", "stochastic", "uses_brownian",
-             "needs_levy", "per_sample_noise", "needs_path", "adaptive", "default_grid", "options", "variants"}
-
-
-class Solver:
+class Solver(metaclass=_SolverType):
     """Base class of every solver; see the module docstring for the contract."""
 
     name: str = ""
     kind: str = "ode"
-    order: float | None = None
+    strong_order: float | None = None
     weak_order: float | None = None
+    noise_option: str | None = None
+    deterministic_order: float | None = None
     nfe_per_step: int = 1
     stochastic: bool = False
     uses_brownian: bool = False
@@ -126,60 +134,84 @@ class Solver:
     per_sample_noise: bool = False
     needs_path: bool = False
     adaptive: bool = False
+    multistep: bool = False
     default_grid: str | None = None
-    #: denoise: after the last step, return Tweedie's x0 = E[x0 | x_eps] (one more NFE).
-    #: Off by default so every solver ends on the same grid point.
-    options = {"denoise": False}
+    options: dict[str, Any] = {
+        "denoise": Option(False, doc="after the last step, return Tweedie's x0 = E[x0 | x_eps] (one more NFE); "
+                                     "off by default so every solver ends on the same grid point")}
     variants: tuple = ()
+    #: what an adaptive solver reports of its last call (accepted / rejected steps, ...): ``Sample.stats``
+    stats: dict[str, Any]
 
     def __init__(self, model, times: torch.Tensor, *, dtype=torch.float32, device="cpu", **options):
         self.model, self.sde = model, model.sde
         self.opts = self.resolve_options(options)
         for k, v in self.opts.items():
-            if k not in _METADATA:
-                setattr(self, k, v)
-        self.check()
+            setattr(self, k, v)
+        if self.noise_option is not None:
+            self.stochastic = self.uses_brownian = self.opts[self.noise_option] > 0
         self.times = times
         self.steps = len(times) - 1
         self.dtype, self.device = dtype, torch.device(device)
         self.nodes = Nodes(self.sde, times, dtype, self.device)
         self.h = [b - a for a, b in zip(self.nodes.times[:-1], self.nodes.times[1:])]
-        self.noise = None       # BrownianPath or StepNoise, set by the loop when uses_brownian
-        self.generator = None   # corrector noise (a NormalStream), set by the loop
+        self.noise: Any = None       # BrownianPath, CounterBrownianPath or StepNoise, set by the loop
+        self.generator: Any = None   # corrector noise (a NormalStream or torch.Generator), set by the loop
         self.setup()
         self.reset()
 
+    def __getattr__(self, name: str) -> Any:
+        # reached only when an attribute is missing; it tells the type checker that the options,
+        # set above from the declarations, are attributes (as typeshed's argparse.Namespace does)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # --- options ---------------------------------------------------------------------
     @classmethod
+    def option_specs(cls) -> dict[str, Option]:
+        """{name: Option}: this class's option declarations, merged along the MRO."""
+        return declared(cls)
+
+    @classmethod
     def option_defaults(cls) -> dict:
-        return _options_of(cls)
+        return {k: spec.default for k, spec in cls.option_specs().items()}
 
     @classmethod
     def resolve_options(cls, options: dict) -> dict:
-        defaults = cls.option_defaults()
-        unknown = sorted(set(options) - set(defaults))
+        """Every option's value (given, else its default), checked against its declaration, then
+        the rules between options (``check_options``)."""
+        specs = cls.option_specs()
+        unknown = sorted(set(options) - set(specs))
         if unknown:
             raise InputError(f"solver {cls.name!r}: unknown option(s) {', '.join(unknown)}; "
-                             f"valid options: {', '.join(sorted(defaults)) or 'none'}")
-        return {k: validate.option_value(cls.name, k, _check_type(cls.name, k, options.get(k, d), d))
-                for k, d in defaults.items()}
+                             f"valid options: {', '.join(sorted(specs)) or 'none'}")
+        opts = {k: validate.option_value(cls.name, k, options.get(k, spec.default), spec) for k, spec in specs.items()}
+        cls.check_options(opts)
+        return opts
 
-    def check(self):
-        """Validate option values (raise InputError naming the option)."""
+    @classmethod
+    def check_options(cls, opts: dict) -> None:
+        """Rules between option values that no single ``Option`` declares (e.g. r1 < r2); ``opts``
+        holds every option, each already checked. Raise with ``require``."""
 
-    def require(self, cond: bool, message: str):
+    @classmethod
+    def require(cls, cond: bool, message: str):
         if not cond:
-            raise InputError(f"solver {self.name!r}: {message}")
+            raise InputError(f"solver {cls.name!r}: {message}")
 
     @classmethod
     def declared_order(cls, **options):
-        """The convergence order these options should show (``order`` unless overridden)."""
-        return cls.order
+        """The convergence order these options should show: ``strong_order``; with a
+        ``noise_option``, ``deterministic_order`` with the noise off and None with it on."""
+        opts = cls.resolve_options(options)
+        if cls.noise_option is None:
+            return cls.strong_order
+        return None if opts[cls.noise_option] > 0 else cls.deterministic_order
 
     @classmethod
     def is_stochastic(cls, **options) -> bool:
         """Whether the output is random given x_T with these options."""
-        return cls.stochastic
+        opts = cls.resolve_options(options)
+        return cls.stochastic if cls.noise_option is None else opts[cls.noise_option] > 0
 
     @classmethod
     def steps_for_nfe(cls, budget: int, **options) -> int:
@@ -190,7 +222,8 @@ class Solver:
         lo, hi = 0, max(int(budget), 0)  # expected_nfe is increasing in steps: bisect
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if cls.expected_nfe(mid, **options) <= budget else (lo, mid - 1)
+            nfe = cls.expected_nfe(mid, **options)
+            lo, hi = (mid, hi) if nfe is not None and nfe <= budget else (lo, mid - 1)
         return lo
 
     @classmethod
@@ -200,7 +233,13 @@ class Solver:
         opts = cls.resolve_options(options)
         if cls.adaptive:
             return None
-        return cls.nfe_per_step * steps + int(opts["denoise"])
+        return cls.nfe_of_steps(steps, opts) + int(opts["denoise"])
+
+    @classmethod
+    def nfe_of_steps(cls, steps: int, opts: dict) -> int:
+        """Network evaluations of ``steps`` steps with the resolved options ``opts``, without the
+        final denoising (what a solver whose count is not ``nfe_per_step`` x steps overrides)."""
+        return cls.nfe_per_step * steps
 
     # --- the step --------------------------------------------------------------------
     def setup(self):
@@ -227,11 +266,17 @@ class Solver:
     def brownian_normal(self, i: int) -> torch.Tensor:
         """Standard normal from the Brownian increment over step i (shared across grids)."""
         t_hi, t_lo = self.nodes.times[i], self.nodes.times[i + 1]
-        return self.noise.normal(t_hi, t_lo)
+        return self._noise().normal(t_hi, t_lo)
 
     def brownian_increment(self, i: int) -> torch.Tensor:
         t_hi, t_lo = self.nodes.times[i], self.nodes.times[i + 1]
-        return self.noise.increment(t_hi, t_lo)
+        return self._noise().increment(t_hi, t_lo)
+
+    def _noise(self):
+        if self.noise is None:
+            raise InputError(f"solver {self.name!r} draws Brownian increments but has no noise source: "
+                             "declare uses_brownian = True (the loop then gives it one)")
+        return self.noise
 
     def randn(self, x) -> torch.Tensor:
         """Corrector noise of x's shape (independent of the Brownian path)."""

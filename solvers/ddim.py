@@ -13,6 +13,7 @@ import torch
 
 from .base import Solver
 from .errors import InputError
+from .options import Option
 from .registry import register
 
 __all__ = ["DDIM", "Ancestral"]
@@ -85,23 +86,11 @@ class DDIM(_Posterior):
 
     name = "ddim"
     kind = "ode"  # with the default eta = 0; eta > 0 makes it an SDE sampler
-    order = 1
+    strong_order = deterministic_order = 1
     weak_order = 1
-    options = {"eta": 0.0}
-
+    noise_option = "eta"
+    options = {"eta": Option(0.0, low=0.0, high=1.0, doc="the posterior std times eta: 0 deterministic, 1 ancestral")}
     variants = ({"eta": 1.0},)
-
-    @classmethod
-    def is_stochastic(cls, **options):
-        return cls.resolve_options(options)["eta"] > 0
-
-    @classmethod
-    def declared_order(cls, **options):
-        return None if cls.is_stochastic(**options) else cls.order
-
-    def check(self):
-        self.require(0.0 <= self.eta <= 1.0, f"eta must be in [0, 1], got {self.eta}")
-        self.stochastic = self.uses_brownian = self.eta > 0
 
     def noise_std(self, a, b2, sigma_t, sigma_s):
         return self.eta * sigma_s * self.sqrt(b2) / sigma_t

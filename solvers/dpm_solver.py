@@ -12,8 +12,8 @@ and the solvers expand the network output in lambda. Both are one formula with
 
     x_t = (A_t/A_s) x_s - S_t expm1(sgn h) M_s - S_t sum_k psi_{k+1}(sgn h) h^k M^(k)_s
 
-with psi_1(z) = expm1(z), psi_2(z) = expm1(z)/z - 1, psi_3(z) = psi_2(z)/z - 1/2 (the
-official code's phi_1, phi_2, phi_3 up to sign), evaluated by a series for small |z|.
+with psi_k(z) = z phi_k(z): psi_1(z) = expm1(z), psi_2(z) = expm1(z)/z - 1, psi_3(z) = psi_2(z)/z - 1/2
+(the official code's phi_1, phi_2, phi_3 up to sign; ``solvers.expint``).
 
 Every coefficient is computed once per call in float64 (``setup``); a step is the network
 call plus one linear combination. ``solver_type`` chooses how the derivative terms are
@@ -27,8 +27,11 @@ import math
 
 import torch
 
+from . import validate
 from .base import Nodes, Solver
 from .errors import InputError
+from .expint import multistep_orders, psi
+from .options import Option
 from .registry import register
 
 __all__ = ["DPMSolver1", "DPMSolver2", "DPMSolver3", "DPMSolverFast", "DPMSolverPP2S",
@@ -41,24 +44,6 @@ _TYPES = {"dpmsolver": "dpmsolver", "midpoint": "dpmsolver", "taylor": "taylor",
 LOWER_ORDER_FINAL_BELOW = 10
 
 
-def psi(k: int, z: float) -> float:
-    """psi_1(z) = expm1(z), psi_2(z) = (e^z - 1 - z)/z, psi_3(z) = (e^z - 1 - z - z^2/2)/z^2,
-    without cancellation for small |z| (series sum_j z^(j+k-1)/(j+k)! ... below |z| = 0.1)."""
-    if k == 1:
-        return math.expm1(z)
-    if abs(z) < 0.1:  # psi_k(z) = sum_{j>=k} z^(j-k+1) / j!
-        term, total = z / math.factorial(k), 0.0
-        for j in range(k, k + 14):
-            total += term
-            term *= z / (j + 1)
-        return total
-    if k == 2:
-        return (math.expm1(z) - z) / z
-    if k == 3:
-        return (math.expm1(z) - z - 0.5 * z * z) / (z * z)
-    raise ValueError(k)
-
-
 def _lincomb(terms):
     """sum c * v over (c, v) with Python-float c, skipping zero coefficients."""
     out = None
@@ -69,14 +54,21 @@ def _lincomb(terms):
     return out
 
 
+def _solver_type(default: str) -> Option:
+    return Option(default, choices=tuple(_TYPES), doc="how the derivative terms are formed: "
+                  "dpmsolver (= midpoint) or taylor (= heun)")
+
+
 class _DPMBase(Solver):
     kind = "ode"
     default_grid = "logsnr"
+    #: for the solvers without the option: the form of the paper's algorithms
+    solver_type = "dpmsolver"
 
-    def check_solver_type(self):
-        self.require(self.solver_type in _TYPES,
-                     f"solver_type must be one of {', '.join(_TYPES)}, got {self.solver_type!r}")
-        self.taylor = _TYPES[self.solver_type] == "taylor"
+    @property
+    def taylor(self) -> bool:
+        """Whether the derivative terms take the Taylor form (solver_type "taylor" / "heun")."""
+        return _TYPES[self.solver_type] == "taylor"
 
 
 # =============================================================================================
@@ -170,12 +162,8 @@ class DPMSolver1(_SingleStep):
     """
 
     name = "dpm_solver_1"
-    order = 1
+    strong_order = 1
     nfe_per_step = 1
-    options = {}
-
-    def check(self):
-        self.taylor = False
 
     def step_orders(self):
         return [1] * self.steps
@@ -196,14 +184,11 @@ class DPMSolver2(_SingleStep):
     """
 
     name = "dpm_solver_2"
-    order = 2
+    strong_order = 2
     nfe_per_step = 2
-    options = {"r1": 0.5, "solver_type": "dpmsolver"}
+    options = {"r1": Option(0.5, low=0.0, high=1.0, low_open=True, doc="intermediate point lambda_s + r1 h"),
+               "solver_type": _solver_type("dpmsolver")}
     variants = ({"solver_type": "taylor"},)
-
-    def check(self):
-        self.check_solver_type()
-        self.require(0.0 < self.r1 <= 1.0, f"r1 must be in (0, 1], got {self.r1}")
 
     def step_orders(self):
         return [2] * self.steps
@@ -231,9 +216,12 @@ class DPMSolver3(_SingleStep):
     """
 
     name = "dpm_solver_3"
-    order = 3
+    strong_order = 3
     nfe_per_step = 3
-    options = {"r1": 1.0 / 3.0, "r2": 2.0 / 3.0, "solver_type": "dpmsolver"}
+    options = {"r1": Option(1.0 / 3.0, low=0.0, high=1.0, low_open=True, high_open=True,
+                            doc="first intermediate point lambda_s + r1 h"),
+               "r2": Option(2.0 / 3.0, low=0.0, high=1.0, low_open=True, doc="second intermediate point (> r1)"),
+               "solver_type": _solver_type("dpmsolver")}
     variants = ({"solver_type": "taylor"},)
     #: dyadic step counts where the asymptotic order shows (see the docstring)
     convergence_steps = (32, 64, 128, 256)
@@ -241,12 +229,11 @@ class DPMSolver3(_SingleStep):
     @classmethod
     def declared_order(cls, **options):
         opts = cls.resolve_options(options)
-        return cls.order if abs(opts["r2"] - 2.0 / 3.0) <= 1e-12 else 2
+        return cls.strong_order if abs(opts["r2"] - 2.0 / 3.0) <= 1e-12 else 2
 
-    def check(self):
-        self.check_solver_type()
-        self.require(0.0 < self.r1 < self.r2 <= 1.0,
-                     f"need 0 < r1 < r2 <= 1, got r1={self.r1}, r2={self.r2}")
+    @classmethod
+    def check_options(cls, opts):
+        cls.require(opts["r1"] < opts["r2"], f"need 0 < r1 < r2 <= 1, got r1={opts['r1']}, r2={opts['r2']}")
 
     def step_orders(self):
         return [3] * self.steps
@@ -281,9 +268,11 @@ class DPMSolverFast(_SingleStep):
     """
 
     name = "dpm_solver_fast"
-    order = 3
+    strong_order = 3
     nfe_per_step = 3
-    options = {"nfe": None, "order": 3, "solver_type": "dpmsolver"}
+    options = {"nfe": Option(None, type=int, low=1, doc="the NFE budget (None: the largest with steps intervals)"),
+               "order": Option(3, low=1, high=3, doc="the highest step order"),
+               "solver_type": _solver_type("dpmsolver")}
     variants = ({"order": 2},)
     #: dyadic step counts where the asymptotic order shows (as dpm_solver_3)
     convergence_steps = (32, 64, 128, 256)
@@ -304,25 +293,13 @@ class DPMSolverFast(_SingleStep):
         return {3: 3 * steps - 1, 2: 2 * steps, 1: steps}[order]
 
     @classmethod
-    def _validate(cls, opts: dict):
-        name = cls.name
-        order, nfe = opts["order"], opts["nfe"]
-        if order not in (1, 2, 3):
-            raise InputError(f"solver {name!r}: order must be 1, 2 or 3, got {order!r}")
-        if nfe is not None and (isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1):
-            raise InputError(f"solver {name!r}: nfe must be an integer >= 1 or None, got {nfe!r}")
-        if _TYPES.get(opts["solver_type"]) is None:
-            raise InputError(f"solver {name!r}: solver_type must be one of {', '.join(_TYPES)}, "
-                             f"got {opts['solver_type']!r}")
-        if order == 1 and _TYPES[opts["solver_type"]] != "dpmsolver":
-            raise InputError(f"solver {name!r}: solver_type={opts['solver_type']!r} has no effect "
-                             "with order=1 (only DPM-Solver-1 steps)")
+    def check_options(cls, opts):
+        cls.require(opts["order"] > 1 or _TYPES[opts["solver_type"]] == "dpmsolver",
+                    f"solver_type={opts['solver_type']!r} has no effect with order=1 (only DPM-Solver-1 steps)")
 
     @classmethod
     def _orders_for(cls, steps: int, opts: dict) -> list[int]:
-        cls._validate(opts)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InputError(f"solver {cls.name!r}: steps must be an integer >= 1, got {steps!r}")
+        steps = validate.integer(steps, f"solver {cls.name!r}: steps", low=1)
         nfe = opts["nfe"] if opts["nfe"] is not None else cls.default_nfe(steps, opts["order"])
         orders = cls.schedule(nfe, opts["order"])
         if len(orders) != steps:
@@ -332,16 +309,14 @@ class DPMSolverFast(_SingleStep):
         return orders
 
     @classmethod
-    def expected_nfe(cls, steps, **options):
-        opts = cls.resolve_options(options)
-        return sum(cls._orders_for(steps, opts)) + int(opts["denoise"])
+    def nfe_of_steps(cls, steps, opts):
+        return sum(cls._orders_for(steps, opts))
 
     @classmethod
     def steps_for_nfe(cls, budget, **options):
         """With ``nfe=budget``: the paper's K for that budget. Without ``nfe``: the most steps
         whose default budget (3 steps - 1 for order 3) fits in ``budget``."""
         opts = cls.resolve_options(options)
-        cls._validate(opts)
         if opts["nfe"] is None:
             return super().steps_for_nfe(budget, **options)
         if opts["nfe"] != budget:
@@ -356,10 +331,6 @@ class DPMSolverFast(_SingleStep):
             return order
         # N steps of order p give O(h^p); one isolated step of order q adds O(h^(q+1))
         return min(order, min(cls.schedule(nfe, order)) + 1)
-
-    def check(self):
-        self._validate(self.opts)
-        self.check_solver_type()
 
     def step_orders(self):
         return self._orders_for(self.steps, self.opts)
@@ -388,7 +359,7 @@ class DPMSolverPP2S(DPMSolver2):
 # =============================================================================================
 # multistep DPM-Solver++ (deterministic and stochastic)
 # =============================================================================================
-class _Multistep(_DPMBase):
+class _DPMppMultistep(_DPMBase):
     """Multistep DPM-Solver++ with data prediction, and its SDE form (k-diffusion's
     sample_dpmpp_2m_sde / sample_dpmpp_3m_sde). With h_eta = (1 + eta) h:
 
@@ -397,25 +368,20 @@ class _Multistep(_DPMBase):
 
     eta = 0 is the deterministic DPM-Solver++(kM). One NFE per step (x0 at x_i); the model is
     not evaluated at the final state. The past x0 predictions live on the instance; the first
-    steps warm up with lower orders (step i has order min(max_order, i + 1))."""
+    steps warm up with lower orders (``expint.multistep_orders``)."""
 
+    multistep = True
     max_order = 2
+    #: for the solvers without these options
     eta = 0.0
     lower_order_final = False
     #: "taylor" form for the order-2 warm-up step of a third-order method (k-diffusion)
     warmup_taylor = True
 
-    def step_orders(self) -> list[int]:
-        n = self.steps
-        orders = [min(self.max_order, i + 1) for i in range(n)]
-        if self.lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
-            orders = [min(o, n - i) for i, o in enumerate(orders)]
-        return orders
-
     def setup(self):
         nd, n = self.nodes, self.steps
         lam, al, sg = nd.lam, nd.alpha, nd.sigma
-        self.orders = self.step_orders()
+        self.orders = multistep_orders(n, self.max_order, self.lower_order_final, LOWER_ORDER_FINAL_BELOW)
         eta = float(self.eta)
         self.coef = []
         hs = [lam[i + 1] - lam[i] for i in range(n)]
@@ -464,7 +430,7 @@ class _Multistep(_DPMBase):
 
 
 @register
-class DPMSolverPP2M(_Multistep):
+class DPMSolverPP2M(_DPMppMultistep):
     """DPM-Solver++(2M) (Lu et al. 2022b, "DPM-Solver++", Algorithm 2): multistep, data
     prediction. Step 0 is DPM-Solver++1; then, with r = h_{i-1}/h_i,
 
@@ -481,29 +447,24 @@ class DPMSolverPP2M(_Multistep):
     """
 
     name = "dpmpp_2m"
-    order = 2
-    options = {"lower_order_final": True, "solver_type": "dpmsolver"}
+    strong_order = 2
+    options = {"lower_order_final": Option(True, doc="last step first order below 10 steps (official rule)"),
+               "solver_type": _solver_type("dpmsolver")}
     variants = ({"solver_type": "taylor"},)
 
-    def check(self):
-        self.check_solver_type()
 
+class _DPMppMultistepSDE(_DPMppMultistep):
+    """The SDE samplers: stochastic iff eta > 0; with eta = 0 the deterministic method, order 2."""
 
-class _MultistepSDE(_Multistep):
     kind = "sde"
     stochastic = uses_brownian = True
-
-    @classmethod
-    def is_stochastic(cls, **options):
-        return cls.resolve_options(options)["eta"] > 0
-
-    def check(self):
-        self.require(self.eta >= 0.0 and math.isfinite(self.eta), f"eta must be >= 0, got {self.eta}")
-        self.stochastic = self.uses_brownian = self.eta > 0
+    noise_option = "eta"
+    deterministic_order = 2
+    options = {"eta": Option(1.0, low=0.0, doc="noise: 0 gives the deterministic DPM-Solver++(kM)")}
 
 
 @register
-class DPMSolverPP2MSDE(_MultistepSDE):
+class DPMSolverPP2MSDE(_DPMppMultistepSDE):
     """DPM-Solver++(2M) SDE (k-diffusion's sample_dpmpp_2m_sde; Lu et al. 2022b, SDE-DPM-
     Solver++(2M)): multistep, data prediction, on the reverse SDE; 1 NFE per step. Default
     grid: logsnr. With h_eta = (1 + eta) h and r = h_{i-1}/h_i:
@@ -523,21 +484,13 @@ class DPMSolverPP2MSDE(_MultistepSDE):
     """
 
     name = "dpmpp_2m_sde"
-    order = None
-    options = {"eta": 1.0, "solver_type": "midpoint", "lower_order_final": False}
+    options = {"solver_type": _solver_type("midpoint"),
+               "lower_order_final": Option(False, doc="the official rule: last step first order below 10 steps")}
     variants = ({"solver_type": "heun"}, {"eta": 0.0}, {"eta": 0.0, "solver_type": "heun"})
-
-    @classmethod
-    def declared_order(cls, **options):
-        return None if cls.is_stochastic(**options) else 2
-
-    def check(self):
-        super().check()
-        self.check_solver_type()
 
 
 @register
-class DPMSolverPP3MSDE(_MultistepSDE):
+class DPMSolverPP3MSDE(_DPMppMultistepSDE):
     """DPM-Solver++(3M) SDE (k-diffusion's sample_dpmpp_3m_sde): third-order multistep, data
     prediction, on the reverse SDE; 1 NFE per step. Default grid: logsnr. With h_eta =
     (1 + eta) h, psi_2(z) = expm1(z)/z - 1, psi_3(z) = psi_2(z)/z - 1/2:
@@ -559,15 +512,6 @@ class DPMSolverPP3MSDE(_MultistepSDE):
     """
 
     name = "dpmpp_3m_sde"
-    order = None
     max_order = 3
-    options = {"eta": 1.0, "lower_order_final": False}
+    options = {"lower_order_final": Option(False, doc="the official rule: orders min(3, steps - i) below 10 steps")}
     variants = ()
-
-    @classmethod
-    def declared_order(cls, **options):
-        return None if cls.is_stochastic(**options) else 2
-
-    def check(self):
-        super().check()
-        self.taylor = True

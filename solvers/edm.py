@@ -11,6 +11,7 @@ import math
 import torch
 
 from .base import Nodes, Solver
+from .options import Option, positive
 from .registry import register
 
 __all__ = ["EDMStochastic"]
@@ -34,22 +35,17 @@ class EDMStochastic(Solver):
     kind = "sde"
     nfe_per_step = 2
     stochastic = uses_brownian = True
-    options = {"S_churn": 40.0, "S_min": 0.05, "S_max": 50.0, "S_noise": 1.003}
+    noise_option = "S_churn"
+    deterministic_order = 2
+    options = {"S_churn": Option(40.0, low=0.0, doc="churn: gamma = min(S_churn / N, sqrt 2 - 1); 0: deterministic"),
+               "S_min": Option(0.05, low=0.0, doc="lowest sigma with churn"),
+               "S_max": Option(50.0, low=0.0, inf=True, doc="highest sigma with churn (inf: every sigma)"),
+               "S_noise": positive(1.003, doc="scale of the added noise")}
     variants = ({"S_churn": 0.0},)
 
     @classmethod
-    def is_stochastic(cls, **options):
-        return cls.resolve_options(options)["S_churn"] > 0
-
-    @classmethod
-    def declared_order(cls, **options):
-        return None if cls.is_stochastic(**options) else 2
-
-    def check(self):
-        self.require(self.S_churn >= 0, f"S_churn must be >= 0, got {self.S_churn}")
-        self.require(0 <= self.S_min <= self.S_max, f"need 0 <= S_min <= S_max, got {self.S_min}, {self.S_max}")
-        self.require(self.S_noise > 0, f"S_noise must be > 0, got {self.S_noise}")
-        self.stochastic = self.uses_brownian = self.S_churn > 0
+    def check_options(cls, opts):
+        cls.require(opts["S_min"] <= opts["S_max"], f"need 0 <= S_min <= S_max, got {opts['S_min']}, {opts['S_max']}")
 
     def setup(self):
         nd, n = self.nodes, self.steps

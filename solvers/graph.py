@@ -11,7 +11,10 @@ same samples as eager (within float rounding).
 
 The pieces that do not need a GPU are ``count_draws`` and ``pregenerated`` (the loop the graph
 records, run eagerly on tapes): the tests check on CPU that it gives the eager samples. The
-capture itself (``_Captured``) is thin: buffers, one warm-up, ``torch.cuda.graph``, ``replay``.
+capture itself (``Captured``) is thin: buffers, one warm-up, ``torch.cuda.graph``, ``replay``.
+
+This module works on a ``solvers.sampling.Call`` it is handed (``sample(..., graph=True)`` calls
+``captured(call).run(call)``); it does not import ``sampling``.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ import torch
 from .errors import InputError
 from .noise import NormalTape, StepNoise
 
-__all__ = ["check", "count_draws", "draw_normals", "run_with_normals", "pregenerated", "replay", "clear_cache"]
+__all__ = ["check", "count_draws", "draw_normals", "run_with_normals", "pregenerated", "captured", "Captured",
+           "clear_cache"]
 
 CACHE_SIZE = 8
 _GRAPHS: OrderedDict = OrderedDict()
@@ -46,8 +50,7 @@ def check(call, *, device_check: bool = True, trajectory: bool = False):
                          "on the host and cannot be captured")
     if trajectory:
         raise InputError("graph=True returns the final state only; use an eager call for return_trajectory")
-    from .sampling import solver_instance
-    probe = solver_instance(cls, call.model, call.times, x.dtype, x.device, call.options)
+    probe = call.plan()
     if probe.uses_brownian and probe.needs_path:
         raise InputError(f"graph=True: solver {cls.name!r} queries a Brownian path (torchsde) on the host; "
                          "it cannot be captured")
@@ -110,7 +113,7 @@ def pregenerated(call) -> torch.Tensor:
     return run_with_normals(call, *draw_normals(call))
 
 
-class _Captured:
+class Captured:
     """One captured loop: static input, tapes, output, and the NFE one replay stands for."""
 
     def __init__(self, call):
@@ -141,21 +144,18 @@ class _Captured:
         return self.static_out.clone()
 
 
-def replay(call, *, trajectory: bool = False, sync_debug: bool = False):
-    """Sample through a cached CUDA graph; returns (samples, the solver instance captured)."""
+def captured(call, *, trajectory: bool = False) -> Captured:
+    """The cached capture of ``call``'s loop (made on first use); ``.run(call)`` replays it and
+    ``.inst`` is the solver instance captured."""
     check(call, trajectory=trajectory)
     x = call.x
     key = (call.model, call.cls, repr(sorted(call.options.items())), call.times.numpy().tobytes(),
            tuple(x.shape), x.dtype, str(x.device))
     cap = _GRAPHS.get(key)
     if cap is None:
-        cap = _GRAPHS[key] = _Captured(call)
+        cap = _GRAPHS[key] = Captured(call)
         if len(_GRAPHS) > CACHE_SIZE:
             _GRAPHS.popitem(last=False)
     else:
         _GRAPHS.move_to_end(key)
-    if sync_debug:
-        from .sampling import sync_guard
-        with sync_guard(x.device):
-            return cap.run(call), cap.inst
-    return cap.run(call), cap.inst
+    return cap

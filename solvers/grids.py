@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from . import validate
 from .errors import InputError
 
 __all__ = ["GRIDS", "ALIASES", "make_grid", "check_times", "canonical"]
@@ -49,9 +50,7 @@ def _tan(sde, n, t_max, t_min, data_std=None):
     if data_std is None:
         raise InputError("grid 'tan' needs data_std (the data's standard deviation c): pass data_std=, or "
                          "use a model that knows it (ScoreModel(..., data_std=c))")
-    if isinstance(data_std, bool) or not isinstance(data_std, (int, float)) or not 0 < data_std < float("inf"):
-        raise InputError(f"grid 'tan': data_std must be a finite number > 0, got {data_std!r}")
-    c = float(data_std)
+    c = validate.real(data_std, "grid 'tan': data_std", low=0.0, low_open=True)
     a_max, a_min = (float(torch.atan(torch.exp(-sde.lam(t)) / c)) for t in (t_max, t_min))
     sig = c * torch.tan(torch.linspace(a_max, a_min, n + 1, dtype=torch.float64))
     return sde.t_of_lam(-torch.log(sig))
@@ -74,8 +73,7 @@ def make_grid(sde, steps: int, kind: str | None = None, *, t_max=None, t_min=Non
     """A built-in grid of ``steps`` intervals from ``t_max`` (default T) to ``t_min`` (default eps).
 
     The end points are set exactly (inverting lambda may move them by rounding)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InputError(f"steps must be an integer >= 1, got {steps!r}")
+    steps = validate.integer(steps, "steps", low=1)
     kind = canonical(kind or sde.default_grid)
     if kind not in GRIDS:
         raise InputError(f"unknown grid {kind!r}; valid grids: {', '.join([*GRIDS, *ALIASES])}")

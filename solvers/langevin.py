@@ -19,6 +19,7 @@ import torch
 from . import validate
 from .base import Solver
 from .errors import InputError
+from .options import Option, positive
 from .registry import available, get, register
 
 __all__ = ["Langevin", "AnnealedLangevin", "PredictorCorrector"]
@@ -27,16 +28,12 @@ __all__ = ["Langevin", "AnnealedLangevin", "PredictorCorrector"]
 class _Corrector(Solver):
     kind = "corrector"
     stochastic = True
-    options = {"snr": 0.16, "corrector_steps": 1}
-
-    def check(self):
-        self.require(self.snr > 0, f"snr must be > 0, got {self.snr}")
-        self.require(self.corrector_steps >= 1, f"corrector_steps must be >= 1, got {self.corrector_steps}")
+    options = {"snr": positive(0.16, doc="signal-to-noise ratio of the step size rule"),
+               "corrector_steps": Option(1, low=1, doc="Langevin steps at each grid time")}
 
     @classmethod
-    def expected_nfe(cls, steps, **options):
-        opts = cls.resolve_options(options)
-        return opts["corrector_steps"] * steps + int(opts["denoise"])
+    def nfe_of_steps(cls, steps, opts):
+        return opts["corrector_steps"] * steps
 
     def setup(self):
         la = self.nodes.alpha
@@ -102,8 +99,10 @@ class PredictorCorrector(Solver):
     kind = "sde"
     stochastic = True
     nfe_per_step = 2
-    options = {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16,
-               "corrector_steps": 1, "predictor_options": None}
+    options = {"predictor": Option("reverse_diffusion", doc="a registered fixed-step ODE or SDE solver"),
+               "corrector": Option("langevin", doc="a registered corrector: langevin or annealed_langevin"),
+               **_Corrector.options,
+               "predictor_options": Option(None, type=dict, doc="the predictor's options")}
 
     @classmethod
     def _parts(cls, opts):
@@ -115,38 +114,34 @@ class PredictorCorrector(Solver):
             raise InputError(f"solver 'pc': corrector must be one of {', '.join(available('corrector'))}, "
                              f"got {opts['corrector']!r}")
         popts = opts["predictor_options"] or {}
-        if not isinstance(popts, dict):
-            raise InputError("solver 'pc': predictor_options must be a dict of the predictor's options")
         if "denoise" in popts:
             raise InputError("solver 'pc': set denoise on pc itself, not in predictor_options")
         pred.resolve_options(popts)
         return pred, corr, popts
 
     @classmethod
-    def expected_nfe(cls, steps, **options):
-        opts = cls.resolve_options(options)
-        pred, _, popts = cls._parts(opts)
-        return (pred.expected_nfe(steps, **popts) + opts["corrector_steps"] * steps + int(opts["denoise"]))
+    def check_options(cls, opts):
+        cls._parts(opts)
 
-    def check(self):
-        self.pred_cls, self.corr_cls, self.pred_opts = self._parts(self.opts)
+    @classmethod
+    def nfe_of_steps(cls, steps, opts):
+        pred, _, popts = cls._parts(opts)
+        return pred.expected_nfe(steps, **popts) + opts["corrector_steps"] * steps
 
     def setup(self):
+        pred, corr, popts = self._parts(self.opts)
         kw = dict(dtype=self.dtype, device=self.device)
-        self.predictor = self.pred_cls(self.model, self.times, **kw, **self.pred_opts)
-        self.corrector = self.corr_cls(self.model, self.times, snr=self.snr,
-                                       corrector_steps=self.corrector_steps, **kw)
-        self.uses_brownian = self.predictor.uses_brownian
-        self.needs_path = self.predictor.needs_path
-        self.default_grid = self.predictor.default_grid
+        self.pred = pred(self.model, self.times, **kw, **popts)
+        self.corr = corr(self.model, self.times, snr=self.snr, corrector_steps=self.corrector_steps, **kw)
+        self.uses_brownian = self.pred.uses_brownian
+        self.needs_path = self.pred.needs_path
 
     def reset(self):  # the parts hold per-call state: each call gets its own copies
-        if hasattr(self, "predictor"):
-            self.predictor, self.corrector = copy.copy(self.predictor), copy.copy(self.corrector)
-            self.predictor.reset()
-            self.corrector.reset()
+        self.pred, self.corr = copy.copy(self.pred), copy.copy(self.corr)
+        self.pred.reset()
+        self.corr.reset()
 
     def step(self, i, x):
         # the loop gives us the noise sources; hand them on
-        self.predictor.noise, self.corrector.generator = self.noise, self.generator
-        return self.corrector.correct(self.predictor.step(i, x), i + 1)
+        self.pred.noise, self.corr.generator = self.noise, self.generator
+        return self.corr.correct(self.pred.step(i, x), i + 1)

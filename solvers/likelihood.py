@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import validate
-from .adaptive import METHODS, NORMS, PFODE, check_tolerances, odeint_pf
+from .adaptive import PFODE, check_solve, odeint_pf
 from .errors import InputError, NonFiniteError
 from .model import ScoreModel
 
@@ -86,11 +86,6 @@ class Likelihood:
 # input checks
 # ----------------------------------------------------------------------------------------------
 
-def _check_model(model, who):
-    if not isinstance(model, ScoreModel):
-        raise InputError(f"{who}: model must be a solvers.ScoreModel, got {type(model).__name__}")
-
-
 def _check_x(model, x, who, what="x"):
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise InputError(f"{who}: {what} must be a floating-point tensor of shape (batch, *sample_shape)")
@@ -101,35 +96,39 @@ def _check_x(model, x, who, what="x"):
         raise InputError(f"{who}: {what} contains NaN or inf")
 
 
-def _check_unknown(kw, valid, who):
-    if kw:
-        raise InputError(f"{who}: unknown option(s) {', '.join(sorted(kw))}; valid options: "
+def _check_flow(who, model, x, *, what="x", options, valid, solver, rtol, atol, norm, dtype, t0, t1):
+    """The checks ``log_likelihood``, ``encode`` and ``decode`` share; returns the interval (t0, t1)."""
+    if options:
+        raise InputError(f"{who}: unknown option(s) {', '.join(sorted(options))}; valid options: "
                          f"{', '.join(sorted(valid))}")
-
-
-def _interval(sde, t0, t1, who):
-    t0 = sde.eps if t0 is None else t0
-    t1 = sde.T if t1 is None else t1
-    for k, v in (("t0", t0), ("t1", t1)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise InputError(f"{who}: {k} must be a finite number, got {v!r}")
-    t0, t1 = float(t0), float(t1)
+    if not isinstance(model, ScoreModel):
+        raise InputError(f"{who}: model must be a solvers.ScoreModel, got {type(model).__name__}")
+    _check_x(model, x, who, what)
+    check_solve(solver, rtol, atol, norm, who)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InputError(f"{who}: dtype must be a floating-point torch.dtype, got {dtype!r}")
+    sde = model.sde
+    t0 = validate.real(sde.eps if t0 is None else t0, f"{who}: t0")
+    t1 = validate.real(sde.T if t1 is None else t1, f"{who}: t1")
     if not (sde.eps <= t0 < t1 <= sde.T):
         raise InputError(f"{who}: need eps <= t0 < t1 <= T = [{sde.eps}, {sde.T}], got t0={t0}, t1={t1}")
     return t0, t1
 
 
-def _check_solver(solver, rtol, atol, norm, who):
-    if solver not in METHODS:
-        raise InputError(f"{who}: unknown solver {solver!r}; valid: {', '.join(METHODS)}")
-    check_tolerances(rtol, atol, who)
-    if norm not in NORMS:
-        raise InputError(f"{who}: norm must be one of {NORMS}, got {norm!r}")
-
-
-def _check_dtype(dtype, who):
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise InputError(f"{who}: dtype must be a floating-point torch.dtype, got {dtype!r}")
+def _check_estimator(who, trace, probe, dim, prior, bin_width):
+    if trace not in TRACES:
+        raise InputError(f"{who}: trace must be one of {TRACES}, got {trace!r}")
+    if trace == "exact" and dim > EXACT_TRACE_MAX_DIM:
+        raise InputError(f"{who}: trace='exact' needs {dim} vector-Jacobian products per evaluation at dimension "
+                         f"{dim} (limit {EXACT_TRACE_MAX_DIM}); use trace='hutchinson' with probes=K")
+    if probe not in PROBES:
+        raise InputError(f"{who}: probe must be one of {PROBES}, got {probe!r}")
+    if prior is not None and not callable(prior):
+        raise InputError(f"{who}: prior must be a callable z -> (batch,) log-density or None, got "
+                         f"{type(prior).__name__}")
+    if bin_width is not None:
+        validate.real(bin_width, f"{who}: bin_width", low=0.0, low_open=True,
+                      hint="e.g. 2/256 for 8-bit data in [-1, 1]")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,44 +204,13 @@ def log_likelihood(model: ScoreModel, x: torch.Tensor, *, solver: str = "dopri5"
     who = "log_likelihood"
     seed, probes, chunk = (validate.seed(seed, f"{who}: seed"), validate.integer(probes, f"{who}: probes", low=1),
                            validate.integer(chunk, f"{who}: chunk", low=1))
-    _check_unknown(options, ["solver", "rtol", "atol", "trace", "probes", "probe", "prior", "seed", "t0", "t1",
-                             "bin_width", "norm", "chunk", "dtype"], who)
-    _check_model(model, who)
-    _check_x(model, x, who)
-    _check_solver(solver, rtol, atol, norm, who)
-    _check_dtype(dtype, who)
-    t0, t1 = _interval(model.sde, t0, t1, who)
+    t0, t1 = _check_flow(who, model, x, options=options, valid=_LIKELIHOOD_OPTIONS, solver=solver, rtol=rtol,
+                         atol=atol, norm=norm, dtype=dtype, t0=t0, t1=t1)
     dim = x[0].numel()
-    if trace not in TRACES:
-        raise InputError(f"{who}: trace must be one of {TRACES}, got {trace!r}")
-    if trace == "exact" and dim > EXACT_TRACE_MAX_DIM:
-        raise InputError(f"{who}: trace='exact' needs {dim} vector-Jacobian products per evaluation at dimension "
-                         f"{dim} (limit {EXACT_TRACE_MAX_DIM}); use trace='hutchinson' with probes=K")
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise InputError(f"{who}: probes must be an integer >= 1, got {probes!r}")
-    if probe not in PROBES:
-        raise InputError(f"{who}: probe must be one of {PROBES}, got {probe!r}")
-    if prior is not None and not callable(prior):
-        raise InputError(f"{who}: prior must be a callable z -> (batch,) log-density or None, got "
-                         f"{type(prior).__name__}")
-    if bin_width is not None and (isinstance(bin_width, bool) or not isinstance(bin_width, (int, float))
-                                  or not math.isfinite(bin_width) or bin_width <= 0):
-        raise InputError(f"{who}: bin_width must be a number > 0 (e.g. 2/256 for 8-bit data in [-1, 1]), "
-                         f"got {bin_width!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise InputError(f"{who}: chunk must be an integer >= 1, got {chunk!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"{who}: seed must be an integer, got {seed!r}")
-
+    _check_estimator(who, trace, probe, dim, prior, bin_width)
     xs = x.detach().to(dtype)
     n = xs.shape[0]
-    v = None
-    if trace == "hutchinson":
-        gen = torch.Generator().manual_seed(seed)
-        v = torch.randn((probes, *xs.shape), generator=gen, dtype=dtype)
-        if probe == "rademacher":
-            v = torch.sign(v)  # +-1 with probability 1/2 each (a draw of exactly 0 has probability 0)
-        v = v.to(xs.device)
+    v = _probes(probes, probe, seed, xs) if trace == "hutchinson" else None
     func = _Augmented(model, xs.shape, v, chunk)
     k = 1 if v is None else probes
     y0 = torch.cat([xs.reshape(n, dim), xs.new_zeros(n, k)], dim=1)
@@ -252,11 +220,7 @@ def log_likelihood(model: ScoreModel, x: torch.Tensor, *, solver: str = "dopri5"
     nfe = model.nfe - nfe0
     z = y1[:, :dim].reshape(xs.shape)
     delta = y1[:, dim:]                                          # (n, k)
-    prior_logp = model.sde.prior_log_prob(z) if prior is None else prior(z)
-    if not isinstance(prior_logp, torch.Tensor) or tuple(prior_logp.shape) != (n,):
-        got = tuple(prior_logp.shape) if isinstance(prior_logp, torch.Tensor) else type(prior_logp).__name__
-        raise InputError(f"{who}: prior returned {got}; it must return a tensor of shape ({n},)")
-    prior_logp = prior_logp.to(dtype)
+    prior_logp = _prior_logp(model, prior, z, n, who).to(dtype)
     per_probe = prior_logp.unsqueeze(1) + delta
     logp = per_probe.mean(1)
     if not bool(torch.isfinite(logp).all()):
@@ -271,6 +235,27 @@ def log_likelihood(model: ScoreModel, x: torch.Tensor, *, solver: str = "dopri5"
                       probe=probe if v is not None else None, stderr=stderr, logp_probes=logp_probes,
                       bin_width=None if bin_width is None else float(bin_width),
                       stats={"accepted": func.accepted, "rejected": func.rejected, "vjp": func.vjp})
+
+
+_LIKELIHOOD_OPTIONS = ["solver", "rtol", "atol", "trace", "probes", "probe", "prior", "seed", "t0", "t1", "bin_width",
+                       "norm", "chunk", "dtype"]
+
+
+def _probes(probes: int, probe: str, seed: int, xs: torch.Tensor) -> torch.Tensor:
+    """Hutchinson's probes, (probes, *xs.shape), drawn once from ``seed`` on the CPU."""
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn((probes, *xs.shape), generator=gen, dtype=xs.dtype)
+    if probe == "rademacher":
+        v = torch.sign(v)  # +-1 with probability 1/2 each (a draw of exactly 0 has probability 0)
+    return v.to(xs.device)
+
+
+def _prior_logp(model, prior, z, n: int, who: str) -> torch.Tensor:
+    prior_logp = model.sde.prior_log_prob(z) if prior is None else prior(z)
+    if not isinstance(prior_logp, torch.Tensor) or tuple(prior_logp.shape) != (n,):
+        got = tuple(prior_logp.shape) if isinstance(prior_logp, torch.Tensor) else type(prior_logp).__name__
+        raise InputError(f"{who}: prior returned {got}; it must return a tensor of shape ({n},)")
+    return prior_logp
 
 
 def _flow(model, x, t_from, t_to, solver, rtol, atol, norm, dtype, who):
@@ -290,12 +275,8 @@ def encode(model: ScoreModel, x: torch.Tensor, *, solver: str = "dopri5", rtol: 
     solved by a torchdiffeq adaptive method in ``dtype`` (float64); returned in x's dtype.
     ``decode(model, encode(model, x))`` returns x to solver tolerance."""
     who = "encode"
-    _check_unknown(options, _FLOW_OPTIONS, who)
-    _check_model(model, who)
-    _check_x(model, x, who)
-    _check_solver(solver, rtol, atol, norm, who)
-    _check_dtype(dtype, who)
-    t0, t1 = _interval(model.sde, t0, t1, who)
+    t0, t1 = _check_flow(who, model, x, options=options, valid=_FLOW_OPTIONS, solver=solver, rtol=rtol, atol=atol,
+                         norm=norm, dtype=dtype, t0=t0, t1=t1)
     return _flow(model, x, t0, t1, solver, rtol, atol, norm, dtype, who)
 
 
@@ -305,10 +286,6 @@ def decode(model: ScoreModel, z: torch.Tensor, *, solver: str = "dopri5", rtol: 
     """Data x(t0) from the latent z = x(t1) through the probability-flow ODE (default T -> eps):
     the inverse of ``encode`` (and the same map as the ODE samplers with these tolerances)."""
     who = "decode"
-    _check_unknown(options, _FLOW_OPTIONS, who)
-    _check_model(model, who)
-    _check_x(model, z, who, "z")
-    _check_solver(solver, rtol, atol, norm, who)
-    _check_dtype(dtype, who)
-    t0, t1 = _interval(model.sde, t0, t1, who)
+    t0, t1 = _check_flow(who, model, z, what="z", options=options, valid=_FLOW_OPTIONS, solver=solver, rtol=rtol,
+                         atol=atol, norm=norm, dtype=dtype, t0=t0, t1=t1)
     return _flow(model, z, t1, t0, solver, rtol, atol, norm, dtype, who)

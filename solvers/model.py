@@ -93,11 +93,12 @@ class ScoreModel:
         shape = validate.shape(shape)
         self.fn, self.sde, self.prediction = fn, sde, prediction
         self.shape = None if shape is None else tuple(int(s) for s in shape)
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self.data_std = None if data_std is None else float(data_std)
         self.nfe = 0
         self.compile_s = 0.0
-        self.compiled, self.autocast = False, None
+        self.compiled: bool = False
+        self.autocast: str | None = None
         self.configure(compile=compile, autocast=autocast)
 
     def configure(self, *, compile: bool = False, autocast: str | None = None) -> ScoreModel:
@@ -118,7 +119,7 @@ class ScoreModel:
         base = getattr(self, "_base_fn", self.fn)
         self._base_fn = base
         self.compiled, self.autocast = compile, autocast
-        self._signatures = set()
+        self._signatures: set[tuple] = set()
         if not compile and autocast is None:
             self.fn = base
         else:
@@ -147,7 +148,7 @@ class ScoreModel:
         validate.keywords("ScoreModel.from_discrete", kw, ("shape", "name"))
         sde = DiscreteVP(betas)
         model = cls(lambda x, t: net(x, sde.discrete_step(t)), sde, prediction, **kw)
-        model.name = kw.get("name") or getattr(net, "__name__", type(net).__name__)
+        model.name = kw.get("name") or str(getattr(net, "__name__", type(net).__name__))
         return model
 
     # ---------------------------------------------------------------------------------

@@ -5,13 +5,13 @@ per sampling call) and combine them linearly; every coefficient depends only on 
 is computed once in ``setup`` in float64 (small linear systems by ``torch.linalg.solve`` on
 float64 CPU tensors). A step makes at most one network call, so NFE = steps (+1 with
 ``denoise``). Multistep methods start with lower orders (warm-up) because the history is
-short at first: the order used on step i (0-based) is
+short at first (``expint.multistep_orders``): the order used on step i (0-based) is
 
     p_i = min(order, i + 1)                      and, with lower_order_final,
     p_i = min(order, i + 1, steps - i)           (the rule of the official UniPC /
                                                   DPM-Solver++ multistep code).
 
-Conventions (see DESIGN.md): x_t = alpha_t x0 + sigma_t eps, lambda_t = log(alpha_t/sigma_t),
+Conventions (``solvers.sde``): x_t = alpha_t x0 + sigma_t eps, lambda_t = log(alpha_t/sigma_t),
 for a step t_i -> t_{i+1}: h = lambda_{i+1} - lambda_i > 0; rho_t = sigma_t/alpha_t = e^-lambda_t.
 The PF-ODE in these variables has the exact solution
 
@@ -24,10 +24,13 @@ and each method approximates the integral with a polynomial through past outputs
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from .base import Solver
+from .expint import multistep_orders, phi
+from .options import Option
 from .registry import register
 
 __all__ = ["UniPC", "DEIS", "IPNDM"]
@@ -49,55 +52,23 @@ def _vandermonde(nodes, n):
     return [[s**m for s in nodes] for m in range(n)]
 
 
-def _phi(k: int, z: float) -> float:
-    """phi_k(z) = sum_{n>=0} z^n / (n+k)!  (phi_0 = e^z, phi_{k+1}(z) = (phi_k(z) - 1/k!) / z),
-
-    by its series where |z| < 1 (the recurrence cancels there) and by the recurrence elsewhere."""
-    if abs(z) < 1.0:
-        term, total, n = 1.0 / math.factorial(k), 0.0, 0
-        while True:
-            total += term
-            n += 1
-            term *= z / (n + k)
-            if abs(term) < 1e-18 * abs(total):
-                return total + term
-    val = math.exp(z)
-    for j in range(k):
-        val = (val - 1.0 / math.factorial(j)) / z
-    return val
+def _order(default: int, highest: int) -> Option:
+    return Option(default, low=1, high=highest, doc="the method's order (warm-up with lower orders)")
 
 
-class _Multistep(Solver):
-    """Shared parts: option checks, the order schedule and the history of network outputs."""
+_LOWER_ORDER_FINAL = Option(False, doc="lower the order on the last steps, min(order, steps - i)")
+
+
+class _LinearMultistep(Solver):
+    """Shared parts: the order schedule and the history of network outputs."""
 
     kind = "ode"
-    max_order = 3
+    multistep = True
     #: the network output kept in the history ("eps" or "x0")
     history_kind = "eps"
-    options = {"order": 3, "lower_order_final": False}
-
-    @classmethod
-    def _opts(cls, options) -> dict:
-        return cls.resolve_options(options)
-
-    def check(self):
-        order = self.opts["order"]
-        self.require(1 <= order <= self.max_order,
-                     f"order must be an integer in 1..{self.max_order}, got {order}")
-        valid = getattr(self, "VARIANTS", None)
-        if valid is not None:
-            self.require(self.variant in valid,
-                         f"variant must be one of {', '.join(map(repr, valid))}, got {self.variant!r}")
-
-    def step_order(self, i: int) -> int:
-        """Order used on step i: warm-up, and ``lower_order_final`` on the last steps."""
-        p = min(self.opts["order"], i + 1)
-        if self.lower_order_final:
-            p = min(p, self.steps - i)
-        return p
 
     def setup(self):
-        self.orders = [self.step_order(i) for i in range(self.steps)]
+        self.orders = multistep_orders(self.steps, self.order, self.lower_order_final)
         self.coefficients()
 
     def reset(self):
@@ -111,7 +82,7 @@ class _Multistep(Solver):
     def remember(self, m, node: int):
         self.hist.append(m)
         self.hist_node = node
-        if len(self.hist) > self.opts["order"]:
+        if len(self.hist) > self.order:
             del self.hist[0]
 
     def combine(self, x, cx: float, coefs) -> torch.Tensor:
@@ -127,7 +98,7 @@ class _Multistep(Solver):
 
 
 @register
-class UniPC(_Multistep):
+class UniPC(_LinearMultistep):
     """UniPC multistep predictor-corrector, UniP-p + UniC-p (Zhao et al. 2023), x0 form.
 
     "UniPC: a unified predictor-corrector framework for fast sampling of diffusion models",
@@ -167,27 +138,31 @@ class UniPC(_Multistep):
     """
 
     name = "unipc"
-    order = 3
+    strong_order = 3
     history_kind = "x0"
     default_grid = "logsnr"
-    options = {"order": 2, "variant": "bh1", "use_corrector": True, "lower_order_final": True}
+    options = {"order": _order(2, 3), "variant": Option("bh1", choices=("bh1", "bh2"), doc="B(h) = h or e^h - 1"),
+               "use_corrector": Option(True, doc="apply UniC (no extra NFE)"),
+               "lower_order_final": Option(True, doc=_LOWER_ORDER_FINAL.doc)}
     variants = ({"order": 1}, {"order": 1, "variant": "bh2"}, {"use_corrector": False},
                 {"use_corrector": False, "variant": "bh2"}, {"order": 1, "use_corrector": False})
-    VARIANTS = ("bh1", "bh2")
 
     @classmethod
     def declared_order(cls, **options):
-        opts = cls._opts(options)
+        opts = cls.resolve_options(options)
         return opts["order"] + int(opts["use_corrector"])
 
     def coefficients(self):
         nd, lam = self.nodes, self.nodes.lam
-        self.cx, self.ce, self.cc, self.cnew = [], [], [], []
+        self.cx: list[float] = []
+        self.ce: list[list[float]] = []
+        self.cc: list[list[float] | None] = []
+        self.cnew: list[float | None] = []
         for i, p in enumerate(self.orders):
             h = lam[i + 1] - lam[i]
             hh = -h
             bh = hh if self.variant == "bh1" else math.expm1(hh)
-            g = [math.factorial(j) * hh * _phi(j + 1, hh) / bh for j in range(1, p + 1)]
+            g = [math.factorial(j) * hh * phi(j + 1, hh) / bh for j in range(1, p + 1)]
             r = [(lam[i - k] - lam[i]) / h for k in range(1, p)]
             base = -nd.alpha[i + 1] * math.expm1(hh)  # weight of m_i in the DDIM part
             ab = nd.alpha[i + 1] * bh
@@ -223,7 +198,7 @@ class UniPC(_Multistep):
 
 
 @register
-class DEIS(_Multistep):
+class DEIS(_LinearMultistep):
     """DEIS tAB: exponential multistep integrator, eps extrapolated in t (Zhang & Chen 2023).
 
     "Fast sampling of diffusion models with exponential integrator" (ICLR 2023), tAB-DEIS,
@@ -251,16 +226,15 @@ class DEIS(_Multistep):
     """
 
     name = "deis"
-    order = 3
-    max_order = 3
+    strong_order = 3
     default_grid = "quadratic"
-    options = {"order": 3, "lower_order_final": False}
+    options = {"order": _order(3, 3), "lower_order_final": _LOWER_ORDER_FINAL}
     variants = ({"order": 1}, {"order": 2})
     n_quad = 32
 
     @classmethod
     def declared_order(cls, **options):
-        return cls._opts(options)["order"]
+        return cls.resolve_options(options)["order"]
 
     def coefficients(self):
         nd, t = self.nodes, self.nodes.times
@@ -272,7 +246,7 @@ class DEIS(_Multistep):
         # mu_0 = rho_{i+1} - rho_i;  mu_m = m int_0^1 (rho_{i+1} - rho(u)) u^(m-1) du, m >= 1
         diff = rho[1:, None] - rho_q
         mom = [(rho[1:] - rho[:-1]).tolist()]
-        for m in range(1, self.max_order):
+        for m in range(1, self.order):
             mom.append((m * (diff * u ** (m - 1) * w).sum(1)).tolist())
         self.cx, self.ce = [], []
         for i, p in enumerate(self.orders):
@@ -283,7 +257,7 @@ class DEIS(_Multistep):
 
 
 @register
-class IPNDM(_Multistep):
+class IPNDM(_LinearMultistep):
     """iPNDM: Adams-Bashforth in EDM sigma space (Zhang & Chen 2023; Zhou et al. 2024).
 
     Improved pseudo-numerical multistep: DEIS paper and official qsh-zh/deis
@@ -314,16 +288,16 @@ class IPNDM(_Multistep):
     """
 
     name = "ipndm"
-    order = 2
-    max_order = 4
+    strong_order = 2
     default_grid = "edm"
-    options = {"order": 4, "variant": "fixed", "lower_order_final": False}
+    options = {"order": _order(4, 4),
+               "variant": Option("fixed", choices=("fixed", "variable"), doc="AB weights: uniform or variable step"),
+               "lower_order_final": _LOWER_ORDER_FINAL}
     variants = ({"order": 1}, {"order": 2}, {"variant": "variable", "order": 2})
-    VARIANTS = ("fixed", "variable")
 
     @classmethod
     def declared_order(cls, **options):
-        opts = cls._opts(options)
+        opts = cls.resolve_options(options)
         return opts["order"] if opts["variant"] == "variable" else min(opts["order"], 2)
 
     def coefficients(self):
@@ -332,6 +306,7 @@ class IPNDM(_Multistep):
         self.cx, self.ce = [], []
         for i, p in enumerate(self.orders):
             ds = s[i + 1] - s[i]
+            c: Sequence[float]
             if self.variant == "fixed":
                 c = _AB[p]
             else:

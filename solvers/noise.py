@@ -29,6 +29,7 @@ import math
 import torch
 import torchsde
 
+from . import validate
 from .errors import InputError
 
 __all__ = ["BrownianPath", "CounterBrownianPath", "StepNoise", "NormalStream", "NormalTape",
@@ -132,8 +133,7 @@ class CounterBrownianPath:
                  depth: int = 24):
         if not (t1 > t0):
             raise InputError(f"CounterBrownianPath: need t0 < t1, got t0={t0}, t1={t1}")
-        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 40:
-            raise InputError(f"CounterBrownianPath: depth must be an integer in [1, 40], got {depth!r}")
+        depth = validate.integer(depth, "CounterBrownianPath: depth", low=1, high=40)
         self.shape, self.dtype, self.device = tuple(shape), dtype, torch.device(device)
         self.t0, self.t1, self.seed, self.depth = float(t0), float(t1), int(seed), depth
         self._span = self.t1 - self.t0
@@ -149,7 +149,7 @@ class CounterBrownianPath:
         self._node_salt = _mix(torch.tensor(seed_key ^ 0x1F2E3D4C, dtype=torch.int64, device=dev))
         top = _mix(_mix(torch.zeros((), dtype=torch.int64, device=dev) ^ self._node_salt) ^ self._elem)
         self._top = _normal(top)                                         # xi for W(t1) / sqrt(D), (n, dim)
-        self._last = None
+        self._last: tuple[float, torch.Tensor] | None = None
 
     @classmethod
     def for_sde(cls, sde, shape, **kw) -> CounterBrownianPath:
@@ -193,7 +193,7 @@ class CounterBrownianPath:
         """W(t_hi) - W(t_lo) for all samples (scalar times; caches the last value, so a pass over
         a grid costs one evaluation per grid time)."""
         t_hi, t_lo = float(t_hi), float(t_lo)
-        vals = {}
+        vals: dict[float, torch.Tensor] = {}
         if self._last is not None:
             vals[self._last[0]] = self._last[1]
         for s in (t_hi, t_lo):

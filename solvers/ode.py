@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .base import Nodes, Solver
+from .options import Option
 from .registry import register
 
 __all__ = ["Euler", "Heun", "RK4"]
@@ -30,7 +31,7 @@ class Euler(_PFODE):
     """Euler's method on the probability-flow ODE (explicit, order 1, 1 NFE per step)."""
 
     name = "euler"
-    order = 1
+    strong_order = 1
 
     def setup(self):
         nd = self.nodes
@@ -55,14 +56,13 @@ class Heun(_PFODE):
     """
 
     name = "heun"
-    order = 2
+    strong_order = 2
     nfe_per_step = 2
-    options = {"last_step_euler": False}
+    options = {"last_step_euler": Option(False, doc="an Euler step on the last interval (EDM's rule for sigma = 0)")}
 
     @classmethod
-    def expected_nfe(cls, steps, **options):
-        opts = cls.resolve_options(options)
-        return 2 * steps - int(opts["last_step_euler"]) + int(opts["denoise"])
+    def nfe_of_steps(cls, steps, opts):
+        return 2 * steps - int(opts["last_step_euler"])
 
     def step(self, i, x):
         h = self.h[i]
@@ -79,7 +79,7 @@ class RK4(_PFODE):
     """The classical 4th-order Runge-Kutta method on the PF-ODE. Order 4, 4 NFE per step."""
 
     name = "rk4"
-    order = 4
+    strong_order = 4
     nfe_per_step = 4
 
     def setup(self):

@@ -25,7 +25,7 @@ class EulerMaruyama(Solver):
 
     name = "euler_maruyama"
     kind = "sde"
-    order = 1
+    strong_order = 1
     weak_order = 1
     stochastic = uses_brownian = True
 

@@ -10,6 +10,7 @@ import torch
 
 from . import validate
 from .errors import InputError, NonFiniteError
+from .graph import captured
 from .grids import canonical, check_times, make_grid
 from .model import ScoreModel
 from .noise import BrownianPath, NormalStream, StepNoise, corrector_generator, step_generator
@@ -66,8 +67,7 @@ def _initial(model, x_T, n, seed, dtype, device):
     if x_T is None:
         if n is None:
             raise InputError("pass n (number of samples) or x_T (initial state)")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InputError(f"n must be a positive integer, got {n!r}")
+        n = validate.integer(n, "n", low=1)
         gen = torch.Generator().manual_seed(int(seed))
         return model.sample_prior(n, generator=gen, dtype=dtype).to(device)
     if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
@@ -125,12 +125,16 @@ class Call:
         self.model, self.cls, self.options, self.times = model, cls, options, times
         self.x, self.seed, self.brownian = x, seed, brownian
 
+    def plan(self):
+        """The set-up solver instance of this call (a copy of the cached one), without noise."""
+        x = self.x
+        return solver_instance(self.cls, self.model, self.times, x.dtype, x.device, self.options)
+
     def instance(self, noise=None, corrector=None):
         """A fresh instance whose Brownian noise is ``noise`` (default: ``brownian=`` if given,
         else a ``BrownianPath`` for solvers that need one, else ``StepNoise`` keyed by the seed)
         and whose corrector noise is ``corrector`` (default: a stream keyed by the seed)."""
-        x = self.x
-        inst = solver_instance(self.cls, self.model, self.times, x.dtype, x.device, self.options)
+        inst = self.plan()
         if inst.uses_brownian:
             inst.noise = noise if noise is not None else self.default_noise(inst)
         inst.generator = corrector if corrector is not None else self.corrector_stream()
@@ -238,13 +242,10 @@ def sample(model: ScoreModel, solver, *, steps: int | None = None, times=None, x
     x, times, cls = call.x, call.times, call.cls
     nfe0 = model.nfe
     traj = [x] if return_trajectory else None
-    if graph:
-        from .graph import replay
-        out, inst = replay(call, trajectory=return_trajectory, sync_debug=sync_debug)
-    else:
-        inst = call.instance()
-        with sync_guard(x.device) if sync_debug else nullcontext():
-            out = call.loop(inst, x, traj)
+    cap = captured(call, trajectory=return_trajectory) if graph else None
+    inst = call.instance() if cap is None else cap.inst
+    with sync_guard(x.device) if sync_debug else nullcontext():  # the loop (or replay) only
+        out = call.loop(inst, x, traj) if cap is None else cap.run(call)
     nfe = model.nfe - nfe0
     if not bool(torch.isfinite(out).all()):  # the one synchronisation of the call
         _raise_non_finite(model, x, call.instance, traj, times, out)

@@ -37,9 +37,10 @@ from torchsde._brownian import BaseBrownian
 from torchsde._core.base_sde import ForwardSDE
 from torchsde._core.methods import select
 
-from .adaptive import check_tolerances, schedule_at
+from .adaptive import schedule_at
 from .base import Solver
 from .noise import BrownianPath
+from .options import Option, positive
 from .registry import register
 
 __all__ = ["TorchsdeEuler", "TorchsdeMilstein", "TorchsdeSRK", "TorchsdeReversibleHeun", "TorchsdeAdaptive"]
@@ -99,7 +100,7 @@ class _ReverseSDE:
         self.noise_type, self.sde_type = noise_type, sde_type
         self._coefs = {t: (nodes.alpha[k], nodes.sigma[k], nodes.f[k], nodes.g2[k])
                        for k, t in enumerate(nodes.times)}
-        self._last = None
+        self._last: tuple | None = None
 
     def coefs(self, tau):
         t = -float(tau)
@@ -133,7 +134,8 @@ class _ReverseSDE:
 class _TorchsdeBase(Solver):
     kind = "sde"
     stochastic = uses_brownian = needs_path = True
-    method: str = ""
+    #: torchsde's name of the method
+    sde_method: str = ""
     noise_type: str = "additive"
     sde_type: str = "ito"
     needs_levy: bool = False
@@ -159,7 +161,7 @@ class _TorchsdeBase(Solver):
         dim = x[0].numel()
         sde = _ReverseSDE(self.model, x.shape, self.noise_type, self.sde_type, self.nodes)
         bm = self._brownian(x, n, dim)
-        cls = select(method=self.method, sde_type=self.sde_type)
+        cls = select(method=self.sde_method, sde_type=self.sde_type)
         return cls(sde=ForwardSDE(sde), bm=bm, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min,
                    options={})
 
@@ -180,8 +182,8 @@ class TorchsdeEuler(_TorchsdeFixed):
     order 1, weak order 1, 1 NFE per step. Equal to ``euler_maruyama`` on the same path."""
 
     name = "torchsde_euler"
-    method = "euler"
-    order = 1
+    sde_method = "euler"
+    strong_order = 1
     weak_order = 1
 
 
@@ -191,8 +193,8 @@ class TorchsdeMilstein(_TorchsdeFixed):
     its g dg/dx term is 0, so it *is* Euler-Maruyama: strong order 1, weak order 1, 1 NFE per step."""
 
     name = "torchsde_milstein"
-    method = "milstein"
-    order = 1
+    sde_method = "milstein"
+    strong_order = 1
     weak_order = 1
 
 
@@ -205,8 +207,8 @@ class TorchsdeSRK(_TorchsdeFixed):
     ``Sample.stats``)."""
 
     name = "torchsde_srk"
-    method = "srk"
-    order = 1.5
+    sde_method = "srk"
+    strong_order = 1.5
     nfe_per_step = 2
     needs_levy = True
 
@@ -223,20 +225,18 @@ class TorchsdeReversibleHeun(_TorchsdeFixed):
     the step. The reverse SDE of a diffusion model is strongly contracting near the data, so the
     asymptotic regime starts late (gmm2d-vp, uniform grid, median error against a fine
     Euler-Maruyama: 1.7 at 128 steps, 0.89 at 512, 6.6e-3 at 2048). No order is declared
-    (``order = None``), so the 16..128-step order test does not apply; it converges to the same
+    (``strong_order = None``), so the 16..128-step order test does not apply; it converges to the same
     solution as ``euler_maruyama`` as the step shrinks (tests/test_adaptive.py)."""
 
     name = "torchsde_reversible_heun"
-    method = "reversible_heun"
+    sde_method = "reversible_heun"
     noise_type = "diagonal"
     sde_type = "stratonovich"
-    order = None
     asymptotic_order = 1
 
     @classmethod
-    def expected_nfe(cls, steps, **options):
-        opts = cls.resolve_options(options)
-        return steps + 1 + int(opts["denoise"])
+    def nfe_of_steps(cls, steps, opts):
+        return steps + 1
 
 
 _ADAPTIVE_METHODS = {"euler": TorchsdeEuler, "milstein": TorchsdeMilstein, "srk": TorchsdeSRK,
@@ -255,16 +255,15 @@ class TorchsdeAdaptive(_TorchsdeBase):
 
     name = "torchsde_adaptive"
     adaptive = True
-    options = {"method": "euler", "rtol": 1e-3, "atol": 1e-3, "dt": 0.01, "dt_min": 1e-5}
+    options = {"method": Option("euler", choices=tuple(_ADAPTIVE_METHODS), doc="the stepping method"),
+               "rtol": positive(1e-3, doc="relative tolerance"), "atol": positive(1e-3, doc="absolute tolerance"),
+               "dt": positive(0.01, doc="first step size"),
+               "dt_min": positive(1e-5, doc="steps below it are accepted with a warning")}
 
-    def check(self):
-        self.require(self.opts["method"] in _ADAPTIVE_METHODS,
-                     f"method must be one of {', '.join(_ADAPTIVE_METHODS)}, got {self.opts['method']!r}")
-        check_tolerances(self.rtol, self.atol, f"solver {self.name!r}")
-        self.require(self.dt > 0, f"dt must be > 0, got {self.dt}")
-        self.require(self.dt_min > 0, f"dt_min must be > 0, got {self.dt_min}")
-        base = _ADAPTIVE_METHODS[self.opts["method"]]
-        self.method, self.noise_type, self.sde_type = base.method, base.noise_type, base.sde_type
+    def setup(self):
+        super().setup()
+        base = _ADAPTIVE_METHODS[self.method]
+        self.sde_method, self.noise_type, self.sde_type = base.sde_method, base.noise_type, base.sde_type
         self.needs_levy = base.needs_levy
 
     def integrate(self, x):

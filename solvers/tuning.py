@@ -51,6 +51,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -138,9 +139,10 @@ def _check_sde(desc: dict, sde, times, who: str):
 # ----------------------------------------------------------------------------------------------
 # loading
 # ----------------------------------------------------------------------------------------------
-_FIELDS = {"times": list, "solver": str, "options": dict, "steps": int, "nfe": int, "method": str,
-           "objective": dict, "baseline": dict, "cost_nfe": int, "wall_s": (int, float), "model": str,
-           "sde": dict, "data": dict, "version": str}
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "times": list, "solver": str, "options": dict, "steps": int, "nfe": int, "method": str,
+    "objective": dict, "baseline": dict, "cost_nfe": int, "wall_s": (int, float), "model": str,
+    "sde": dict, "data": dict, "version": str}
 
 
 def load_grid(path, model: ScoreModel | None = None, *, sde=None) -> TunedGrid:
@@ -176,9 +178,9 @@ def load_grid(path, model: ScoreModel | None = None, *, sde=None) -> TunedGrid:
         raise bad("times must be a list of at least 2 finite numbers")
     if len(times) != d["steps"] + 1:
         raise bad(f"has {len(times)} times for steps={d['steps']}")
-    k = next((i for i in range(len(times) - 1) if not times[i + 1] < times[i]), None)
-    if k is not None:
-        raise bad(f"times are not strictly decreasing: times[{k}]={times[k]!r}, times[{k + 1}]={times[k + 1]!r}")
+    i = next((i for i in range(len(times) - 1) if not times[i + 1] < times[i]), None)
+    if i is not None:
+        raise bad(f"times are not strictly decreasing: times[{i}]={times[i]!r}, times[{i + 1}]={times[i + 1]!r}")
     tol = 1e-9 * desc["T"]
     if times[0] > desc["T"] + tol or times[-1] < desc["eps"] - tol:
         raise bad(f"times [{times[-1]:g}, {times[0]:g}] are out of [eps, T] = [{desc['eps']:g}, {desc['T']:g}]")
@@ -253,7 +255,8 @@ def _denoised(model, x, opts):
     return model(x, sde.eps, "x0", alpha=float(sde.alpha(sde.eps)), sigma=float(sde.sigma(sde.eps)))
 
 
-def _data(model, teacher, n, n_test, seed, opts):
+def _data(model, teacher, n, n_test, seed, opts) -> tuple[tuple[torch.Tensor, torch.Tensor],
+                                                           tuple[torch.Tensor, torch.Tensor], dict]:
     """((x_T, x_ref) train, (x_T, x_ref) held-out, description)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(f"n must be a positive integer, got {n!r}")
@@ -316,9 +319,9 @@ def search(objective, start: torch.Tensor, budget: int, **_) -> torch.Tensor:
     span = float(lam[-1] - lam[0])
     if len(start) < 3 or budget < 1:  # no interior node to move
         return start
-    z0 = torch.log(torch.diff(lam) / span)
-    z0 = (z0[:-1] - z0[-1]).numpy()
-    best = {"f": math.inf, "times": start}
+    logw = torch.log(torch.diff(lam) / span)
+    z0 = (logw[:-1] - logw[-1]).numpy()
+    best: dict[str, Any] = {"f": math.inf, "times": start}
 
     class Spent(Exception):
         pass
@@ -472,7 +475,7 @@ def tune_grid(model: ScoreModel, solver, *, steps: int | None = None, nfe: int |
         obj = Objective(model, cls, options, *train, teacher_rtol=getattr(teacher, "rtol", None))
         grids = _builtins(model, steps)
         base = {k: obj(t) for k, t in grids.items()}
-        best = min(base, key=base.get)
+        best = min(base, key=base.__getitem__)
         times = METHODS[method](obj, grids[best], budget, kind=best)
         value = obj(times)
         if not value < base[best]:

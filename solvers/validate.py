@@ -12,18 +12,19 @@ import functools
 import inspect
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from .errors import InputError
+from .options import Option, declared
 
-__all__ = ["integer", "seed", "real", "dtype", "device", "brownian", "sample_args", "option_value", "shape",
-           "sde_args", "betas", "keywords", "solver_class", "pc_predictor", "SEED_MAX", "INF_OPTIONS"]
+__all__ = ["integer", "seed", "real", "bounds", "dtype", "device", "brownian", "sample_args", "option_value",
+           "allowed", "shape", "sde_args", "betas", "keywords", "solver_class", "pc_predictor", "SEED_MAX"]
 
 #: seeds are keys of 64-bit generators: 0 <= seed <= SEED_MAX
 SEED_MAX = 2**63 - 1
-#: float options for which +inf is meaningful (EDM's S_max = inf: churn at every noise level)
-INF_OPTIONS = frozenset({"S_max"})
 
 
 def _as_int(value):
@@ -46,13 +47,28 @@ def _as_int(value):
     return None
 
 
+def bounds(low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> str:
+    """The text of a range: " in [0, 1]", " in (0, 1]", " > 0", " <= 4", or ""."""
+    lo, hi = (f"{v:g}" if isinstance(v, float) else v for v in (low, high))  # ints in full, floats short
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {lo}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {hi}"
+    return ""
+
+
+def _within(v, low, high, low_open, high_open) -> bool:
+    return ((low is None or v > low or (v == low and not low_open))
+            and (high is None or v < high or (v == high and not high_open)))
+
+
 def integer(value, name: str, *, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an int in [low, high]; InputError naming ``name`` otherwise."""
     v = _as_int(value)
-    rng = (f" >= {low}" if high is None else f" in [{low}, {high}]") if low is not None else \
-        (f" <= {high}" if high is not None else "")
-    if v is None or (low is not None and v < low) or (high is not None and v > high):
-        raise InputError(f"{name} must be an integer{rng}, got {value!r}")
+    if v is None or not _within(v, low, high, False, False):
+        raise InputError(f"{name} must be an integer{bounds(low, high)}, got {value!r}")
     return v
 
 
@@ -60,19 +76,33 @@ def seed(value, name: str = "seed") -> int:
     return integer(value, name, low=0, high=SEED_MAX)
 
 
-def real(value, name: str, *, low=None, high=None, low_open=False, allow_inf=False) -> float:
-    """``value`` as a float (finite unless ``allow_inf``) with low <= value (< if ``low_open``)."""
-    ok = not isinstance(value, bool) and isinstance(value, (numbers.Real, torch.Tensor))
+def _as_real(value) -> float | None:
+    """value as a float, or None if it is not a real number (bools are not)."""
+    if isinstance(value, bool):
+        return None
     if isinstance(value, torch.Tensor):
-        ok = value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool
-    v = float(value) if ok else math.nan
-    if not ok or math.isnan(v) or (math.isinf(v) and not allow_inf):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and (v < low or (low_open and v == low)):
-        raise InputError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and v > high:
-        raise InputError(f"{name} must be <= {high}, got {value!r}")
+        if value.ndim != 0 or value.is_complex() or value.dtype == torch.bool:
+            return None
+        return float(value.item())
+    return float(value) if isinstance(value, numbers.Real) else None
+
+
+def real(value, name: str, *, low=None, high=None, low_open=False, high_open=False, allow_inf=False,
+         hint: str = "") -> float:
+    """``value`` as a float in the range (finite unless ``allow_inf``; never NaN); InputError
+    naming ``name`` and the whole rule (and ``hint``, an example) otherwise."""
+    v = _as_real(value)
+    if v is None or math.isnan(v) or (math.isinf(v) and not allow_inf) \
+            or not _within(v, low, high, low_open, high_open):
+        rule = _number(low, high, low_open, high_open, allow_inf) + (f" ({hint})" if hint else "")
+        raise InputError(f"{name} must be {rule}, got {value!r}")
     return v
+
+
+def _number(low, high, low_open, high_open, allow_inf) -> str:
+    finite = "" if allow_inf or (low is not None and high is not None) else "finite "
+    return f"a {finite}number{bounds(low, high, low_open=low_open, high_open=high_open)}" + \
+        (" or inf" if allow_inf else "")
 
 
 def dtype(value, name: str = "dtype") -> torch.dtype:
@@ -129,12 +159,52 @@ def sample_args(*, steps, n, seed, brownian, dtype, device, x_T, return_trajecto
     return steps, n, seed, dtype, device
 
 
-def option_value(solver: str, key: str, value):
-    """A float option must be a number, not NaN; +inf only where it means something."""
-    if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and key not in INF_OPTIONS)):
-        allowed = " (only S_max accepts inf)" if math.isinf(value) else ""
-        raise InputError(f"solver {solver!r}: option {key}={value!r} must be a finite number{allowed}")
-    return value
+#: how a value becomes a declared type (None: it is not one); other types are checked with isinstance
+_AS_TYPE: dict[type, Callable[[Any], Any]] = {bool: lambda v: v if isinstance(v, bool) else None, int: _as_int,
+                                               float: _as_real}
+
+
+def _typed(value, option: Option):
+    """value as the declared type of ``option`` and inside its bounds, else None."""
+    t = option.value_type
+    if t is None:
+        return value
+    v: Any = _AS_TYPE[t](value) if t in _AS_TYPE else (value if isinstance(value, t) else None)
+    if v is None or (t is float and (math.isnan(v) or (math.isinf(v) and not option.inf))):
+        return None
+    if t in (int, float) and not _within(v, option.low, option.high, option.low_open, option.high_open):
+        return None
+    return v
+
+
+def allowed(option: Option) -> str:
+    """What ``option`` accepts, in words ("a number in [0, 1]", "one of 'bh1', 'bh2'", ...)."""
+    t = option.value_type
+    if option.choices is not None:
+        what = f"one of {', '.join(map(repr, option.choices))}"
+    elif t is bool:
+        what = "True or False"
+    elif t is int:
+        what = f"an integer{bounds(option.low, option.high, low_open=option.low_open, high_open=option.high_open)}"
+    elif t is float:
+        what = _number(option.low, option.high, option.low_open, option.high_open, option.inf)
+    elif t is str:
+        what = "a string"
+    else:
+        what = "anything" if t is None else f"a {t.__name__}"
+    return f"None or {what}" if option.accepts_none and t is not None else what
+
+
+def option_value(solver: str, key: str, value, option: Option):
+    """The value of ``solver``'s option ``key``, checked against its declaration and normalised
+    (integers as int, the numbers of a float option as float); InputError naming the solver, the
+    option, what it accepts and the value given otherwise. The one check of every solver option."""
+    if value is None and option.accepts_none:
+        return None
+    v = _typed(value, option)
+    if v is None or (option.choices is not None and v not in option.choices):
+        raise InputError(f"solver {solver!r}: option {key} must be {allowed(option)}, got {value!r}")
+    return v
 
 
 def shape(value, name: str = "shape"):
@@ -196,23 +266,55 @@ def solver_class(cls, key):
     if not isinstance(key, str) or not key.strip() or key != key.strip():
         raise InputError(f"{cls.__name__}: the solver name must be a non-empty string without surrounding "
                          f"blanks, got {key!r}")
-    nfe = _as_int(cls.nfe_per_step)
-    if nfe is None or nfe < 1:
-        raise InputError(f"{cls.__name__}.nfe_per_step must be an integer >= 1, got {cls.nfe_per_step!r}")
-    for attr in ("order", "weak_order"):
-        v = getattr(cls, attr, None)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0
-                              or not math.isfinite(v)):
-            raise InputError(f"{cls.__name__}.{attr} must be None or a positive number, got {v!r}")
-    for attr in ("stochastic", "adaptive", "uses_brownian", "needs_levy", "per_sample_noise"):
-        if not isinstance(getattr(cls, attr), bool):
-            raise InputError(f"{cls.__name__}.{attr} must be True or False, got {getattr(cls, attr)!r}")
-    opts = cls.__dict__.get("options", {})
-    if not isinstance(opts, dict) or not all(isinstance(k, str) and k.isidentifier() for k in opts):
-        raise InputError(f"{cls.__name__}.options must be a dict of option names (identifiers) to defaults")
+    _metadata(cls)
+    _declared_options(cls)
     if not cls.__module__.startswith("solvers.") and "step" in cls.__dict__ \
             and not getattr(cls.step, "_shape_checked", False):
         cls.step = _checked_step(cls.step)
+
+
+def _metadata(cls):
+    nfe = _as_int(cls.nfe_per_step)
+    if nfe is None or nfe < 1:
+        raise InputError(f"{cls.__name__}.nfe_per_step must be an integer >= 1, got {cls.nfe_per_step!r}")
+    for attr in ("strong_order", "weak_order", "deterministic_order"):
+        v = getattr(cls, attr, None)
+        f = None if v is None else _as_real(v)
+        if v is not None and (f is None or not f > 0 or not math.isfinite(f)):
+            raise InputError(f"{cls.__name__}.{attr} must be None or a positive number, got {v!r}")
+    for attr in ("stochastic", "adaptive", "uses_brownian", "needs_levy", "per_sample_noise", "multistep"):
+        if not isinstance(getattr(cls, attr), bool):
+            raise InputError(f"{cls.__name__}.{attr} must be True or False, got {getattr(cls, attr)!r}")
+
+
+def _declared_options(cls):
+    """Option names are identifiers that shadow nothing of the class; each default obeys its declaration."""
+    opts = cls.__dict__.get("options", {})
+    if not isinstance(opts, dict) or not all(isinstance(k, str) and k.isidentifier() for k in opts):
+        raise InputError(f"{cls.__name__}.options must be a dict of option names (identifiers) to defaults "
+                         "or solvers.Option declarations")
+    for k, spec in declared(cls).items():
+        if _shadows(cls, k):
+            raise InputError(f"{cls.__name__}: option {k!r} has the name of a method or of declared metadata of the "
+                             "class; options are set as instance attributes: rename it")
+        try:
+            option_value(cls.name or cls.__name__, k, spec.default, spec)
+        except InputError as e:
+            raise InputError(f"{cls.__name__}.options: the default of {k!r} breaks its own declaration: {e}") from None
+    if callable(getattr(cls, "check", None)):
+        raise InputError(f"{cls.__name__} defines check(): option values are now declared with solvers.Option "
+                         "(type, range, choices) and rules between options go in the classmethod check_options(opts)")
+    if cls.noise_option is not None and cls.noise_option not in declared(cls):
+        raise InputError(f"{cls.__name__}.noise_option {cls.noise_option!r} is not one of its options")
+
+
+def _shadows(cls, name: str) -> bool:
+    """Whether an instance attribute ``name`` would hide a method, a property or annotated metadata of cls."""
+    for c in cls.__mro__:
+        v = c.__dict__.get(name)
+        if name in inspect.get_annotations(c) or callable(v) or isinstance(v, (property, classmethod, staticmethod)):
+            return True
+    return False
 
 
 def _checked_step(step):
@@ -227,7 +329,7 @@ def _checked_step(step):
                              f"{x.dtype}; a step must return a tensor of x's shape and dtype")
         return y
 
-    checked._shape_checked = True
+    checked._shape_checked = True  # type: ignore[attr-defined]  # a marker; mypy does not model function attributes
     return checked
 
 

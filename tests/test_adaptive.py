@@ -236,14 +236,14 @@ def test_torchsde_adaptive_error_decreases_with_the_tolerance(plain_problem):
 # ---- bad input -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, opts, match", [
-    ("dopri5", dict(rtol=0.0), "rtol must be a finite number > 0"),
+    ("dopri5", dict(rtol=0.0), "option rtol must be a finite number > 0, got 0.0"),
     ("dopri5", dict(atol=-1e-3), "atol must be a finite number > 0"),
-    ("dopri5", dict(norm="max"), "norm must be one of"),
+    ("dopri5", dict(norm="max"), "norm must be one of 'rms', 'sample', got 'max'"),
     ("dopri5", dict(rtl=1e-3), "unknown option.*rtl.*valid options: atol"),
-    ("adaptive_sde", dict(rtol=float("nan")), "rtol=nan must be a finite number"),
-    ("adaptive_sde", dict(safety=1.5), r"safety must be in \(0, 1\]"),
-    ("adaptive_sde", dict(h_init=0.0), "h_init must be > 0"),
-    ("torchsde_adaptive", dict(method="heun"), "method must be one of euler"),
+    ("adaptive_sde", dict(rtol=float("nan")), "rtol must be a finite number > 0, got nan"),
+    ("adaptive_sde", dict(safety=1.5), r"safety must be a number in \(0, 1\], got 1.5"),
+    ("adaptive_sde", dict(h_init=0.0), "h_init must be a finite number > 0"),
+    ("torchsde_adaptive", dict(method="heun"), "method must be one of 'euler', 'milstein'"),
     ("torchsde_adaptive", dict(atol=0.0), "atol must be a finite number > 0"),
 ])
 def test_bad_options_get_a_clear_error(name, opts, match):

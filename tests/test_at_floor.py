@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from bench.harness import runner
-from bench.harness.at_floor import Series, metric_at_floor
-from bench.harness.cell import Cell
+from bench.harness.at_floor import StepSeries, metric_at_floor
+from bench.harness.cell import Cell, CellResult
 from bench.harness.store import Store
 from bench.harness.suite import load_suite
 from bench.report.analysis import rank_solvers
@@ -40,29 +40,34 @@ def _cell(steps=10, seed=0, solver="rk4", stochastic=False, rtol=1e-3):
                 solver_meta={"stochastic": stochastic})
 
 
+def _result(columns) -> CellResult:
+    """A finished cell's result from its stored metric columns."""
+    return CellResult.from_dict({"metrics": columns})
+
+
 def test_the_floor_rule_of_each_kind_of_metric():
     det, sto = _cell(), _cell(solver="euler_maruyama", stochastic=True)
-    assert metric_at_floor("discretization", {"discretization": 0.009}, det)      # <= 10 x ode_rtol
-    assert not metric_at_floor("discretization", {"discretization": 0.011}, det)
-    assert not metric_at_floor("discretization", {"discretization": 1e-9}, sto)   # no floor for SDE paths
-    assert metric_at_floor("exact_kl", {"exact_kl": -0.01, "exact_kl_se": 0.006}, det)  # within 2 se of 0
-    assert not metric_at_floor("exact_kl", {"exact_kl": 0.013, "exact_kl_se": 0.006}, det)
-    assert metric_at_floor("sliced_w2", {"sliced_w2": 0.07, "sliced_w2_floor": 0.08}, det)
-    assert not metric_at_floor("sliced_w2", {"sliced_w2": 0.09, "sliced_w2_floor": 0.08}, det)
-    assert not metric_at_floor("sliced_w2", {"sliced_w2": math.nan, "sliced_w2_floor": 0.08}, det)
-    assert metric_at_floor("sliced_w2", {"sliced_w2_at_floor": 1.0}, det)         # already at floor: stays
+    assert metric_at_floor("discretization", _result({"discretization": 0.009}), det)      # <= 10 x ode_rtol
+    assert not metric_at_floor("discretization", _result({"discretization": 0.011}), det)
+    assert not metric_at_floor("discretization", _result({"discretization": 1e-9}), sto)   # no floor for SDE paths
+    assert metric_at_floor("exact_kl", _result({"exact_kl": -0.01, "exact_kl_se": 0.006}), det)  # within 2 se of 0
+    assert not metric_at_floor("exact_kl", _result({"exact_kl": 0.013, "exact_kl_se": 0.006}), det)
+    assert metric_at_floor("sliced_w2", _result({"sliced_w2": 0.07, "sliced_w2_floor": 0.08}), det)
+    assert not metric_at_floor("sliced_w2", _result({"sliced_w2": 0.09, "sliced_w2_floor": 0.08}), det)
+    assert not metric_at_floor("sliced_w2", _result({"sliced_w2": math.nan, "sliced_w2_floor": 0.08}), det)
+    assert metric_at_floor("sliced_w2", _result({"sliced_w2_at_floor": 1.0}), det)         # already at floor: stays
 
 
 def test_waves_go_coarsest_first_and_a_metric_is_skipped_only_when_every_seed_was_at_floor():
     cells = [_cell(s, seed) for s in (4, 16, 64) for seed in (0, 1)] + [_cell(8, 0, solver="euler")]
-    series = Series(cells)
+    series = StepSeries(cells)
     assert [sorted({c.steps for c in w}) for w in series.waves(cells)] == [[4, 8], [16], [64]]
     by = {(c.steps, c.seed): c.key for c in cells}
     floor = {"discretization": 1e-3, "exact_kl": 0.5, "exact_kl_se": 0.1, "sliced_w2": 1.0, "sliced_w2_floor": 2.0}
-    results = {by[16, 0]: floor, by[16, 1]: {**floor, "sliced_w2": 3.0}}
+    results = {by[16, 0]: _result(floor), by[16, 1]: _result({**floor, "sliced_w2": 3.0})}
     target = next(c for c in cells if c.steps == 64)
     assert series.at_floor(target, results) == ("discretization",)   # sliced W2 above floor for seed 1
-    assert series.at_floor(target, {by[16, 0]: floor}) == ()          # seed 1 not finished (or failed)
+    assert series.at_floor(target, {by[16, 0]: _result(floor)}) == ()  # seed 1 not finished (or failed)
     assert series.at_floor(next(c for c in cells if c.steps == 4), results) == ()  # nothing coarser
 
 
@@ -93,13 +98,14 @@ def test_skipped_metrics_were_at_floor_for_every_seed_and_the_rest_is_identical(
     assert {(skip.loc[k, "solver"], skip.loc[k, "steps"]) for k, m in skipped if m == "discretization"} == \
         {("rk4", 64)}
     cells = {k: Cell.from_json(c) for k, c in full["cell"].items()}
-    series = Series(cells.values())
+    results = runs["false"][1].results(runs["false"][2])
+    series = StepSeries(cells.values())
     for key, m in skipped:
         assert skip.loc[key, m + "_at_floor"] == 1 and math.isnan(skip.loc[key, m])
         coarser = [k for k, c in cells.items() if series_of(c) == series_of(cells[key]) and
                    c.steps == max(s for s in series.by[series_of(c)] if s < cells[key].steps)]
         assert len(coarser) == 2  # both seeds, each at floor in the measure-everything run
-        assert all(metric_at_floor(m, full.loc[k].dropna().to_dict(), cells[k]) for k in coarser)
+        assert all(metric_at_floor(m, results[k], cells[k]) for k in coarser)
     for m in ("discretization", "exact_kl", "sliced_w2", "sliced_w2_floor", "nfe"):
         measured = skip[m].notna()
         assert skip.loc[measured, m].equals(full.loc[measured, m]), m

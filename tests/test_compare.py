@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from bench import cli
-from bench.report.compare import EXIT_OK, EXIT_QUALITY, EXIT_TIME, compare, load_cells
+from bench.report.compare import EXIT_OK, EXIT_QUALITY, EXIT_TIME, compare, load_run_or_export
 
 
 def cells(changes=None):
@@ -66,8 +66,8 @@ def test_cli_compare_against_a_csv_baseline(tmp_path, capsys):
     assert "no such baseline" in capsys.readouterr().err
 
 
-def test_load_cells_rejects_files_without_keys(tmp_path):
+def test_load_run_or_export_rejects_files_without_keys(tmp_path):
     p = tmp_path / "x.csv"
     p.write_text("a,b\n1,2\n")
     with pytest.raises(Exception, match="no 'key' column"):
-        load_cells(p)
+        load_run_or_export(p)

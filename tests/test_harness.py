@@ -152,7 +152,7 @@ def test_two_runs_write_to_one_store_concurrently(tmp_path):
     ('name = "x"\nmodels = ["gmm2d-vp"]\nnfe = [4]\nsolverz = []\n[[solvers]]\nname = "euler"\n', r"solverz: unknown key; allowed: description"),
     ('models = ["nope"]\nnfe = [4]\n[[solvers]]\nname = "euler"\n', r"models: unknown model 'nope'; available: gmm2d"),
     ('models = ["gmm2d-vp"]\nnfe = [4]\n[[solvers]]\nname = "eulr"\n', r"solvers\[0\]\.name: unknown solver 'eulr'"),
-    ('models = ["gmm2d-vp"]\nnfe = [4]\n[[solvers]]\nname = "ddim"\neta = [0.0, 7.0]\n', r"solvers\[0\]: .*eta must be in \[0, 1\]"),
+    ('models = ["gmm2d-vp"]\nnfe = [4]\n[[solvers]]\nname = "ddim"\neta = [0.0, 7.0]\n', r"solvers\[0\]: .*option eta must be a number in \[0, 1\], got 7.0"),
     ('models = ["gmm2d-vp"]\nnfe = [4]\n[[solvers]]\nname = "euler"\nfoo = 1\n', r"solvers\[0\]: .*unknown option\(s\) foo"),
     ('models = ["gmm2d-vp"]\n[[solvers]]\nname = "euler"\n', r"solvers\[0\]: euler needs steps or nfe"),
     ('models = ["gmm2d-vp"]\nnfe = [4]\nmetrics = ["fid"]\n[[solvers]]\nname = "euler"\n', r"metrics: unknown \['fid'\]"),
@@ -198,7 +198,7 @@ def test_failed_cell_is_recorded_not_lost(tmp_path, monkeypatch):
     cell = suite.cells()[0]
     monkeypatch.setattr(execute, "_sample_cell", lambda c, *a, **k: (_ for _ in ()).throw(FloatingPointError("boom")))
     result = execute.execute_cell(cell)
-    assert result["error"] == "FloatingPointError: boom" and "Traceback" in result["traceback"]
+    assert result.error == "FloatingPointError: boom" and "Traceback" in result.traceback
 
 
 def test_progress_plain_lines_in_logs():

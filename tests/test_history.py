@@ -15,7 +15,8 @@ from bench.harness.benchmark_import import import_benchmark
 from bench.harness.cell import Cell
 from bench.harness.store import Store
 from bench.report import ci
-from bench.report.compare import compare, load_cells
+from bench.report.compare import compare
+from bench.report.compare import load_run_or_export as load_cells
 from bench.report.history import history_frames, step_changes, write_history
 from solvers import InputError
 

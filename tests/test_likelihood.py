@@ -131,7 +131,7 @@ def _big_model():
     (dict(prior=lambda z: z), r"prior returned \(4, 2\); it must return a tensor of shape \(4,\)"),
     (dict(t0=0.5, t1=0.2), "need eps <= t0 < t1 <= T"),
     (dict(t1=2.0), "need eps <= t0 < t1 <= T"),
-    (dict(bin_width=0.0), "bin_width must be a number > 0"),
+    (dict(bin_width=0.0), "bin_width must be a finite number > 0"),
     (dict(norm="max"), "norm must be one of"),
     (dict(tol=1e-3), "unknown option.*tol.*valid options: atol"),
 ])

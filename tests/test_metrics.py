@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.harness import metrics
+from bench.harness import formulas, metrics
 
 
 def sets(n=200, d=3, shift=0.3, seed=0):
@@ -89,7 +89,7 @@ def test_sliced_w2_standard_error_replicates_equal_resampling_and_sorting():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(300, 5, generator=g, dtype=torch.float64)
     y = 1.2 * torch.randn(300, 5, generator=g, dtype=torch.float64)
-    px, py = (p.T for p in metrics._projections(x, y, 64, 0))
+    px, py = (p.T for p in formulas._projections(x, y, 64, 0))
     gen, reps = torch.Generator().manual_seed(7), []
     for start in range(0, 40, 25):
         for idx in torch.randint(0, 300, (min(25, 40 - start), 300), generator=gen):
@@ -110,7 +110,7 @@ def test_pooled_bootstrap_standard_errors_equal_recomputing_on_each_resample():
     assert fast["energy"] == pytest.approx(slow, rel=1e-9)
     # MMD^2 with its bandwidth held at the estimate's, recomputed on each resample
     z = torch.cat([x, y])
-    s2 = metrics._median_pair(torch.cdist(z, z).pow(2))
+    s2 = formulas._median_pair(torch.cdist(z, z).pow(2))
 
     def mmd2_fixed(a, b):
         k = lambda u, v: torch.exp(-torch.cdist(u, v).pow(2) / (2 * s2))  # noqa: E731
@@ -133,11 +133,14 @@ def test_a_cell_stores_every_requested_metric_with_its_interval():
                 metrics=("discretization", "exact_kl", "xent_gap", "mode_tv", "sliced_w2"),
                 reference={"ode_rtol": 1e-9, "sde_steps": 256})
     res = execute_cell(cell)
-    assert res["error"] is None
-    m = res["metrics"]
+    assert res.error is None
+    m = res.metrics
     for name in ("discretization", "exact_kl", "xent_gap", "mode_tv", "sliced_w2"):
-        assert math.isfinite(m[name]) and m[name + "_se"] > 0, name
-    assert m["exact_kl"] > 0 and m["mode_tv_floor"] > 0 and m["sliced_w2_floor"] > 0
+        assert math.isfinite(m[name].value) and m[name].se > 0, name
+    assert m["exact_kl"].value > 0 and m["mode_tv"].floor > 0 and m["sliced_w2"].floor > 0
     # exact KL is for deterministic samplers only: a stochastic one stores none (not a NaN to gate on)
     res = execute_cell(cell.replace(solver="euler_maruyama"))
-    assert "exact_kl" not in res["metrics"] and math.isfinite(res["metrics"]["xent_gap"])
+    assert "exact_kl" not in res.metrics and math.isfinite(res.metrics["xent_gap"].value)
+    # the stored form round-trips: flat columns, read back typed
+    assert type(res).from_dict(res.to_dict()) == res
+    assert "xent_gap_se" in res.to_dict()["metrics"] and "exact_kl" not in res.to_dict()["metrics"]

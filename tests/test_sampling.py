@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -219,13 +220,72 @@ def test_register_rejects_non_solvers():
         solvers.register(type("NoStep", (Solver,), {"name": "nostep"}))
 
 
+class DampedEuler(Solver):
+    """A toy solver with one declared option: Euler's step on the PF-ODE, scaled by (1 - damping)."""
+
+    name = "test_damped"
+    options = {"damping": solvers.Option(0.0, low=0.0, high=0.5)}
+
+    def step(self, i, x):
+        f, c = self.nodes.ode_coefs(i)
+        return (x + self.h[i] * (x * f + self.eval(x, i) * c)) * (1 - self.damping)
+
+
+def test_a_declared_option_is_checked_with_no_other_code():
+    m = models.load("gmm2d-vp")
+    try:
+        solvers.register(DampedEuler)
+        out = solvers.sample(m, "test_damped", steps=3, n=4, damping=0.25)
+        assert out.options["damping"] == 0.25 and out.x.isfinite().all()
+        assert solvers.sample(m, "test_damped", steps=3, n=4, damping=0).options["damping"] == 0.0  # an int: a float
+        for bad in (0.75, -0.1, math.nan, math.inf, "0.1", True, None):
+            with pytest.raises(InputError, match=rf"solver 'test_damped': option damping must be a number in "
+                                                 rf"\[0, 0.5\], got {re.escape(repr(bad))}$"):
+                solvers.sample(m, "test_damped", steps=3, n=4, damping=bad)
+        with pytest.raises(InputError, match="option damping"):  # wherever options are resolved
+            DampedEuler.expected_nfe(3, damping=0.75)
+    finally:
+        solvers.registry._REGISTRY.pop("test_damped", None)
+
+
+def test_plain_defaults_declare_options_of_their_type():
+    cls = type("Plain", (MidpointODE,), {"name": "test_plain", "options": {"scale": 1, "label": "a", "flag": False}})
+    assert [cls.option_specs()[k].value_type for k in ("scale", "label", "flag")] == [int, str, bool]
+    assert cls.resolve_options({"scale": 3, "label": "b"}) == {"denoise": False, "scale": 3, "label": "b", "flag": False}
+    for key, value, what in (("scale", 1.5, "an integer"), ("label", 2, "a string"), ("flag", 1, "True or False")):
+        with pytest.raises(InputError, match=f"solver 'test_plain': option {key} must be {what}, got {value!r}"):
+            cls.resolve_options({key: value})
+
+
+def test_order_is_the_former_name_of_strong_order():
+    assert MidpointODE.strong_order == MidpointODE.order == 2  # its class body says `order = 2`
+    assert solvers.get("heun").order == solvers.get("heun").strong_order == 2
+    unipc = solvers.get("unipc")
+    assert unipc.order == 3 and unipc.option_defaults()["order"] == 2  # metadata on the class, the option apart
+    u = unipc(models.load("gmm2d-vp"), solvers.make_grid(solvers.VP(), 4), order=3)
+    assert u.order == 3 and u.orders == [1, 2, 2, 1]
+
+
+@pytest.mark.parametrize("body, match", [
+    ({"options": {"stochastic": True}}, "option 'stochastic' has the name of a method or of declared metadata"),
+    ({"options": {"step": 1}}, "option 'step' has the name of a method"),
+    ({"options": {"eta": solvers.Option(2.0, high=1.0)}}, r"the default of 'eta' breaks its own declaration: .* must be a finite number <= 1, got 2.0"),
+    ({"check": lambda self: None}, r"defines check\(\).*check_options"),
+    ({"noise_option": "eta"}, "noise_option 'eta' is not one of its options"),
+])
+def test_register_refuses_bad_option_declarations(body, match):
+    with pytest.raises(InputError, match=match):
+        solvers.register(type("Bad", (MidpointODE,), {"name": "test_bad", **body}))
+    assert "test_bad" not in solvers.available()
+
+
 # ---- bad input ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, err, match", [
     (dict(solver="eulr", steps=5, n=4), InputError, "unknown solver 'eulr'; available: .*ancestral"),
     (dict(solver="euler", steps=5, n=4, etaa=0.1), InputError, "unknown option.*etaa.*valid options: denoise"),
-    (dict(solver="ddim", steps=5, n=4, eta=2.0), InputError, r"eta must be in \[0, 1\]"),
-    (dict(solver="ddim", steps=5, n=4, eta="one"), InputError, "eta='one' must be of type float"),
+    (dict(solver="ddim", steps=5, n=4, eta=2.0), InputError, r"option eta must be a number in \[0, 1\], got 2.0"),
+    (dict(solver="ddim", steps=5, n=4, eta="one"), InputError, r"option eta must be a number in \[0, 1\], got 'one'"),
     (dict(solver="euler", steps=0, n=4), InputError, "steps must be an integer >= 1"),
     (dict(solver="euler", n=4), InputError, "pass steps"),
     (dict(solver="euler", steps=3, times=[1.0, 0.5, 1e-3], n=4), InputError, "contradicts times"),
@@ -236,7 +296,7 @@ def test_register_rejects_non_solvers():
     (dict(solver="euler", steps=5), InputError, "pass n"),
     (dict(solver="pc", steps=5, n=4, predictor="langevin"), InputError, "predictor must be an ODE or SDE solver"),
     (dict(solver="pc", steps=5, n=4, corrector="euler"), InputError, "corrector must be one of"),
-    (dict(solver="pc", steps=5, n=4, snr=-1.0), InputError, "snr must be > 0"),
+    (dict(solver="pc", steps=5, n=4, snr=-1.0), InputError, "option snr must be a finite number > 0, got -1.0"),
     (dict(solver="heun", steps=5, n=4, grid="cosine"), InputError, "unknown grid"),
 ])
 def test_bad_input_gets_a_clear_error(kwargs, err, match):
@@ -283,3 +343,32 @@ def test_solvers_never_imports_bench():
     root = pathlib.Path(solvers.__file__).parent
     offenders = [p.name for p in root.glob("*.py") if re.search(r"^\s*(from|import)\s+bench\b", p.read_text(), re.M)]
     assert not offenders, f"solvers must not import bench: {offenders}"
+
+
+def test_solvers_has_no_import_cycle_and_never_imports_bench():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(solvers.__file__).parent
+    deps = {}
+    for path in root.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(m.split(".")[0] == "bench" for m in mods), f"{path.name} imports bench"
+        deps[path.stem] = names - {path.stem, "__init__"}
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for d in deps.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    cycles = [m for m in deps if m != "__init__" and m in reachable(m)]
+    assert not cycles, f"import cycles through {sorted(cycles)}"

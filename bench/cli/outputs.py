@@ -27,11 +27,11 @@ def report(args) -> int:
 
 
 def compare_(args) -> int:
-    from bench.report.compare import compare, is_csv, load_cells
+    from bench.report.compare import compare, is_csv, load_run_or_export
 
     # CSVs need no store: a read-only command never creates one
     store = None if is_csv(args.base) and is_csv(args.head) else Store(args.store, create=False)
-    base, head = load_cells(args.base, store), load_cells(args.head, store)
+    base, head = load_run_or_export(args.base, store), load_run_or_export(args.head, store)
     table, code = compare(base, head, rtol=args.rtol, time_factor=None if args.no_time else args.time_factor,
                           min_time_s=args.min_time)
     with pd.option_context("display.width", 200, "display.max_rows", 1000, "display.max_colwidth", 80):

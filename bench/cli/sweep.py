@@ -15,6 +15,7 @@ from bench.cli.common import add_store, add_threads, positive_int
 from bench.cli.common import run_id as _run_id
 from bench.harness.cache import cache_dir_for
 from bench.harness.estimate import estimate
+from bench.harness.executors import EXECUTORS
 from bench.harness.runner import RunInterrupted, pending_cells, run_suite
 from bench.harness.store import Store
 from bench.harness.suite import available_suites, load_suite
@@ -85,11 +86,11 @@ def run(args) -> int:
               f"resume with: {resume_command(args.suite, e.run_id, store.path)}", file=sys.stderr)
         return 130
     info = store.run(run_id)
-    df = store.cells(run_id)
-    failed = int(df["error"].notna().sum()) if not df.empty else 0
+    results = list(store.results(run_id).values())
+    failed = sum(1 for r in results if r.error)
     csv = store.to_csv(run_id, store.output_dir(run_id) / "cells.csv")
-    print(f"run {run_id}: {len(df)} cells ({failed} failed) in {info['wall_s']:.1f} s; store {store.path}; "
-          f"table {csv}\n{_time_shares(df, info['wall_s'])}")
+    print(f"run {run_id}: {len(results)} cells ({failed} failed) in {info['wall_s']:.1f} s; store {store.path}; "
+          f"table {csv}\n{_time_shares(results, info['wall_s'])}")
     if not args.no_report:
         from bench.report import write_report
 
@@ -98,19 +99,18 @@ def run(args) -> int:
     return 0  # failed cells are results (recorded, listed in the report), not a failed run
 
 
-def _time_shares(df, wall) -> str:
-    """Where the run's time went: solving, references (with jobs > 1, those made up front too:
-    counted for the first cell that needs each), metrics and the rest, in worker-seconds
-    (wall x jobs); with jobs > 1 the rest includes idle workers (waiting for the last reference
-    or cell of a wave)."""
-    if df.empty or not wall:
+def _time_shares(results, wall) -> str:
+    """Where the run's time went (its cells' ``CellResult`` timings): solving, references (with
+    jobs > 1, those made up front too: counted for the first cell that needs each), metrics and
+    the rest, in worker-seconds (wall x jobs); with jobs > 1 the rest includes idle workers
+    (waiting for the last reference or cell of a wave)."""
+    if not results or not wall:
         return ""
-    jobs = int(df["time_jobs"].fillna(1).max()) if "time_jobs" in df else 1
-    total = wall * max(jobs, 1)
-    parts = {"solving": df["solve_s"].fillna(0).sum()}
-    for key, cols in (("references", ("time_reference_s", "time_upfront_reference_s")),
-                      ("metrics", ("time_metrics_s",))):
-        parts[key] = sum(df[col].fillna(0).sum() for col in cols if col in df)
+    jobs = max(max((r.timing.jobs or 1 for r in results), default=1), 1)
+    total = wall * jobs
+    parts = {"solving": sum(r.solve_s or 0.0 for r in results),
+             "references": sum((r.timing.reference_s or 0.0) + (r.timing.upfront_reference_s or 0.0) for r in results),
+             "metrics": sum(r.timing.metrics_s or 0.0 for r in results)}
     rest = "idle workers, store and bookkeeping" if jobs > 1 else "store and bookkeeping"
     parts[rest] = max(total - sum(parts.values()), 0.0)
     head = f"time ({jobs} workers x {wall:.1f} s)" if jobs > 1 else "time"
@@ -170,8 +170,10 @@ def register(sub):
     add_store(r)
     r.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                    help="finish an interrupted run (default: the latest run of this suite)")
-    r.add_argument("--executor", choices=["local", "process", "ray"], default="local",
-                   help="local: this process (--jobs N > 1: N worker processes); ray: Ray tasks")
+    r.add_argument("--executor", default="local", metavar="NAME",
+                   help=f"one of {', '.join(EXECUTORS)} or one a suite's imports register "
+                        "(bench.harness.executors.register); local: this process (--jobs N > 1: N worker processes); "
+                        "ray: Ray tasks")
     r.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run cells in N local worker processes, one thread each (timings record N)")
     r.add_argument("--dry-run", action="store_true",

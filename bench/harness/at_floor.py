@@ -9,7 +9,7 @@ coarsest first, and hands each cell the metrics its next-coarser step count left
 report ranks it with the solvers at the floor (tied at rank 1, unresolved). A suite measures
 everything with ``skip_at_floor = false`` (the CI gate does: it compares every metric).
 
-At the floor means:
+At the floor means what the metric's record says (``Metric.at_floor``, ``bench.harness.metrics``):
   * a metric with a noise floor (two independent exact/held-out sets): value <= floor, the
     report's "unresolved" rule (sliced W2, MMD^2, energy, W2, mode TV, FD-digits);
   * exact KL and the cross-entropy gap (no sample floor; their value is 0 at the exact sampler):
@@ -26,48 +26,30 @@ import math
 from collections import defaultdict
 
 from bench.harness import metrics
+from bench.harness.metrics import ZERO_SE, MetricResult, discretization_floor
 
-__all__ = ["ZERO_VALUED", "discretization_floor", "value_at_floor", "metric_at_floor", "series_key", "Series"]
+__all__ = ["ZERO_VALUED", "ZERO_SE", "discretization_floor", "value_at_floor", "metric_at_floor", "series_key",
+           "StepSeries"]
 
-#: metrics without a sample floor whose exact value is 0: at the floor within ``ZERO_SE`` standard errors
-ZERO_VALUED = ("exact_kl", "xent_gap")
-ZERO_SE = 2.0
-
-
-def discretization_floor(cell) -> float:
-    """Errors at or below this are the reference's, not the solver's: 10 x the cell's own ODE
-    reference rtol (its model's resolved setting, as stored with the cell)."""
-    return max(10 * float(cell.reference.get("ode_rtol", 1e-10)), 1e-14)
-
-
-def _num(res: dict, key: str) -> float:
-    try:
-        return float(res.get(key, math.nan))
-    except (TypeError, ValueError):
-        return math.nan
+#: the built-in metrics without a sample floor whose exact value is 0 (``Metric.zero_valued``)
+ZERO_VALUED = tuple(m.name for m in metrics.METRICS.values() if m.zero_valued)
 
 
 def value_at_floor(name: str, value: float, se: float = math.nan, floor: float = math.nan) -> bool:
-    """The rule for a distribution or exact-density metric's value (a cell's, or the report's
-    mean over seeds with its standard error): at or below its noise floor, or, for the metrics
-    whose exact value is 0 without a sample floor, within ``ZERO_SE`` standard errors of 0."""
-    if not math.isfinite(value):
+    """Metric ``name``'s rule for a value without its cell (a cell's, or the report's mean over
+    seeds with its standard error): at or below its noise floor, or, for the metrics whose exact
+    value is 0 without a sample floor, within ``ZERO_SE`` standard errors of 0."""
+    rule = metrics.get_metric(name).at_floor
+    return bool(rule and rule(MetricResult(value, se, floor), None))
+
+
+def metric_at_floor(name: str, result, cell) -> bool:
+    """Whether metric ``name`` of a finished cell (its ``CellResult``) is at its noise floor."""
+    r = result.metrics.get(name)
+    if r is None:
         return False
-    if name in ZERO_VALUED:
-        return math.isfinite(se) and abs(value) <= ZERO_SE * se
-    return math.isfinite(floor) and value <= floor
-
-
-def metric_at_floor(name: str, res: dict, cell) -> bool:
-    """Whether metric ``name`` of a finished cell (its metrics ``res``) is at its noise floor."""
-    if res.get(name + "_at_floor"):
-        return True
-    v = _num(res, name)
-    if name == "discretization":
-        return math.isfinite(v) and not cell.solver_meta.get("stochastic", True) and v <= discretization_floor(cell)
-    if name in ZERO_VALUED or (name in metrics.METRICS and metrics.get_metric(name).floor):
-        return value_at_floor(name, v, _num(res, name + "_se"), _num(res, name + "_floor"))
-    return False
+    rule = metrics.get_metric(name).at_floor
+    return r.at_floor or bool(rule and rule(r, cell))
 
 
 def series_key(cell) -> str:
@@ -82,7 +64,7 @@ def _swept(cell) -> bool:
     return cell.task == "sample" and cell.steps is not None
 
 
-class Series:
+class StepSeries:
     """The suite's cells by series and step count: ``waves`` and ``at_floor`` read it."""
 
     def __init__(self, cells):
@@ -102,8 +84,8 @@ class Series:
 
     def at_floor(self, cell, results: dict) -> tuple:
         """The metrics of ``cell`` at the floor, for every seed, at its series' next-coarser step
-        count. ``results``: finished cells' metrics by cell key (a missing or failed sibling means
-        nothing is skipped)."""
+        count. ``results``: finished cells' ``CellResult`` by cell key (a missing or failed
+        sibling means nothing is skipped)."""
         if not _swept(cell):
             return ()
         steps = self.by[series_key(cell)]

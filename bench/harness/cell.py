@@ -1,4 +1,5 @@
-"""The unit of work: one typed, frozen cell, its stable key and its JSON form.
+"""The unit of work and its result: one typed, frozen cell (its stable key and JSON form) and
+the typed ``CellResult`` execution makes for it.
 
 A cell is everything that defines what one measurement runs: the task (``sample`` or
 ``likelihood``), model, solver and its resolved options, grid, NFE budget and steps, samples,
@@ -15,17 +16,23 @@ and every consumer (resume, export, report, compare, history) reads it back with
 
 The key hashes the definition only (not the solver metadata), with the same canonical JSON as
 format 0 stores, so a cell defined the same way has the same key in every store and baseline.
+
+``CellResult`` (with its ``Timing``) is made by ``bench.harness.execute.execute_cell`` and passed
+unchanged through the executors and the runner to the store, which keeps its ``to_dict`` form in
+the row's JSON columns and gives it back (``Store.results``); the report's data layer and
+``compare`` read its flat ``columns()``.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from typing import Any
+import typing
 
+from bench.harness import metrics as _metrics
 from bench.zoo import specs
 
-__all__ = ["Cell", "CELL_FORMAT", "solver_meta"]
+__all__ = ["Cell", "CELL_FORMAT", "solver_meta", "CellResult", "Timing"]
 
 #: version of the JSON form; 0 = cells of stores written before cells were stored whole
 CELL_FORMAT = 1
@@ -96,7 +103,7 @@ class Cell:
     @classmethod
     def from_dict(cls, d: dict) -> Cell:
         names = {f.name for f in dataclasses.fields(cls)}
-        kw: dict[str, Any] = {k: v for k, v in d.items() if k in names}
+        kw: dict[str, typing.Any] = {k: v for k, v in d.items() if k in names}
         kw["metrics"] = tuple(kw.get("metrics") or ())
         kw["imports"] = tuple(kw.get("imports") or ())
         kw.setdefault("options", {})
@@ -148,3 +155,125 @@ def solver_meta(cls, options: dict) -> dict:
     except Exception:
         meta["declared_order"], meta["stochastic"] = None, bool(getattr(cls, "stochastic", False))
     return meta
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Where a cell's time went, in seconds (``bench.harness.timing.time_adaptive`` on the
+    sampling call; None: not measured for this cell).
+
+    median_s, min_s, max_s   of the timed runs (the wall time of one solve)
+    repeats, warmup          timed and warm-up runs made (a shape new to the process is warmed up)
+    rse, stable              relative standard error of the median; whether it is within the target
+    peak_mem_bytes           CUDA peak allocation, or the process's max resident set size on the CPU
+    one_eval_s               one network evaluation at the cell's batch
+    overhead                 median_s / (NFE x one_eval_s): 1 is the physical limit
+    threads, jobs            torch threads; cells running at once (> 1: noisier timings)
+    reference_s              references, exact sets and noise floors made or read for the cell
+    metrics_s                measuring the metrics (not their float64 solve, which is solving)
+    upfront_reference_s      shared results the driver made up front for this cell (``--jobs``)
+    extra                    other figures (an imported pytest-benchmark's mean_s, stddev_s, ...)
+    """
+
+    median_s: float | None = None
+    min_s: float | None = None
+    max_s: float | None = None
+    repeats: int | None = None
+    warmup: int | None = None
+    rse: float | None = None
+    stable: bool | None = None
+    peak_mem_bytes: int | None = None
+    one_eval_s: float | None = None
+    overhead: float | None = None
+    threads: int | None = None
+    jobs: int | None = None
+    metrics_s: float | None = None
+    reference_s: float | None = None
+    upfront_reference_s: float | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    #: the stored (flat) columns of the timing: this prefix and the field's name
+    PREFIX: typing.ClassVar[str] = "time_"
+
+    @classmethod
+    def column(cls, field: str) -> str:
+        """The flat column of one timing figure, e.g. ``Timing.column("median_s")``."""
+        return cls.PREFIX + field
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in d.items() if v is not None}, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Timing:
+        d = dict(d or {})
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return cls(**{k: d.pop(k) for k in list(d) if k in names}, extra=d)
+
+    def columns(self) -> dict:
+        return {self.column(k): v for k, v in self.to_dict().items()}
+
+    def replace(self, **changes) -> Timing:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class CellResult:
+    """What running one cell gave (``bench.harness.execute.execute_cell``; never an exception).
+
+    nfe        network evaluations of one sampling call (None: the cell failed)
+    steps      grid intervals the solver took (None: adaptive, likelihood, or failed before)
+    stats      the solver's own statistics (accepted/rejected steps, ...)
+    timing     ``Timing``
+    metrics    metric name -> ``bench.harness.metrics.MetricResult`` (value, se, floor, at floor)
+    extra      other stored figures: metrics' ``outputs`` that are not metrics themselves
+               (logp_bias_per_dim, ...), a tuned grid's own figures (tune_*), columns of a metric
+               this process has not registered
+    error      "Type: message" of a failure (None: it ran), with its ``traceback`` (not stored)
+    cell_s     wall time of the whole cell in the worker
+    solve_s    time in solvers: the timed runs and the float64 solve of the metrics
+    """
+
+    nfe: int | None = None
+    steps: int | None = None
+    stats: dict = dataclasses.field(default_factory=dict)
+    timing: Timing = dataclasses.field(default_factory=Timing)
+    metrics: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+    cell_s: float | None = None
+    solve_s: float | None = None
+
+    @classmethod
+    def failure(cls, error: str, traceback: str | None = None, steps: int | None = None) -> CellResult:
+        return cls(steps=steps, error=error, traceback=traceback, solve_s=0.0)
+
+    def metric_columns(self) -> dict:
+        """The metrics as stored: each one's columns, then ``extra``."""
+        out = {}
+        for name, r in self.metrics.items():
+            out.update(r.columns(name))
+        return {**out, **self.extra}
+
+    def columns(self) -> dict:
+        """One flat table row: nfe, steps, error, cell_s, solve_s, the metric columns and the
+        timing columns (``Timing.column``)."""
+        return {"nfe": self.nfe, "steps": self.steps, "error": self.error, "cell_s": self.cell_s,
+                "solve_s": self.solve_s, **self.metric_columns(), **self.timing.columns()}
+
+    def to_dict(self) -> dict:
+        """The JSON form (the store's row, and transport between processes)."""
+        return {"nfe": self.nfe, "steps": self.steps, "stats": dict(self.stats), "timing": self.timing.to_dict(),
+                "metrics": self.metric_columns(), "error": self.error, "traceback": self.traceback,
+                "cell_s": self.cell_s, "solve_s": self.solve_s}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CellResult:
+        measured, extra = _metrics.split_columns(d.get("metrics") or {})
+        return cls(nfe=d.get("nfe"), steps=d.get("steps"), stats=dict(d.get("stats") or {}),
+                   timing=Timing.from_dict(d.get("timing")), metrics=measured, extra=extra, error=d.get("error"),
+                   traceback=d.get("traceback"), cell_s=d.get("cell_s"), solve_s=d.get("solve_s"))
+
+    def replace(self, **changes) -> CellResult:
+        return dataclasses.replace(self, **changes)

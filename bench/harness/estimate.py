@@ -14,17 +14,20 @@ Everything that scales is measured here once per run, on the cells' own models a
   milliseconds per query at batch 1,000: it, not the network, dominates SDE references);
 - the NFE of each ODE reference (float64 dopri8 at the cell's tolerance), solved on 8 samples
   and costed at the cell's batch;
-- the metrics a cell asks for with their standard errors (bootstraps included), computed once
-  on synthetic sets of the cell's size and dimension.
+- what each metric a cell measures costs: its registry record's ``cost(metric, costing)``
+  (``bench.harness.metrics``; a ``Costing`` gives it the cell, its NFE, a float64 solve's cost
+  and ``timed_s`` of work on synthetic sets of the cell's size and dimension), by default its
+  value and standard error (bootstraps included) timed once on such sets.
 
 Then a sample cell's solving = (timed runs + warm-up) x NFE x (evaluation + overhead), with
 NFE from ``Solver.expected_nfe`` (a tolerance-based guess for adaptive solvers) and timed runs as
 ``bench.harness.timing.time_adaptive`` makes them (one for a call over 1 s, else up to
-``repeats``), plus the float64 discretization solve (plus a path query per step for stochastic
-solvers; none when the timed call already was float64). Exact KL's Jacobian costs
-(2 + 1.2 d) float64 solves (d backward passes; measured 4.4x at d = 2 and 75x at d = 64) and
-is the cell's float64 solve too. Shared work (references, exact sets, floors) is counted once
-per run, on the first cell that needs it, and not at all when it is already in the disk cache.
+``repeats``), plus what its metrics add: the discretization error's float64 solve (plus a path
+query per step for stochastic solvers; none when the timed call already was float64 on the
+CPU); exact KL's Jacobian, (2 + 1.2 d) float64 solves (d backward passes; measured 4.4x at
+d = 2 and 75x at d = 64), whose solve is the cell's float64 solve too. Shared work (references,
+exact sets, noise floors: each metric's ``cost`` says what its floor costs) is counted once per
+run, on the first cell that needs it, and not at all when it is already in the disk cache.
 Likelihood cells: a tolerance-based NFE guess x (1 + dimension) float64 evaluations.
 
 It imports neither the sweep nor the store.
@@ -40,15 +43,12 @@ import torch
 import solvers
 from bench.harness import metrics
 from bench.harness.cache import DiskCache
-from bench.harness.execute import disk_key, shared_keys
+from bench.harness.cell import Cell
+from bench.harness.execute import disk_key, metrics_to_measure, shared_keys
 from bench.harness.timing import LONG_S
 from bench.zoo import models
 
-__all__ = ["estimate", "Estimate", "fmt_seconds"]
-
-#: exact KL's Jacobian (d backward passes through the float64 solve) in float64 solves: a + b d
-KL_SOLVES = (2.0, 1.2)
-
+__all__ = ["estimate", "Estimate", "Costing", "fmt_seconds"]
 
 def fmt_seconds(s: float) -> str:
     s = int(round(s))
@@ -95,13 +95,13 @@ class _Calibration:
     """Network-evaluation and metric costs measured once, a few calls each."""
 
     def __init__(self, cells=()):
-        self.evals, self.metric_s, self._models, self._overhead = {}, {}, {}, None
+        self.evals, self.work_s, self._models, self._overhead = {}, {}, {}, None
         self.paths, self.refs = {}, {}
         #: model id (``Cell.model_id``) -> what loads it (``Cell.model_ref``)
         self.specs = {c.model_id: c.model_ref() for c in cells}
 
     def load(self, name, exact_prior=False):
-        """A fresh model of this id (its name, or its spec's)."""
+        """A fresh model of this id (a registered name, or a spec's id)."""
         return models.load(self.specs.get(name, name), exact_prior=exact_prior and models.is_exact(name))
 
     def model(self, name, exact_prior=False):
@@ -185,25 +185,59 @@ class _Calibration:
         return self.counted_nfe(key, cell.model_id, cell.exact_prior,
                                 lambda m, x: solvers.sample(m, cls.name, x_T=x, seed=0, **options))
 
-    def metrics_s(self, names, n, d, se=True):
-        """The metrics ``names`` (the distribution metrics' values; with ``se`` every metric's
-        bootstrap standard error too), on synthetic sets of n samples in d dimensions."""
-        names = tuple(sorted(names))
-        key = (names, n, d, se)
-        if key not in self.metric_s:
+    def timed_s(self, key, work, n: int, d: int) -> float:
+        """Seconds of ``work(x, y)`` once, on two synthetic float64 sets of n samples in d dimensions
+        (measured once per key, n and d)."""
+        key = (key, n, d)
+        if key not in self.work_s:
             g = torch.Generator().manual_seed(0)
             x, y = (torch.randn(n, d, generator=g, dtype=torch.float64) for _ in range(2))
             t0 = time.perf_counter()
-            dist = [m for m in names if metrics.get_metric(m).fn is not None]
-            if dist:
-                metrics.distribution_metrics(x, y, dist)
-            for m in names:
-                metric = metrics.get_metric(m)
-                if metric.boot and se:
-                    fn = metric.fn or (lambda v: float(v.median()))
-                    metrics.standard_error(metric, fn, *((x, y) if metric.fn else (x.norm(dim=1),)))
-            self.metric_s[key] = time.perf_counter() - t0
-        return self.metric_s[key]
+            work(x, y)
+            self.work_s[key] = time.perf_counter() - t0
+        return self.work_s[key]
+
+
+@dataclasses.dataclass
+class Costing:
+    """What a metric's ``cost(metric, costing)`` reads (``bench.harness.metrics``): one sample
+    cell, its solver and options, its estimated NFE, its dimension, the cost of one float64
+    solve of it (NFE x (float64 evaluation + loop overhead)), and measured unit costs."""
+
+    cell: Cell
+    solver: type
+    options: dict
+    nfe: float
+    dim: int
+    solve64_s: float
+    calibration: _Calibration
+    float64_made: bool = False
+
+    def provide_float64(self):
+        """A metric makes the cell's float64 solve itself (exact KL): the others reuse it."""
+        self.float64_made = True
+
+    def float64_solution_s(self) -> float:
+        """The cell's deterministic float64 solution: once per cell, and free when the timed call
+        already was float64 on the CPU (``bench.harness.execute.Measuring.float64_solution``)."""
+        if self.float64_made or (self.cell.dtype == "float64" and self.cell.device == "cpu"):
+            return 0.0
+        self.float64_made = True
+        return self.solve64_s
+
+    def path_step_s(self) -> float:
+        """One query of the exact Brownian path the cell's solver uses, at the cell's shape."""
+        cal, cell = self.calibration, self.cell
+        shape = (cell.n, *(getattr(cal.model(cell.model_id), "shape", None) or (self.dim,)))
+        return cal.path_step_s(self.solver, cell.model_id, shape)
+
+    def path_queries_s(self) -> float:
+        """Querying that path once per step (a stochastic solver's float64 solve)."""
+        return (self.cell.steps or self.nfe) * self.path_step_s()
+
+    def timed_s(self, key, work) -> float:
+        """Seconds of ``work(x, y)`` on synthetic sets of the cell's size and dimension."""
+        return self.calibration.timed_s(key, work, self.cell.n, self.dim)
 
 
 def _adaptive_nfe(cls, options) -> float:
@@ -241,46 +275,53 @@ def estimate(cells, cache_dir=None, jobs: int = 1) -> Estimate:
 
 
 def _cell_cost(cal, cell, cost, seen, cache):
-    d = _dim(cal, cell)
-    over = cal.overhead_s()
-    ev64 = cal.eval_s(cell.model_id, cell.n, "float64", cell.device)
+    """Add the cell's seconds to ``cost`` ({"solve", "reference", "metrics"}); ``seen``: the
+    shapes warmed up and the shared results counted by earlier cells."""
     if cell.task == "likelihood":
+        d, over = _dim(cal, cell), cal.overhead_s()
         nfe = 30 * max(1.0, 1e-2 / float(cell.options.get("rtol", 1e-3))) ** (1 / 5)
+        ev64 = cal.eval_s(cell.model_id, cell.n, "float64", cell.device)
         cost["solve"] += nfe * ((1 + min(d, 512)) * ev64 * 2 + over)
         return
+    costing = _costing(cal, cell)
+    cost["solve"] += _timed_runs_s(cal, cell, costing, seen)
+    floors = {}
+    for metric in metrics_to_measure(cell):
+        c = (metric.cost or metrics.default_cost)(metric, costing)
+        cost["solve"] += c.get("solve", 0.0)
+        cost["metrics"] += c.get("metrics", 0.0)
+        floors[metric.name] = c.get("floor", 0.0)
+    cost["reference"] += _shared_s(cal, cell, costing, floors, seen, cache)
+
+
+def _costing(cal, cell) -> Costing:
     cls, opts = solvers.get(cell.solver), dict(cell.options)
-    stochastic = bool(cls.is_stochastic(**opts)) or cls.kind == "corrector"
     nfe = cls.expected_nfe(cell.steps, **opts) if cell.steps else None
     if not nfe:
         try:
             nfe = cal.adaptive_nfe(cell, cls, opts)
         except Exception:
             nfe = _adaptive_nfe(cls, opts)
-    nfe = float(nfe)
-    ev = cal.eval_s(cell.model_id, cell.n, cell.dtype, cell.device)
-    call = nfe * (ev + over)
-    shape = ("warm", cls.name, repr(sorted(opts.items())), cell.model_id, cell.exact_prior, cell.n, cell.dtype,
-             cell.device)
-    warm = 0 if shape in seen else min(cell.warmup, 1)  # a shape new to the process is warmed up once
+    solve64 = float(nfe) * (cal.eval_s(cell.model_id, cell.n, "float64", cell.device) + cal.overhead_s())
+    return Costing(cell, cls, opts, float(nfe), _dim(cal, cell), solve64, cal)
+
+
+def _timed_runs_s(cal, cell, costing, seen) -> float:
+    """The timed sampling calls, as ``time_adaptive`` makes them (one over ``LONG_S``, else up to
+    ``repeats``), with one warm-up for a shape new to the process."""
+    call = costing.nfe * (cal.eval_s(cell.model_id, cell.n, cell.dtype, cell.device) + cal.overhead_s())
+    shape = ("warm", cell.solver, repr(sorted(costing.options.items())), cell.model_id, cell.exact_prior, cell.n,
+             cell.dtype, cell.device)
+    warm = 0 if shape in seen else min(cell.warmup, 1)
     seen.add(shape)
     runs = 1 + warm if call > LONG_S else min(cell.repeats, 3) + warm
-    cost["solve"] += runs * call
-    exact_model = models.is_exact(cell.model)
-    names = [m for m in cell.metrics if m in metrics.METRICS and metrics.get_metric(m).applies_to(
-        exact_model, getattr(cal.model(cell.model_id), "data", None))]
-    solve64 = nfe * (ev64 + over)
-    shape = (cell.n, *(getattr(cal.model(cell.model_id), "shape", None) or (d,)))
-    if "exact_kl" in names and not (stochastic or cls.adaptive):
-        cost["metrics"] += (KL_SOLVES[0] + KL_SOLVES[1] * d - 1) * solve64
-        cost["solve"] += solve64  # exact KL's float64 solve is the cell's (the discretization error reuses it)
-    elif "discretization" in names and not (cell.dtype == "float64" and not stochastic):
-        if not stochastic:
-            cost["solve"] += solve64
-        elif cls.kind != "corrector":
-            cost["solve"] += solve64 + (cell.steps or nfe) * cal.path_step_s(cls, cell.model_id, shape)
-    per_cell = [m for m in names if metrics.get_metric(m).boot and not (m == "w2" and cell.n > metrics.W2_MAX_N)]
-    if per_cell:
-        cost["metrics"] += cal.metrics_s(per_cell, cell.n, d)
+    return runs * call
+
+
+def _shared_s(cal, cell, costing, floors, seen, cache) -> float:
+    """The shared results this cell is the first to need and the disk cache lacks: references
+    (their calibrated NFE) and noise floors (``floors``: each metric's own cost of its floor)."""
+    ev64, over, total = cal.eval_s(cell.model_id, cell.n, "float64", cell.device), cal.overhead_s(), 0.0
     for key in shared_keys(cell):
         if key in seen:
             continue
@@ -289,10 +330,9 @@ def _cell_cost(cal, cell, cost, seen, cache):
             continue
         kind = key[0]
         if kind == "ode_ref":
-            cost["reference"] += cal.ode_ref_nfe(cell.model_id, cell.exact_prior, float(key[-1])) * (ev64 + over)
+            total += cal.ode_ref_nfe(cell.model_id, cell.exact_prior, float(key[-1])) * (ev64 + over)
         elif kind == "sde_ref":
-            cost["reference"] += int(key[-1]) * (ev64 + over + cal.path_step_s(cls, cell.model_id, shape))
+            total += int(key[-1]) * (ev64 + over + costing.path_step_s())
         elif kind == "floor":
-            cost["reference"] += cal.metrics_s([key[-1]], cell.n, d, se=False)
-        elif kind == "fd_floor":
-            cost["reference"] += 1.0
+            total += floors.get(key[-1], 0.0)
+    return total

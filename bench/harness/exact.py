@@ -294,7 +294,7 @@ def exact_table(model_names=("gmm2d-vp", "gmm64-vp"), solver_names=TABLE_SOLVERS
     on its default grid with the most steps that fit the budget, from the same exact x_T."""
     import pandas as pd
 
-    from bench.harness.metrics import sliced_wasserstein
+    from bench.harness.formulas import sliced_wasserstein
     from bench.harness.verdicts import bootstrap_interval, tied_ranking
     from bench.zoo import models
 

@@ -14,17 +14,15 @@ Per sample cell:
               of timed runs, peak memory, NFE, ``jobs`` (cells running at the same time: > 1
               makes timings noisier), and
               overhead = median wall / (NFE x median time of one network evaluation at that batch)
-  discretization  a float64 solve from the same x_T against the reference (for a deterministic
-              solver timed in float64 on the CPU, the timed call's own output): the float64 dopri8
-              PF-ODE solution (deterministic solvers) or fine-grid Euler-Maruyama on the same
-              Brownian path (solvers that use the path; that path is torchsde's dyadic tree,
-              a function of the seed alone, so every cell sees the same Brownian motion)
-  distribution metrics on the timed run's samples against exact samples of p_eps, with the
-              noise floor (two independent exact sets); which ones, and how, is read from the
-              metric registry (``bench.harness.metrics.METRICS``)
+  metrics     each requested metric that applies to the cell (``metrics_to_measure``), measured by
+              its registry record's ``measure`` (``bench.harness.metrics``) on a ``Measuring``
+              context: the timed run's samples, and the shared results the record ``needs``
+              (references, exact/held-out target sets, its noise floor), each made once; a
+              float64 solve a metric makes (the discretization error's) counts as solving time
   at floor    the metrics the driver found at their noise floor at a coarser step count of the
               same series (``Cell.at_floor``, ``bench.harness.at_floor``) are recorded as
-              ``<metric>_at_floor = 1`` instead of measured
+              at floor (``<metric>_at_floor = 1``) instead of measured
+The result is a ``bench.harness.cell.CellResult``.
 """
 from __future__ import annotations
 
@@ -37,18 +35,19 @@ import torch
 import solvers
 from bench.harness import metrics
 from bench.harness.cache import DiskCache
-from bench.harness.cell import Cell
+from bench.harness.cell import Cell, CellResult, Timing
 from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
 from bench.harness.timing import time_adaptive, time_call
 from bench.zoo import models
 
-__all__ = ["execute_cell", "make_shared", "import_plugins", "shared_keys", "model_fingerprint"]
+__all__ = ["execute_cell", "make_shared", "import_plugins", "shared_keys", "model_fingerprint", "metrics_to_measure",
+           "SharedResults", "Measuring"]
 
 _CACHE: dict = {}
 _SPENT = {"reference": 0.0}  # seconds spent making cached references, exact samples and floors
 _DISK: dict = {"cache": None}  # the DiskCache of the cell being run, if any
 #: what is kept on disk (the rest: models, x_T, Brownian paths, timings, is cheap or per machine)
-DISK_KINDS = ("exact", "floor", "fd_floor", "ode_ref", "sde_ref")
+DISK_KINDS = ("exact", "floor", "ode_ref", "sde_ref")
 
 
 def import_plugins(modules, error=None):
@@ -114,34 +113,20 @@ def _exact(cell, which):
     """The target: exact samples of p_eps (exact models) or held-out data (trained models);
     which=0 the target, which=1 an independent set of the same size for the noise floor."""
     m = _model(cell)
-    key = ("exact", cell.model_id, cell.n, cell.seed, which)
+    key = _exact_key(cell, which)
     seed = 1_000_003 * (cell.seed + 1) + which
     if not models.is_exact(cell.model):
         return _cached(key, lambda: m.data_sample(cell.n, torch.Generator().manual_seed(seed), part=which))
     return _cached(key, lambda: m.exact_sample(cell.n, m.sde.eps, generator=torch.Generator().manual_seed(seed)))
 
 
-def _fd_digits(cell, x):
-    """FD-digits (Frechet distance in the shipped digits classifier's features; not Inception FID),
-    precision and recall against held-out digits, each with its real-vs-real floor."""
-    from bench.zoo import fd
-
-    target, other = _exact(cell, 0), _exact(cell, 1)
-
-    def stats(samples):
-        fx, fy = fd.digits_features(samples), fd.digits_features(target)
-        p, r = fd.precision_recall(fx, fy)
-        return {"fd_digits": fd.frechet_distance(fx, fy), "precision": p, "recall": r}
-
-    floor = _cached(("fd_floor", cell.model_id, cell.n, cell.seed), lambda: stats(other))
-    out = stats(x)
-    out.update({k + "_floor": v for k, v in floor.items()})
-    return out
+# the in-memory keys of the shared results (``disk_key`` gives their on-disk form)
+def _exact_key(cell, which):
+    return ("exact", cell.model_id, cell.n, cell.seed, which)
 
 
-def _floor(cell, name):
-    fn = metrics.get_metric(name).fn
-    return _cached(("floor", cell.model_id, cell.n, cell.seed, name), lambda: fn(_exact(cell, 1), _exact(cell, 0)))
+def _floor_key(cell, name):
+    return ("floor", cell.model_id, cell.n, cell.seed, name)
 
 
 def _ode_key(cell):
@@ -152,29 +137,48 @@ def _sde_key(cell, cls):
     return ("sde_ref", cell.model_id, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
 
 
+def _reference_key(cell, cls, opts):
+    """The reference a pathwise error needs: the ODE's (deterministic solvers), the SDE's on the
+    solver's kind of Brownian path, or none (corrector-only samplers)."""
+    if not cls.is_stochastic(**opts):
+        return _ode_key(cell)
+    return None if cls.kind == "corrector" else _sde_key(cell, cls)
+
+
+def _random_map(cls, opts) -> bool:
+    """Whether a sampler's output is not a function of x_T alone (stochastic, a corrector), or its
+    steps couple the batch (adaptive)."""
+    return bool(cls.is_stochastic(**opts)) or cls.kind == "corrector" or bool(cls.adaptive)
+
+
+def metrics_to_measure(cell) -> list:
+    """The metrics (``bench.harness.metrics.Metric``) ``cell`` measures, in measuring order
+    (``Metric.stage``, then the cell's): a sample cell's requested metrics that apply to its
+    model, sample size and solver; a likelihood cell's every likelihood metric for its model."""
+    exact_model, data = models.is_exact(cell.model), getattr(_model(cell), "data", None)
+    if cell.task == "likelihood":
+        candidates, random_map = [m for m in metrics.METRICS.values() if m.task == "likelihood"], False
+    else:
+        candidates = [metrics.get_metric(name) for name in cell.metrics]
+        random_map = _random_map(solvers.get(cell.solver), dict(cell.options))
+    chosen = [m for m in candidates if m.measured_in(cell, exact_model=exact_model, data=data, random_map=random_map)]
+    return sorted(chosen, key=lambda m: m.stage)
+
+
 def shared_keys(cell) -> list[tuple]:
     """The shared results (references, exact sets, floors) a cell needs, as in-memory keys
-    (``disk_key`` gives their on-disk form): what a cost estimate counts once."""
+    (``disk_key`` gives their on-disk form): what a cost estimate counts once, and what the
+    driver makes up front. A metric needs what its record says (``Metric.needs``), and its
+    noise floor when it has one."""
     if cell.task != "sample":
-        return [("exact", cell.model_id, cell.n, cell.seed, 0)]
+        return [_exact_key(cell, 0)]
     cls, opts, out = solvers.get(cell.solver), dict(cell.options), []
-    exact_model, data = models.is_exact(cell.model), getattr(_model(cell), "data", None)
-    for name in cell.metrics:
-        if name in metrics.METRICS and not metrics.get_metric(name).applies_to(exact_model, data):
-            continue
-        if name == "w2" and cell.n > metrics.W2_MAX_N:
-            continue
-        if name == "discretization":
-            if not cls.is_stochastic(**opts):
-                out.append(_ode_key(cell))
-            elif cls.kind != "corrector":
-                out.append(_sde_key(cell, cls))
-        elif name == "fd_digits":
-            out += [("exact", cell.model_id, cell.n, cell.seed, 0), ("exact", cell.model_id, cell.n, cell.seed, 1),
-                    ("fd_floor", cell.model_id, cell.n, cell.seed)]
-        elif name in metrics.METRICS and metrics.get_metric(name).floor:
-            out += [("exact", cell.model_id, cell.n, cell.seed, 0), ("exact", cell.model_id, cell.n, cell.seed, 1),
-                    ("floor", cell.model_id, cell.n, cell.seed, name)]
+    for metric in metrics_to_measure(cell):
+        need = {"reference": _reference_key(cell, cls, opts), "target": _exact_key(cell, 0),
+                "held_out": _exact_key(cell, 1)}
+        out += [need[n] for n in metric.needs if need[n] is not None]
+        if metric.noise_floor is not None:
+            out.append(_floor_key(cell, metric.name))
     return list(dict.fromkeys(out))
 
 
@@ -210,23 +214,6 @@ def _one_eval_s(cell, x_T):
     return _cached(("one_eval", cell.model_id, cell.n, cell.dtype, cell.device), make)
 
 
-def _per_sample_discretization(cell, cls, opts, timed=None):
-    """Per-sample errors ||x_i - ref_i|| / sqrt(d) of a float64 solve from the same x_T, or None
-    (corrector-only samplers have no pathwise reference). ``timed``: the timed call's output,
-    reused when it is the float64 solve already."""
-    m = _model(cell)
-    x64 = _x_T(cell, torch.float64).cpu()
-    kw = dict(steps=cell.steps, seed=cell.seed, **_grid(cell), **opts)
-    if not cls.is_stochastic(**opts):
-        if timed is not None and timed.dtype == torch.float64 and timed.device.type == "cpu":
-            return metrics.per_sample_error(timed, _ode_ref(cell))
-        return metrics.per_sample_error(solvers.sample(m, cls.name, x_T=x64, **kw).x, _ode_ref(cell))
-    if cls.kind == "corrector":
-        return None
-    path, ref = _sde_ref(cell, cls)
-    return metrics.per_sample_error(solvers.sample(m, cls.name, x_T=x64, brownian=path, **kw).x, ref)
-
-
 def _grid(cell) -> dict:
     """``grid=`` (a built-in grid's name) or, for a tuned grid, ``times=`` its resolved times,
     which the driver put into the cell (``bench.harness.tuned``) before dispatch."""
@@ -240,116 +227,158 @@ def _grid(cell) -> dict:
     return {"grid": cell.grid}
 
 
-def _median(v):
-    return float(v.median())
+class SharedResults:
+    """The results a cell shares with others, each made once per process (and kept on disk
+    given a cache directory): what a metric's ``noise_floor`` and ``measure`` read
+    (``bench.harness.metrics``), and what ``make_shared`` makes before the cells."""
+
+    def __init__(self, cell: Cell):
+        self.cell, self.seed = cell, cell.seed
+        self.solver, self.options = solvers.get(cell.solver), dict(cell.options)
+
+    @property
+    def model(self):
+        return _model(self.cell)
+
+    @property
+    def exact_model(self) -> bool:
+        return models.is_exact(self.cell.model)
+
+    def x_T(self, dtype=None) -> torch.Tensor:
+        return _x_T(self.cell, dtype)
+
+    def grid(self) -> dict:
+        return _grid(self.cell)
+
+    def target(self) -> torch.Tensor:
+        return _exact(self.cell, 0)
+
+    def held_out(self) -> torch.Tensor:
+        return _exact(self.cell, 1)
+
+    def ode_reference(self) -> torch.Tensor:
+        return _ode_ref(self.cell)
+
+    def sde_reference(self):
+        return _sde_ref(self.cell, self.solver)
+
+    def noise_floor(self, metric) -> dict:
+        """{name: floor} of ``metric`` (and of its outputs that have floors), made once."""
+        floor = _cached(_floor_key(self.cell, metric.name), lambda: metric.noise_floor(metric, self))
+        return floor if isinstance(floor, dict) else {metric.name: floor}
+
+    def cached(self, key: tuple, make):
+        """Anything else shared by cells: ``key`` = (kind, ``cell.model_id``, ...)."""
+        return _cached(tuple(key), make)
 
 
-def _exact_metric(cell, cls, opts, name, x):
-    """(value, stderr[, floor]) of the exact-density metrics (``bench.harness.exact``)."""
-    from bench.harness import exact
+class Measuring(SharedResults):
+    """What a metric's ``measure(metric, ctx)`` reads (see ``bench.harness.metrics``): the cell's
+    shared results, its solve's ``output``, its samples ``x`` (float64, CPU; a likelihood cell's
+    data points) and whether they are ``finite``."""
 
-    m = _model(cell)
-    if name == "exact_kl":  # its float64 samples are the cell's float64 solve too (``_sample_cell``)
-        r = exact.exact_kl(m, cls.name, steps=cell.steps, **_grid(cell), x_T=_x_T(cell, torch.float64).cpu(),
-                           seed=cell.seed, **opts)
-        return {"exact_kl": r["value"], "exact_kl_se": r["stderr"], "x64": r["x"].detach()}
-    if name == "xent_gap":
-        h = _cached(("entropy", cell.model_id), lambda: exact.entropy(m))
-        r = exact.cross_entropy_gap(m, x, entropy_estimate=h)
-        return {"xent_gap": r["value"], "xent_gap_se": r["stderr"]}
-    r = exact.mode_weight_error(m, x, floor=False)
-    floor = _cached(("mode_tv_floor", cell.model_id, cell.n),
-                    lambda: exact.mode_weight_error(m, _exact(cell, 1), floor=True)["floor"])
-    return {"mode_tv": r["value"], "mode_tv_se": r["stderr"], "mode_tv_floor": floor}
+    def __init__(self, cell: Cell, output, x: torch.Tensor):
+        super().__init__(cell)
+        self.output, self.x = output, x
+        self.finite = bool(torch.isfinite(x).all())
+        self.solve_s = 0.0  # the float64 solves made for the metrics: solving time, not metrics time
+        self._memo: dict = {}
+        self._float64 = None
+
+    def memo(self, key, make):
+        """Shared by the metrics of this cell only."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def provide_float64(self, x: torch.Tensor):
+        """A float64 solve from the cell's x_T that a metric made anyway (exact KL's), for the others."""
+        self._float64 = x
+
+    def solve_float64(self, brownian=None) -> torch.Tensor:
+        """A float64 solve from the cell's x_T (on ``brownian``, a Brownian path), timed as solving."""
+        t0 = time.perf_counter()
+        kw = dict(steps=self.cell.steps, seed=self.seed, **self.grid(), **self.options)
+        if brownian is not None:
+            kw["brownian"] = brownian
+        x = solvers.sample(self.model, self.solver.name, x_T=self.x_T(torch.float64).cpu(), **kw).x
+        self.solve_s += time.perf_counter() - t0
+        return x
+
+    def float64_solution(self) -> torch.Tensor:
+        """The cell's deterministic float64 solution: one a metric provided, the timed call's own
+        output when it is float64 on the CPU, else a float64 solve (made once)."""
+        if self._float64 is None:
+            timed = self.output.x
+            cpu64 = timed.dtype == torch.float64 and timed.device.type == "cpu"
+            self._float64 = timed if cpu64 else self.solve_float64()
+        return self._float64
 
 
-def _sample_cell(cell, jobs=1):
+def _measure(ctx: Measuring, chosen) -> tuple[dict, dict]:
+    """({name: MetricResult}, {other column: value}) of the metrics ``chosen`` on ``ctx``; a metric
+    the driver found at its floor at a coarser step count (``Cell.at_floor``) is recorded as at
+    floor (with its floor, cached: the report still draws it) instead of measured."""
+    results, extra = {}, {}
+    for metric in chosen:
+        if metric.name in ctx.cell.at_floor:
+            floor = ctx.noise_floor(metric).get(metric.name) if metric.noise_floor else None
+            results[metric.name] = metrics.MetricResult(floor=floor, at_floor=True)
+            continue
+        out = metric.measure(metric, ctx)
+        if not isinstance(out, dict):
+            out = {metric.name: out}
+        for name, value in out.items():
+            if name != metric.name and name not in metric.outputs:
+                raise solvers.InputError(f"metric {metric.name!r} returned {name!r}, which is neither its name nor "
+                                         f"one of its outputs {list(metric.outputs)}")
+            if isinstance(value, metrics.MetricResult):
+                results[name] = value
+            elif name == metric.name:
+                results[name] = metrics.MetricResult(float(value))
+            else:
+                extra[name] = value
+    return results, extra
+
+
+def _timed_solve(cell, jobs):
+    """(output, Timing, seconds) of the cell's sampling call, timed (see the module docstring)."""
     m, cls, opts = _model(cell), solvers.get(cell.solver), dict(cell.options)
-    x_T = _x_T(cell)
-    grid = _grid(cell)
+    x_T, grid = _x_T(cell), _grid(cell)
 
     def run():
         return solvers.sample(m, cls.name, steps=cell.steps, **grid, x_T=x_T, seed=cell.seed, **opts)
 
     shape = (cls.name, repr(sorted(opts.items())), cell.model_id, cell.exact_prior, cell.n, cell.dtype, cell.device)
     t0 = time.perf_counter()
-    out, timing = time_adaptive(run, repeats=cell.repeats, warmup=cell.warmup, device=cell.device, shape_key=shape)
+    out, stats = time_adaptive(run, repeats=cell.repeats, warmup=cell.warmup, device=cell.device, shape_key=shape)
     t_solve = time.perf_counter() - t0
     one = _one_eval_s(cell, x_T)
-    timing.update(one_eval_s=one, overhead=timing["median_s"] / (out.nfe * one) if out.nfe else math.nan,
-                  threads=torch.get_num_threads(), jobs=jobs)
-    # an adaptive solver's steps are its own (stats: accepted, rejected), not a grid's: none stored
-    result = {"nfe": out.nfe, "steps": None if cls.adaptive else out.steps, "stats": out.stats, "timing": timing,
-              "metrics": {}}
-    x = out.x.double().cpu()
-    res = result["metrics"]
-    finite = bool(torch.isfinite(x).all())
-    exact_model = models.is_exact(cell.model)
+    timing = Timing.from_dict(stats).replace(
+        one_eval_s=one, overhead=stats["median_s"] / (out.nfe * one) if out.nfe else math.nan,
+        threads=torch.get_num_threads(), jobs=jobs)
+    return out, timing, t_solve
+
+
+def _tuning_figures(cell) -> dict:
+    """A tuned grid's own figures (``bench.harness.tuned``), stored with the cell for the report."""
+    keys = ("objective_train", "objective_test", "builtin_train", "builtin_test", "cost_nfe", "wall_s")
+    return {"tune_" + k: float(cell.tuning[k]) for k in keys if cell.tuning.get(k) is not None}
+
+
+def _sample_cell(cell, jobs=1) -> CellResult:
+    out, timing, t_solve = _timed_solve(cell, jobs)
+    ctx = Measuring(cell, out, out.x.double().cpu())
     t_metrics, ref0 = time.perf_counter(), _SPENT["reference"]
-    t_disc, dist = 0.0, []
-    stochastic = cls.is_stochastic(**opts) or cls.kind == "corrector"
-    x64 = out.x  # the float64 solve the discretization error reuses: exact KL's when it makes one
-    if ("exact_kl" in cell.metrics and "exact_kl" not in cell.at_floor and exact_model and finite
-            and not (stochastic or cls.adaptive)):
-        kl = _exact_metric(cell, cls, opts, "exact_kl", x)
-        x64 = kl.pop("x64")
-        res.update(kl)
-    for name in cell.metrics:
-        metric = metrics.get_metric(name)
-        if not metric.applies_to(exact_model, getattr(m, "data", None)):
-            continue
-        if metric.deterministic_only and (stochastic or cls.adaptive):
-            continue  # no change-of-variables density for a random map (or a batch-coupled one)
-        if name in cell.at_floor:  # at its floor at a coarser step count (bench.harness.at_floor)
-            res[name + "_at_floor"] = 1.0
-            if metric.floor and metric.fn is not None:  # (w2 over W2_MAX_N is never measured, so never at floor)
-                res[name + "_floor"] = _floor(cell, name)  # cached: the report still draws it
-            continue
-        if name == "discretization":
-            if not cls.is_stochastic(**opts):  # references are cached and are not solving time
-                _ode_ref(cell)
-            elif cls.kind != "corrector":
-                _sde_ref(cell, cls)
-            t0 = time.perf_counter()
-            errors = _per_sample_discretization(cell, cls, opts, timed=x64)
-            t_disc = time.perf_counter() - t0  # the float64 solve of the cell is solving
-            res["discretization"] = math.nan if errors is None else _median(errors)
-            if errors is not None:
-                res["discretization_se"] = metrics.standard_error(metric, _median, errors, seed=cell.seed)
-        elif name == "exact_kl":
-            continue  # measured above, before the loop
-        elif name in ("xent_gap", "mode_tv"):
-            if finite:
-                res.update(_exact_metric(cell, cls, opts, name, x))
-        elif name == "w2" and cell.n > metrics.W2_MAX_N:
-            continue
-        elif name == "fd_digits":
-            if finite:
-                res.update(_fd_digits(cell, x))
-        else:
-            dist.append(name)
-            if metric.floor:
-                res[name + "_floor"] = _floor(cell, name)
-    if dist:  # together: some share their pairwise distances
-        target = _exact(cell, 0)
-        values = metrics.distribution_metrics(x, target, dist) if finite else {}
-        for name in dist:
-            res[name] = values.get(name, math.nan)
-            metric = metrics.get_metric(name)
-            if finite and len(target) == len(x):
-                se = metrics.standard_error(metric, metric.fn, x, target, seed=cell.seed)
-                if math.isfinite(se):
-                    res[name + "_se"] = se
-    for k in ("objective_train", "objective_test", "builtin_train", "builtin_test", "cost_nfe", "wall_s"):
-        if cell.tuning.get(k) is not None:  # a tuned grid's own figures (bench.harness.tuned), for the report
-            res["tune_" + k] = float(cell.tuning[k])
+    measured, extra = _measure(ctx, metrics_to_measure(cell))
     ref_s = _SPENT["reference"] - ref0
-    result["solve_s"] = t_solve + t_disc
-    timing["metrics_s"] = time.perf_counter() - t_metrics - t_disc - ref_s
-    return result
+    timing = timing.replace(metrics_s=time.perf_counter() - t_metrics - ctx.solve_s - ref_s)
+    # an adaptive solver's steps are its own (stats: accepted, rejected), not a grid's: none stored
+    return CellResult(nfe=out.nfe, steps=None if ctx.solver.adaptive else out.steps, stats=out.stats, timing=timing,
+                      metrics=measured, extra={**extra, **_tuning_figures(cell)}, solve_s=t_solve + ctx.solve_s)
 
 
-def _likelihood_cell(cell):
+def _likelihood_cell(cell) -> CellResult:
     m = _model(cell)
     exact_model = models.is_exact(cell.model)
     x = _exact(cell, 0)[: cell.n]
@@ -364,22 +393,12 @@ def _likelihood_cell(cell):
     t0 = time.perf_counter()
     out = solvers.log_likelihood(m, x, solver=cell.solver, seed=cell.seed, **opts)
     wall = time.perf_counter() - t0
-    d = x[0].numel()
-    if exact_model:
-        err = (out.logp.double() - m.exact_log_prob(x, out.t0)) / d
-        res = {"logp_error_per_dim": float(err.abs().mean()), "logp_bias_per_dim": float(err.mean()),
-               "logp_error_per_dim_se": float(err.abs().std() / len(x) ** 0.5)}
-    else:  # trained: no exact density; the NLL itself
-        res = {"nll_per_dim": float(-out.logp.double().mean()) / d, "bpd": float(out.bpd.double().mean()),
-               "bpd_se": float(out.bpd.double().std() / len(x) ** 0.5)}
-    stderr = getattr(out, "stderr", None)
-    if stderr is not None and bool(torch.isfinite(torch.as_tensor(stderr)).all()):
-        res["logp_stderr"] = float(torch.as_tensor(stderr).double().mean())
-    return {"nfe": out.nfe, "steps": None, "stats": {}, "metrics": res,
-            "timing": {"median_s": wall, "min_s": wall, "max_s": wall, "repeats": 1}, "solve_s": wall}
+    measured, extra = _measure(Measuring(cell, out, x), metrics_to_measure(cell))
+    return CellResult(nfe=out.nfe, steps=None, stats={}, metrics=measured, extra=extra,
+                      timing=Timing(median_s=wall, min_s=wall, max_s=wall, repeats=1), solve_s=wall)
 
 
-def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> dict:
+def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> CellResult:
     """Run one cell; never raises: a failure is a result with ``error`` set.
 
     ``cache_dir``: where shared results (references, exact sets, floors) are kept on disk and
@@ -398,14 +417,19 @@ def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> dict:
         _DISK["cache"] = DiskCache(cache_dir) if cache_dir else None
         import_plugins(cell.imports)  # a worker process registers the suite's plugin solvers too
         result = _likelihood_cell(cell) if cell.task == "likelihood" else _sample_cell(cell, jobs)
-        result["error"] = None
     except Exception as e:
-        result = {"nfe": None, "steps": cell.steps, "stats": {}, "metrics": {}, "timing": {},
-                  "solve_s": 0.0, "error": f"{type(e).__name__}: {e}",
-                  "traceback": traceback.format_exc(limit=4)}
-    result["cell_s"] = time.perf_counter() - t0
-    result.setdefault("timing", {})["reference_s"] = _SPENT["reference"] - ref0
-    return result
+        result = CellResult.failure(f"{type(e).__name__}: {e}", traceback.format_exc(limit=4), steps=cell.steps)
+    return result.replace(cell_s=time.perf_counter() - t0,
+                          timing=result.timing.replace(reference_s=_SPENT["reference"] - ref0))
+
+
+#: how ``make_shared`` makes each kind of shared result (a ``shared_keys`` key's first entry)
+_MAKERS = {
+    "ode_ref": lambda shared, key: shared.ode_reference(),
+    "sde_ref": lambda shared, key: shared.sde_reference(),
+    "exact": lambda shared, key: _exact(shared.cell, key[-1]),
+    "floor": lambda shared, key: shared.noise_floor(metrics.get_metric(key[-1])),
+}
 
 
 def make_shared(item, cache_dir=None) -> float:
@@ -421,13 +445,5 @@ def make_shared(item, cache_dir=None) -> float:
     _DISK["cache"] = DiskCache(cache_dir) if cache_dir else None
     import_plugins(cell.imports)
     t0 = time.perf_counter()
-    kind = key[0]
-    if kind == "ode_ref":
-        _ode_ref(cell)
-    elif kind == "sde_ref":
-        _sde_ref(cell, solvers.get(cell.solver))
-    elif kind == "exact":
-        _exact(cell, key[-1])
-    elif kind == "floor":
-        _floor(cell, key[-1])
+    _MAKERS[key[0]](SharedResults(cell), key)
     return time.perf_counter() - t0

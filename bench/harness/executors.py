@@ -5,9 +5,15 @@
     executor.close()   # the process pool (or a Ray instance started here) lives until then
 
 An executor runs ``fn(cell)`` for each cell and yields (cell, result) as cells finish, in any
-order. It imports neither the sweep (suites) nor the results store: the driver alone writes
-results. ``fn`` must be picklable for the process and Ray executors (a module-level function,
-or a ``functools.partial`` of one). Registered in ``EXECUTORS`` by name.
+order; the result (a ``bench.harness.cell.CellResult``) comes back as ``fn`` made it. It imports
+neither the sweep (suites) nor the results store: the driver alone writes results. ``fn`` must
+be picklable for the process and Ray executors (a module-level function, or a
+``functools.partial`` of one). Registered in ``EXECUTORS`` by name.
+
+Your own: a class with ``name``, ``jobs`` (cells at once; > 1 makes the driver build shared
+results up front), ``__init__(address=None, jobs=1)``, ``map(fn, cells)`` and ``close()``,
+registered with ``register(cls)`` in a module a suite's ``imports`` names; then
+``sdebench run SUITE --executor NAME`` picks it.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import os
 
 from solvers import InputError
 
-__all__ = ["LocalExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "get_executor"]
+__all__ = ["LocalExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "get_executor", "register"]
 
 
 class LocalExecutor:
@@ -154,7 +160,25 @@ def _call(fn, cell):
     return fn(cell)
 
 
-EXECUTORS = {e.name: e for e in (LocalExecutor, RayExecutor, ProcessExecutor)}
+EXECUTORS: dict[str, type] = {}
+
+
+def register(cls: type, *, replace: bool = False) -> type:
+    """Add an executor class to ``EXECUTORS`` under its ``name`` (usable as a decorator)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise InputError(f"an executor class needs a name (class attribute), got {cls!r}")
+    missing = [a for a in ("map", "close") if not callable(getattr(cls, a, None))]
+    if missing:
+        raise InputError(f"executor {name!r} lacks {', '.join(missing)} (see bench.harness.executors)")
+    if name in EXECUTORS and EXECUTORS[name] is not cls and not replace:
+        raise InputError(f"an executor named {name!r} is already registered; pass replace=True")
+    EXECUTORS[name] = cls
+    return cls
+
+
+for _cls in (LocalExecutor, RayExecutor, ProcessExecutor):
+    register(_cls)
 
 
 def get_executor(name: str, **kw):

@@ -17,7 +17,7 @@ import sys
 import time
 
 import solvers
-from bench.harness.at_floor import Series
+from bench.harness.at_floor import StepSeries
 from bench.harness.cache import DiskCache, cache_dir_for
 from bench.harness.cell import Cell
 from bench.harness.estimate import estimate, fmt_seconds
@@ -61,14 +61,19 @@ def definition_diff(old_cells, new_cells) -> list[str]:
     return out
 
 
-def _check_resume(store, run_id, run, cells):
-    """Refuse to resume a run with cells of another definition, or one still running elsewhere."""
+def _refuse_running(store, run_id, run):
+    """Refuse to resume a run whose process (on this host) is still running it."""
     owner = store.owner(run_id)
     if run["status"] == "running" and owner:
         host, pid = owner
         if host == socket.gethostname() and pid != os.getpid() and process_alive(pid):
             raise solvers.InputError(f"run {run_id} is still running (pid {pid} on {host}); wait for it to end "
                                      "or stop it before resuming")
+
+
+def _check_resume(store, run_id, run, cells):
+    """Refuse to resume a run with cells of another definition, or one still running elsewhere."""
+    _refuse_running(store, run_id, run)
     stored = [json.loads(r[0]) for r in store.db.execute(
         "SELECT cell FROM cells WHERE run_id=? AND cell IS NOT NULL", (run_id,))]
     keys = {c.key for c in cells}
@@ -138,6 +143,7 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
     """Run (or resume) ``suite`` into ``store``; returns the run id. Cells already in the store
     for that run are skipped; each finished cell is committed at once, by this process.
 
+    ``executor``: a name in ``bench.harness.executors.EXECUTORS`` (a plugin may register its own).
     ``jobs`` > 1 runs cells in that many worker processes (the ``process`` executor); their
     timings then record ``jobs`` (concurrent cells make them noisier). ``cache``: keep shared
     results in ``<store>.cache/`` and reuse them across resumed, parallel and later runs."""
@@ -151,61 +157,39 @@ def run_suite(suite, store, *, executor: str = "local", address: str | None = No
         runner.close()
 
 
+def _open_run(suite, store, executor: str, cells, resume) -> tuple[int, set]:
+    """(run id, keys of its cells already in the store): a new run, or the one to resume."""
+    if resume is None:
+        return store.start_run(suite, executor, cells), set()
+    run = store.run(resume)
+    if run["suite"] != suite.name:
+        raise solvers.InputError(f"run {resume} is of suite {run['suite']!r}, not {suite.name!r}")
+    _check_resume(store, resume, run, cells)
+    return resume, store.done_keys(resume)
+
+
+def _pending(cells, done) -> list:
+    """The cells whose key is not among ``done``, in the suite's order."""
+    return [c for c in cells if c.key not in done]
+
+
 def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> int:
-    executor = runner.name
     cells = suite.cells()
     cache_dir = str(cache_dir_for(store.path)) if cache else None
-    if resume is None:
-        run_id, done = store.start_run(suite, executor, cells), set()
-    else:
-        run = store.run(resume)
-        if run["suite"] != suite.name:
-            raise solvers.InputError(f"run {resume} is of suite {run['suite']!r}, not {suite.name!r}")
-        _check_resume(store, resume, run, cells)
-        run_id, done = resume, store.done_keys(resume)
-    pending = [c for c in cells if c.key not in done]
+    run_id, done = _open_run(suite, store, runner.name, cells, resume)
     # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
-    pending = resolve_grids(pending, store, tune=getattr(suite, "tune", None), stream=stream if progress else None,
-                            runner=runner)
-    est = estimate(pending, cache_dir, jobs=jobs) if progress else None
-    if progress:
-        par = f", {jobs} jobs" if jobs > 1 else ""
-        stream.write(f"run {run_id} of suite {suite.name!r} -> {store.path}: {len(cells)} cells, "
-                     f"{len(cells) - len(pending)} already done, {len(pending)} to run ({executor}{par})\n"
-                     f"{est.summary()}\n")
-    bar = Progress(len(cells), stream, progress, costs=est.cells if est else None,
-                   remaining=est.total_s if est else None, eta0=est.wall_s() if est else None)
-    bar.done = len(cells) - len(pending)
+    pending = resolve_grids(_pending(cells, done), store, tune=getattr(suite, "tune", None),
+                            stream=stream if progress else None, runner=runner)
+    bar = _progress(suite, store, run_id, cells, pending, runner, stream if progress else None, cache_dir, jobs)
     store.set_status(run_id, "running")
-    last = time.perf_counter()
-    fn = functools.partial(execute_cell, cache_dir=cache_dir, jobs=jobs)
     # metrics at their floor at a coarser step count are not recomputed: step counts in waves
-    series = Series(cells) if getattr(suite, "skip_at_floor", False) else None
-    results = store.cell_metrics(run_id) if series is not None and done else {}
+    series = StepSeries(cells) if getattr(suite, "skip_at_floor", False) else None
+    committer = _Committer(store, run_id, bar, _finished(store, run_id) if series is not None and done else {})
     try:
-        upfront = {}  # cell key -> seconds spent up front making the shared results it was the first to need
         if runner.jobs > 1 and cache_dir:
-            upfront = _make_shared(runner, pending, cache_dir, stream if progress else None)
+            committer.upfront = _make_shared(runner, pending, cache_dir, stream if progress else None)
             bar.t0 = time.perf_counter()  # the ETA's rate is the cells' own (the run's wall time keeps it)
-        for wave in series.waves(pending) if series is not None else [pending]:
-            if series is not None:
-                wave = [_with_floor(c, series.at_floor(c, results)) for c in wave]
-            for cell, result in runner.map(fn, wave):
-                now = time.perf_counter()
-                if cell.key in upfront:  # made up front for this cell (the first that needs it): as if it had
-                    result.setdefault("timing", {})["upfront_reference_s"] = upfront.pop(cell.key)
-                try:
-                    store.add_cell(run_id, cell, result, wall_s=now - last)
-                except sqlite3.Error as e:
-                    committed = _committed(store, run_id)
-                    raise StoreError(f"{store.path}: saving a cell of run {run_id} failed ({e}): the cell in "
-                                     f"progress ({cell.describe()}) is lost, the {committed} committed cells are "
-                                     f"kept; fix the cause (free disk space), then resume with --resume {run_id}"
-                                     ) from None
-                last = now
-                if series is not None and not result.get("error"):
-                    results[cell.key] = result.get("metrics", {})
-                bar.update(cell.describe(), result.get("error"), key=cell.key)
+        committer.run(runner, functools.partial(execute_cell, cache_dir=cache_dir, jobs=jobs), pending, series)
     except KeyboardInterrupt:
         _mark_interrupted(store, run_id)
         raise RunInterrupted(run_id, _committed(store, run_id), len(cells)) from None
@@ -214,6 +198,60 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
         raise
     store.set_status(run_id, "complete")
     return run_id
+
+
+def _progress(suite, store, run_id, cells, pending, runner, stream, cache_dir, jobs) -> Progress:
+    """The run's progress line, its ETA weighted by the estimated cost of each cell (announced on
+    ``stream``; None: no progress)."""
+    if stream is None:
+        bar = Progress(len(cells), enabled=False)
+    else:
+        est = estimate(pending, cache_dir, jobs=jobs)
+        par = f", {jobs} jobs" if jobs > 1 else ""
+        stream.write(f"run {run_id} of suite {suite.name!r} -> {store.path}: {len(cells)} cells, "
+                     f"{len(cells) - len(pending)} already done, {len(pending)} to run ({runner.name}{par})\n"
+                     f"{est.summary()}\n")
+        bar = Progress(len(cells), stream, costs=est.cells, remaining=est.total_s, eta0=est.wall_s())
+    bar.done = len(cells) - len(pending)
+    return bar
+
+
+def _finished(store, run_id) -> dict:
+    """The run's successful cells' results by key (what a resumed run's at-floor decisions read)."""
+    return {k: r for k, r in store.results(run_id).items() if not r.error}
+
+
+class _Committer:
+    """Runs the waves of pending cells through the executor and commits each result as it comes."""
+
+    def __init__(self, store, run_id, bar, finished):
+        self.store, self.run_id, self.bar, self.finished = store, run_id, bar, finished
+        self.upfront: dict = {}  # cell key -> seconds spent up front making the shared results it first needed
+        self.last = time.perf_counter()  # the first cell's wall time includes what was made up front
+
+    def run(self, runner, fn, pending, series):
+        for wave in series.waves(pending) if series is not None else [pending]:
+            if series is not None:
+                wave = [_with_floor(c, series.at_floor(c, self.finished)) for c in wave]
+            for cell, result in runner.map(fn, wave):
+                self.commit(cell, result)
+
+    def commit(self, cell, result):
+        now = time.perf_counter()
+        if cell.key in self.upfront:  # made up front for this cell (the first that needs it): as if it had
+            result = result.replace(timing=result.timing.replace(upfront_reference_s=self.upfront.pop(cell.key)))
+        try:
+            self.store.add_cell(self.run_id, cell, result, wall_s=now - self.last)
+        except sqlite3.Error as e:
+            committed = _committed(self.store, self.run_id)
+            raise StoreError(f"{self.store.path}: saving a cell of run {self.run_id} failed ({e}): the cell in "
+                             f"progress ({cell.describe()}) is lost, the {committed} committed cells are "
+                             f"kept; fix the cause (free disk space), then resume with --resume {self.run_id}"
+                             ) from None
+        self.last = now
+        if not result.error:
+            self.finished[cell.key] = result
+        self.bar.update(cell.describe(), result.error, key=cell.key)
 
 
 def _with_floor(cell, metrics_at_floor):
@@ -226,22 +264,10 @@ def _make_shared(runner, cells, cache_dir, stream=None):
     on cells that need the same missing reference and then wait on its lock. Errors are left
     to the cells (which report them). Returns {cell key: seconds} of what was made, by the first
     pending cell that needs it."""
-    cache, items, seen, spent = DiskCache(cache_dir), [], set(), {}
-    for cell in cells:
-        try:
-            keys = shared_keys(cell)
-        except Exception:
-            continue
-        for key in keys:
-            if key[0] == "fd_floor" or key in seen:
-                continue
-            seen.add(key)
-            if not cache.contains(disk_key(key)):
-                items.append((cell, key))
+    items = _missing_shared(cells, DiskCache(cache_dir))
+    spent: dict = {}
     if not items:
         return spent
-    order = {"ode_ref": 0, "sde_ref": 1, "exact": 2, "floor": 3}  # the longest first: better packing
-    items.sort(key=lambda item: order.get(item[1][0], 4))
     t0 = time.perf_counter()
     done = 0
     try:
@@ -258,6 +284,24 @@ def _make_shared(runner, cells, cache_dir, stream=None):
     return spent
 
 
+def _missing_shared(cells, cache) -> list[tuple]:
+    """(first cell that needs it, key) of each shared result not in ``cache``, the longest to make
+    first (better packing)."""
+    items, seen = [], set()
+    for cell in cells:
+        try:
+            keys = shared_keys(cell)
+        except Exception:
+            continue
+        for key in keys:
+            if key not in seen:
+                seen.add(key)
+                if not cache.contains(disk_key(key)):
+                    items.append((cell, key))
+    order = {"ode_ref": 0, "sde_ref": 1, "exact": 2, "floor": 3}
+    return sorted(items, key=lambda item: order.get(item[1][0], 4))
+
+
 def _shared_task(item, cache_dir=None):
     try:
         return make_shared(item, cache_dir=cache_dir)
@@ -268,10 +312,7 @@ def _shared_task(item, cache_dir=None):
 def pending_cells(suite, store=None, resume: int | None = None):
     """(cells of the suite, those not yet in run ``resume`` of ``store``)."""
     cells = suite.cells()
-    if resume is None:
-        return cells, cells
-    done = store.done_keys(resume)
-    return cells, [c for c in cells if c.key not in done]
+    return cells, (cells if resume is None else _pending(cells, store.done_keys(resume)))
 
 
 def _committed(store, run_id) -> int:

@@ -8,7 +8,10 @@
           grid)   tuned grids (``bench.harness.tuned``), one per tuning key, shared by all runs
 
 ``cells.cell`` is the cell's whole JSON (``bench.harness.cell.Cell.to_json``): what every reader
-uses; the other columns are for SQL. ``runs.definition`` hashes the run's resolved cells.
+uses for the definition; ``nfe, steps, metrics, timing, stats, error, cell_s, solve_s`` hold its
+``CellResult`` (``to_dict``; ``Store.results`` gives it back typed, ``Store.cells`` as flat columns
+for tables and CSV exports); the other columns are for SQL. ``runs.definition`` hashes the run's
+resolved cells.
 
 The schema is versioned (``PRAGMA user_version`` = ``SCHEMA_VERSION``). An older store is migrated
 forward on open by the numbered steps in ``MIGRATIONS`` (one transaction each); a store newer
@@ -40,6 +43,7 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
+from bench.harness.cell import CellResult
 from solvers import InputError
 
 __all__ = ["Store", "StoreError", "DEFAULT_STORE", "environment", "SCHEMA_VERSION", "EXPORT_FORMAT", "process_alive"]
@@ -402,37 +406,39 @@ class Store:
     def done_keys(self, run_id: int) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT key FROM cells WHERE run_id=?", (run_id,))}
 
-    def cell_metrics(self, run_id: int) -> dict[str, dict]:
-        """The metrics of the run's successful cells by cell key (what a resumed run's at-floor
-        decisions read)."""
-        return {k: json.loads(m or "{}") for k, m in self.db.execute(
-            "SELECT key, metrics FROM cells WHERE run_id=? AND error IS NULL", (run_id,))}
+    def results(self, run_id: int) -> dict[str, CellResult]:
+        """Every cell's ``CellResult`` by cell key, as execution made it."""
+        rows = self.db.execute(f"SELECT key, {', '.join(_RESULT_COLUMNS)} FROM cells WHERE run_id=? ORDER BY rowid",
+                               (run_id,)).fetchall()
+        return {row[0]: _result(dict(zip(_RESULT_COLUMNS, row[1:]))) for row in rows}
 
-    def add_cell(self, run_id: int, cell, result: dict, wall_s: float = 0.0) -> bool:
+    def add_cell(self, run_id: int, cell, result: CellResult, wall_s: float = 0.0) -> bool:
         """Commit one finished cell (and the run's time spent on it) in one transaction;
-        False if it was already there."""
+        False if it was already there. ``result``: a ``CellResult`` (or its ``to_dict`` form)."""
+        if not isinstance(result, CellResult):
+            result = CellResult.from_dict(result)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             added = self._insert(run_id, cell, result)
             if added:
                 self.db.execute("UPDATE runs SET wall_s=COALESCE(wall_s, 0) + ?, solve_s=COALESCE(solve_s, 0) + ?"
-                                " WHERE id=?", (wall_s, result.get("solve_s") or 0.0, run_id))
+                                " WHERE id=?", (wall_s, result.solve_s or 0.0, run_id))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return added
 
-    def _insert(self, run_id, cell, result) -> bool:
+    def _insert(self, run_id, cell, result: CellResult) -> bool:
+        row = result.to_dict()
         cur = self.db.execute(
             "INSERT OR IGNORE INTO cells (run_id, key, task, model, solver, options, grid, budget, steps, seed,"
             " n, nfe, metrics, timing, stats, error, cell_s, solve_s, created, cell)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (run_id, cell.key, cell.task, cell.model, cell.solver, json.dumps(cell.options, sort_keys=True),
-             cell.grid, cell.budget, result.get("steps"), cell.seed, cell.n, result.get("nfe"),
-             json.dumps(result.get("metrics", {})), json.dumps(result.get("timing", {})),
-             json.dumps(result.get("stats", {}), default=str), result.get("error"), result.get("cell_s"),
-             result.get("solve_s"), _now(), cell.to_json()))
+             cell.grid, cell.budget, row["steps"], cell.seed, cell.n, row["nfe"], json.dumps(row["metrics"]),
+             json.dumps(row["timing"]), json.dumps(row["stats"], default=str), row["error"], row["cell_s"],
+             row["solve_s"], _now(), cell.to_json()))
         return cur.rowcount == 1
 
     # --- tuned grids -------------------------------------------------------------------
@@ -463,16 +469,19 @@ class Store:
         return pd.read_sql_query("SELECT key, model, solver, options, steps, method, seed, n, cost_nfe, wall_s, created"
                                  " FROM grids ORDER BY created", self.db)
 
-    def cells(self, run_id: int) -> pd.DataFrame:
-        """One row per cell; metrics and timing expanded into columns; ``cell`` the cell's JSON."""
+    def cells(self, run_id: int, *, typed: bool = False) -> pd.DataFrame:
+        """One row per cell: the identity columns, then each ``CellResult``'s flat ``columns()``
+        (metrics, then timing); ``cell`` the cell's JSON; with ``typed``, ``result`` its ``CellResult``."""
         df = pd.read_sql_query("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", self.db, params=(run_id,))
         if df.empty:
             return df
-        parts = [df.drop(columns=["metrics", "timing", "stats"])]
-        for col in ("metrics", "timing"):
-            expanded = pd.json_normalize(df[col].map(json.loads).tolist())
-            parts.append(expanded.add_prefix("time_" if col == "timing" else ""))
-        return pd.concat(parts, axis=1)
+        results = [_result(row) for row in df[list(_RESULT_COLUMNS)].to_dict("records")]
+        flat = pd.DataFrame([r.columns() for r in results], index=df.index)
+        base = df.drop(columns=list(_JSON_COLUMNS))
+        df = pd.concat([base, flat.drop(columns=[c for c in flat.columns if c in base.columns])], axis=1)
+        if typed:
+            df["result"] = results
+        return df
 
     def to_csv(self, run_id: int, path) -> pathlib.Path:
         path = pathlib.Path(path)
@@ -481,6 +490,23 @@ class Store:
         df.insert(0, "format", EXPORT_FORMAT)
         df.to_csv(path, index=False)
         return path
+
+
+#: the columns of a cell's row that hold its result (``CellResult.to_dict``); the JSON ones are expanded
+_RESULT_COLUMNS = ("nfe", "steps", "metrics", "timing", "stats", "error", "cell_s", "solve_s")
+_JSON_COLUMNS = ("metrics", "timing", "stats")
+
+
+def _result(row: dict) -> CellResult:
+    """A stored row's ``CellResult``."""
+    d = {k: (json.loads(v if isinstance(v, str) and v else "{}") if k in _JSON_COLUMNS else v)
+         for k, v in row.items()}
+    for k in ("nfe", "steps"):  # pandas reads an INTEGER column with NULLs as floats
+        if isinstance(d.get(k), float):
+            d[k] = None if d[k] != d[k] else int(d[k])
+    if isinstance(d.get("error"), float):
+        d["error"] = None
+    return CellResult.from_dict(d)
 
 
 def default_store_path() -> pathlib.Path:

@@ -24,7 +24,7 @@
     name = "dopri5"
     rtol = [1e-2, 1e-3]         # adaptive solvers ignore steps/nfe
 
-    imports = ["my_package.my_solvers"]   # modules to import first: they register your solvers
+    imports = ["my_package.my_solvers"]   # modules to import first: they register your solvers, metrics, executors
 
     [[likelihood]]              # exact log-likelihood through the probability-flow ODE
     models = ["gmm2d-vp"]       # optional: only these of the suite's models

@@ -7,10 +7,12 @@ cell's definition), so the same suite gives the same keys on any machine.
 A matched cell regresses when
   - its NFE changed (any change: it is a change of algorithm, not of noise);
   - a quality metric got worse by more than ``rtol`` relative (default 5%):
-        head > base * (1 + rtol)  and  head - base > atol (default 1e-12),
+        head > base * (1 + rtol)  and  head - base > atol (default 1e-12)
+    (for a lower-is-better metric; the metric's record says its direction, ``Metric.better``),
     except where both values are at or below the metric's noise floor (unresolved: no
-    difference can be claimed); quality metrics are the discretization error, the
-    distribution metrics and the likelihood error;
+    difference can be claimed); quality metrics are the registry's gated ones
+    (``bench.harness.metrics.quality()``: the discretization error, exact KL, mode TV, the
+    distribution metrics, FD-digits, the likelihood error, and any a plugin registers);
   - it failed in HEAD but not in BASE;
   - (timing, when not disabled) its median wall time grew by more than ``time_factor``
     (default 2.0), for cells whose BASE time is at least ``min_time_s`` (default 20 ms;
@@ -28,6 +30,7 @@ regression only; 2 bad input (unknown run, unreadable file).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -35,13 +38,16 @@ import pathlib
 import pandas as pd
 
 from bench.harness import metrics
+from bench.harness.cell import Timing
 from bench.harness.store import EXPORT_FORMAT
 from solvers import InputError
 
-__all__ = ["load_cells", "compare", "is_csv", "model_change", "QUALITY", "EXIT_OK", "EXIT_QUALITY", "EXIT_TIME"]
+__all__ = ["load_run_or_export", "compare", "is_csv", "model_change", "EXIT_OK", "EXIT_QUALITY", "EXIT_TIME",
+           "TIME_COLUMN"]
 
-QUALITY = tuple(metrics.quality())  # from the metric registry
 EXIT_OK, EXIT_QUALITY, EXIT_TIME = 0, 1, 3
+#: the timing figure the gate reads
+TIME_COLUMN = Timing.column("median_s")
 
 
 def is_csv(ref) -> bool:
@@ -50,31 +56,10 @@ def is_csv(ref) -> bool:
     return path.suffix == ".csv" or path.exists()
 
 
-def load_cells(ref, store=None) -> pd.DataFrame:
-    """Cells of a run id (from ``store``) or of a CSV export."""
-    path = pathlib.Path(str(ref))
-    if is_csv(ref):
-        if not path.exists():
-            raise InputError(f"{path}: no such baseline file")
-        if not path.is_file():
-            raise InputError(f"{path}: not a file (give a CSV written by `sdebench export`)")
-        try:
-            df = pd.read_csv(path)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as e:
-            raise InputError(f"{path}: not a cells CSV: {e}") from None
-    else:
-        if store is None:
-            raise InputError("a run id needs a store")
-        if ref == "latest":
-            ref = store.latest_run()
-            if ref is None:
-                raise InputError(f"no runs in {store.path}")
-        try:
-            run_id = int(ref)
-        except ValueError:
-            raise InputError(f"{ref!r} is neither a run id, 'latest', nor a CSV file") from None
-        store.run(run_id)
-        df = store.cells(run_id)
+def load_run_or_export(ref, store=None) -> pd.DataFrame:
+    """One side of a comparison: the flat cells of a run id (from ``store``; "latest" for the
+    newest) or of a CSV export, indexed by cell key."""
+    df = _read_export(pathlib.Path(str(ref))) if is_csv(ref) else _read_run(ref, store)
     try:
         fmt = int(pd.to_numeric(df["format"]).max()) if "format" in df.columns and len(df) else 0
     except (TypeError, ValueError):
@@ -87,6 +72,32 @@ def load_cells(ref, store=None) -> pd.DataFrame:
     if "key" not in df.columns:
         raise InputError(f"{ref}: no 'key' column; export runs with `sdebench export`")
     return df.set_index("key")
+
+
+def _read_export(path: pathlib.Path) -> pd.DataFrame:
+    if not path.exists():
+        raise InputError(f"{path}: no such baseline file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file (give a CSV written by `sdebench export`)")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as e:
+        raise InputError(f"{path}: not a cells CSV: {e}") from None
+
+
+def _read_run(ref, store) -> pd.DataFrame:
+    if store is None:
+        raise InputError("a run id needs a store")
+    if ref == "latest":
+        ref = store.latest_run()
+        if ref is None:
+            raise InputError(f"no runs in {store.path}")
+    try:
+        run_id = int(ref)
+    except ValueError:
+        raise InputError(f"{ref!r} is neither a run id, 'latest', nor a CSV file") from None
+    store.run(run_id)
+    return store.cells(run_id)
 
 
 def _num(row, col):
@@ -106,69 +117,87 @@ def _label(row):
     return f"{row.get('model')} {row.get('solver')}{opts}{size} seed={row.get('seed')}"
 
 
-def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol: float = 1e-12,
-            time_factor: float | None = 2.0, min_time_s: float = 0.02):
-    """Return (table of changes, exit code)."""
+#: how bad a value is, by the metric's direction (``Metric.better``): larger is worse
+_BADNESS = {"lower": lambda v: v, "higher": lambda v: -v, "zero": abs}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Gate:
+    """The rule for one matched cell (see the module docstring)."""
+
+    rtol: float
+    atol: float
+    time_factor: float | None
+    min_time_s: float
+
+    def rows(self, b, h) -> list[tuple]:
+        """(what, base, head, verdict) of a matched cell's changes."""
+        out = []
+        bn, hn = _num(b, "nfe"), _num(h, "nfe")
+        if not (math.isnan(bn) and math.isnan(hn)) and bn != hn:
+            out.append(("nfe", bn, hn, "REGRESSION"))
+        for metric in metrics.METRICS.values():
+            if metric.gated:
+                out += self._quality(metric, b, h)
+        if self.time_factor is not None:
+            bt, ht = _num(b, TIME_COLUMN), _num(h, TIME_COLUMN)
+            if bt >= self.min_time_s and (ht > bt * self.time_factor or math.isnan(ht)):
+                out.append((TIME_COLUMN, bt, ht, "SLOWER"))
+        return out
+
+    def _quality(self, metric, b, h) -> list[tuple]:
+        col = metric.column()
+        bv, hv = _num(b, col), _num(h, col)
+        if math.isnan(bv) and math.isnan(hv):
+            return []
+        floor = max(_num(b, metric.column("floor")), _num(h, metric.column("floor")))
+        if not math.isnan(floor) and bv <= floor and hv <= floor:
+            return []  # both at or below the noise floor: unresolved, no difference can be claimed
+        bad = _BADNESS[metric.better]
+        change, scale = bad(hv) - bad(bv), self.rtol * abs(bv)  # abs: MMD^2 can be < 0
+        if math.isnan(hv) or (change > scale and change > self.atol):
+            return [(col, bv, hv, "REGRESSION")]
+        if -change > scale and -change > self.atol:
+            return [(col, bv, hv, "improved")]
+        return []
+
+
+def _check_tolerances(rtol, atol, time_factor, min_time_s):
     for name, v, low, strict in (("rtol", rtol, 0, False), ("atol", atol, 0, False),
-                                 ("min_time_s", min_time_s, 0, False),
-                                 ("time_factor", time_factor, 1, True)):
+                                 ("min_time_s", min_time_s, 0, False), ("time_factor", time_factor, 1, True)):
         if name == "time_factor" and v is None:
             continue
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > low if strict
                                                                                               else v >= low)
         if not ok:
             raise InputError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {v!r}")
-    rows, code = [], EXIT_OK
-    renamed = _definition_changes(base, head)
 
-    def flag(cell, what, b, h, verdict):
-        rows.append({"cell": cell, "what": what, "base": b, "head": h, "verdict": verdict})
 
+def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol: float = 1e-12,
+            time_factor: float | None = 2.0, min_time_s: float = 0.02):
+    """Return (table of changes, exit code)."""
+    _check_tolerances(rtol, atol, time_factor, min_time_s)
+    gate, renamed, rows = _Gate(rtol, atol, time_factor, min_time_s), _definition_changes(base, head), []
     for key, b in base.iterrows():
         cell = _label(b)
         if key not in head.index:
-            if key in renamed:
-                flag(cell, "definition", renamed[key][0], renamed[key][1], "REGRESSION")
-            else:
-                flag(cell, "cell", "present", "missing", "REGRESSION")
-            code = EXIT_QUALITY
+            rows.append((cell, "definition", *renamed[key][:2], "REGRESSION") if key in renamed
+                        else (cell, "cell", "present", "missing", "REGRESSION"))
             continue
         h = head.loc[key]
-        b_err, h_err = b.get("error"), h.get("error")
-        if isinstance(h_err, str) and not isinstance(b_err, str):
-            flag(cell, "error", "", h_err, "REGRESSION")
-            code = EXIT_QUALITY
+        if isinstance(h.get("error"), str) and not isinstance(b.get("error"), str):
+            rows.append((cell, "error", "", h.get("error"), "REGRESSION"))
             continue
         changed = model_change(b, h)
         if changed:
-            flag(cell, "model", *changed, "model changed")
+            rows.append((cell, "model", *changed, "model changed"))
             continue
-        bn, hn = _num(b, "nfe"), _num(h, "nfe")
-        if not (math.isnan(bn) and math.isnan(hn)) and bn != hn:
-            flag(cell, "nfe", bn, hn, "REGRESSION")
-            code = EXIT_QUALITY
-        for m in QUALITY:
-            bv, hv = _num(b, m), _num(h, m)
-            if math.isnan(bv) and math.isnan(hv):
-                continue
-            floor = max(_num(b, m + "_floor"), _num(h, m + "_floor"))
-            below = not math.isnan(floor) and bv <= floor and hv <= floor
-            worse = math.isnan(hv) or (hv - bv > rtol * abs(bv) and hv - bv > atol)  # abs: MMD^2 can be < 0
-            better = bv - hv > rtol * abs(bv) and bv - hv > atol
-            if worse and not below:
-                flag(cell, m, bv, hv, "REGRESSION")
-                code = EXIT_QUALITY
-            elif better and not below:
-                flag(cell, m, bv, hv, "improved")
-        if time_factor is not None:
-            bt, ht = _num(b, "time_median_s"), _num(h, "time_median_s")
-            if bt >= min_time_s and (ht > bt * time_factor or math.isnan(ht)):
-                flag(cell, "time_median_s", bt, ht, "SLOWER")
-                code = code or EXIT_TIME
+        rows += [(cell, *r) for r in gate.rows(b, h)]
     matched = {v[2] for v in renamed.values()}
-    for key in head.index.difference(base.index):
-        if key not in matched:
-            flag(_label(head.loc[key]), "cell", "missing", "present", "new")
+    rows += [(_label(head.loc[k]), "cell", "missing", "present", "new") for k in head.index.difference(base.index)
+             if k not in matched]
+    verdicts = {r[-1] for r in rows}
+    code = EXIT_QUALITY if "REGRESSION" in verdicts else EXIT_TIME if "SLOWER" in verdicts else EXIT_OK
     return pd.DataFrame(rows, columns=["cell", "what", "base", "head", "verdict"]), code
 
 
@@ -209,6 +238,10 @@ def _canon(v) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
+def _identity(d) -> tuple:
+    return tuple(_canon(d.get(f)) for f in _IDENTITY)
+
+
 def _definition_changes(base, head) -> dict:
     """base key -> (what base had, what head has, head key) for BASE cells missing from HEAD that HEAD
     has under another definition (same model, solver, grid and size; other n, seed, options...)."""
@@ -219,17 +252,23 @@ def _definition_changes(base, head) -> dict:
     heads = {}
     for k in new:
         d = _definition(head.loc[k])
-        heads.setdefault(tuple(_canon(d.get(f)) for f in _IDENTITY), []).append((k, d))
+        heads.setdefault(_identity(d), []).append((k, d))
     out, used = {}, set()
     for k in gone:
         d = _definition(base.loc[k])
-        for hk, hd in heads.get(tuple(_canon(d.get(f)) for f in _IDENTITY), []):
-            if hk in used:
-                continue
-            diff = [f for f in _VARIABLE if _canon(d.get(f)) != _canon(hd.get(f))]
-            if diff:
-                used.add(hk)
-                out[k] = (" ".join(f"{f}={_canon(d.get(f))}" for f in diff),
-                          " ".join(f"{f}={_canon(hd.get(f))}" for f in diff), hk)
-                break
+        match = _first_changed(d, [(hk, hd) for hk, hd in heads.get(_identity(d), []) if hk not in used])
+        if match is not None:
+            used.add(match[2])
+            out[k] = match
     return out
+
+
+def _first_changed(d, candidates):
+    """(base's values, head's values, head key) of the first candidate whose definition differs
+    from ``d`` in a variable field, or None."""
+    for hk, hd in candidates:
+        diff = [f for f in _VARIABLE if _canon(d.get(f)) != _canon(hd.get(f))]
+        if diff:
+            return (" ".join(f"{f}={_canon(d.get(f))}" for f in diff),
+                    " ".join(f"{f}={_canon(hd.get(f))}" for f in diff), hk)
+    return None

@@ -47,9 +47,8 @@ def script() -> str:
 
 
 def _is_multistep(cls) -> bool:
-    from solvers import dpm_solver, multistep
-
-    return cls is not None and issubclass(cls, (multistep._Multistep, dpm_solver._Multistep))
+    """The class's ``multistep`` metadata (``solvers.Solver``): it reuses earlier network outputs."""
+    return cls is not None and bool(cls.multistep)
 
 
 def family(cell) -> str:
