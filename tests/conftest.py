@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import torch
@@ -147,3 +148,14 @@ def install_plugin(tmp_path, monkeypatch, entry_points: str):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sdebench-plug\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(entry_points)
     monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def uninstall_plugin():
+    """Undo what ``install_plugin``'s entry points registered in this process."""
+    from bench.zoo import models as _models
+
+    _models.unregister("plug-mixture")
+    solvers.registry._REGISTRY.pop("plug_euler_ep", None)
+    solvers.registry._LOADED.discard("plug = plug_solvers")
+    for name in ("plug_models", "plug_solvers"):
+        sys.modules.pop(name, None)

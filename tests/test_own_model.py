@@ -8,7 +8,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import cheap_scheduler, install_plugin, save_tiny_ddpm, write_user_modules
+from conftest import cheap_scheduler, install_plugin, save_tiny_ddpm, uninstall_plugin, write_user_modules
 
 from bench.cli import main
 from bench.harness.cell import Cell
@@ -108,12 +108,7 @@ def test_an_installed_packages_model_runs_in_a_suite(tmp_path, monkeypatch):
         df = Store(tmp_path / "p.sqlite", create=False).cells(1)
         assert df["error"].isna().all() and df["solver"].tolist() == ["plug_euler_ep"]
     finally:
-        import solvers
-
-        models.unregister("plug-mixture")
-        solvers.registry._REGISTRY.pop("plug_euler_ep", None)
-        sys.modules.pop("plug_models", None)
-        sys.modules.pop("plug_solvers", None)
+        uninstall_plugin()
 
 
 BAD = [
@@ -167,3 +162,13 @@ def test_the_estimate_leaves_a_cached_model_as_it_was(tmp_path):
         assert df["error"].isna().all() and df["nfe"].iloc[0] > 0
     finally:
         models.unregister("cached-once")
+
+
+def test_a_model_without_data_refuses_metrics_that_need_a_target(tmp_path, tiny_ddpm, capsys):
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'models = ["diffusers:{tiny_ddpm}?ignore=clip_sample"]\nnfe = [4]\n'
+                     'metrics = ["discretization", "sliced_w2"]\n[[solvers]]\nname = "ddim"\n')
+    assert main(["run", str(suite), "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "metrics: sliced_w2 compare samples with exact samples or data" in err and "has neither" in err
+    assert not (tmp_path / "s.sqlite").exists()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import install_plugin, save_tiny_ddpm, write_user_modules
+from conftest import install_plugin, save_tiny_ddpm, uninstall_plugin, write_user_modules
 
 import solvers
 from bench.zoo import models, specs, trained
@@ -193,10 +193,7 @@ def test_entry_point_plugins_register_models_and_solvers(tmp_path, monkeypatch):
         out = solvers.sample(m, "plug_euler_ep", steps=4, n=8)
         torch.testing.assert_close(out.x, solvers.sample(m, "euler", steps=4, n=8).x)
     finally:
-        models.unregister("plug-mixture")
-        solvers.registry._REGISTRY.pop("plug_euler_ep", None)
-        sys.modules.pop("plug_models", None)
-        sys.modules.pop("plug_solvers", None)
+        uninstall_plugin()
 
 
 def test_a_broken_entry_point_is_named(tmp_path, monkeypatch):

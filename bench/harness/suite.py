@@ -238,6 +238,7 @@ class Suite:
         self._names("metrics", self.metrics, metrics.requestable(), "metric")
         if models.TIMING_ONLY in self.models and self.metrics:  # random weights (bench.zoo.cifar_unet)
             raise self.err("metrics", f"model {models.TIMING_ONLY!r} is timing-only: quality metrics are refused")
+        self._check_targets()
         for where, dtype in [("dtype", self.dtype), *((f"{e.where}.dtype", e.dtype)
                                                         for e in self.model_table.entries.values() if e.dtype)]:
             if dtype not in DTYPES:
@@ -271,6 +272,19 @@ class Suite:
         if len(set(keys)) < len(keys):
             dup = next(c for c in cells if keys.count(c.key) > 1)
             raise self.err("solvers", f"two entries define the same cell ({dup.describe()}); remove one")
+
+    def _check_targets(self):
+        """A metric that compares samples with a target set needs exact samples or data: refused
+        for a model with neither (a spec without data), naming both."""
+        for name in self.models:
+            model = self.model_table.load(name)
+            if models.is_exact(name) or hasattr(model, "data_sample"):
+                continue
+            bad = [m for m in self.metrics if {"target", "held_out"} & set(metrics.get_metric(m).needs)
+                   and metrics.get_metric(m).applies_to(False, getattr(model, "data", None))]
+            if bad:
+                raise self.err("metrics", f"{', '.join(bad)} compare samples with exact samples or data; model "
+                                          f"{name!r} has neither (the discretization error needs none)")
 
     def _reference_value(self, where, key, value):
         if key not in REFERENCE:
