@@ -125,21 +125,31 @@ def load_plug():
     return models.load("gmm2d-ve")
 '''
 PLUGIN_SOLVERS = '''
-import solvers
+from solvers.ode import Euler
 
 
-@solvers.register
-class PlugEuler2(solvers.Solver):
-    """Euler on the PF-ODE, from an installed package. Order 1, 1 NFE per step."""
-    name, order = "plug_euler_ep", 1
-
-    def step(self, i, x):
-        f, c = self.nodes.ode_coefs(i)
-        return x + self.h[i] * (x * f + self.eval(x, i) * c)
+class PlugEuler(Euler):
+    """Euler on the PF-ODE, from an installed package (its entry point names this class)."""
+    name = "plug_euler_ep"
 '''
 
 
-def install_plugin(tmp_path, monkeypatch, entry_points: str):
+#: the entry points of the 'installed' package: a model's loader, and a Solver class
+PLUGIN_SOLVER = "plug = plug_solvers:PlugEuler"
+PLUGIN_ENTRY_POINTS = f"[sdebench.models]\nplug-mixture = plug_models:load_plug\n\n[sdebench.solvers]\n{PLUGIN_SOLVER}\n"
+
+
+@pytest.fixture
+def user_modules(tmp_path, monkeypatch):
+    """user_denoiser.py and user_callable.py in tmp_path, on sys.path."""
+    write_user_modules(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for m in ("user_denoiser", "user_callable"):
+        sys.modules.pop(m, None)
+
+
+def install_plugin(tmp_path, monkeypatch, entry_points: str = PLUGIN_ENTRY_POINTS):
     """A package 'installed' by its metadata alone: a *.dist-info with entry_points.txt on sys.path."""
     (tmp_path / "plug_models.py").write_text(PLUGIN_MODELS)
     (tmp_path / "plug_solvers.py").write_text(PLUGIN_SOLVERS)
@@ -156,6 +166,6 @@ def uninstall_plugin():
 
     _models.unregister("plug-mixture")
     solvers.registry._REGISTRY.pop("plug_euler_ep", None)
-    solvers.registry._LOADED.discard("plug = plug_solvers")
+    solvers.registry._LOADED.discard(PLUGIN_SOLVER)
     for name in ("plug_models", "plug_solvers"):
         sys.modules.pop(name, None)

@@ -98,8 +98,7 @@ def test_sample_tune_and_recommend_on_a_diffusers_spec(tmp_path, tiny_ddpm, caps
 
 
 def test_an_installed_packages_model_runs_in_a_suite(tmp_path, monkeypatch):
-    install_plugin(tmp_path, monkeypatch, "[sdebench.models]\nplug-mixture = plug_models:load_plug\n\n"
-                                          "[sdebench.solvers]\nplug = plug_solvers\n")
+    install_plugin(tmp_path, monkeypatch)
     suite = tmp_path / "plug.toml"
     suite.write_text('models = ["plug-mixture"]\nn = 16\nnfe = [4]\nrepeats = 1\nwarmup = 0\n'
                      'metrics = ["discretization"]\n[[solvers]]\nname = "plug_euler_ep"\n')
@@ -172,3 +171,14 @@ def test_a_model_without_data_refuses_metrics_that_need_a_target(tmp_path, tiny_
     err = capsys.readouterr().err
     assert "metrics: sliced_w2 compare samples with exact samples or data" in err and "has neither" in err
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_resume_refuses_a_model_that_changed(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = build("callable", tmp_path)
+    suite, store = tmp_path / "own.toml", tmp_path / "own.sqlite"
+    suite.write_text(SUITE.format(kind="callable", spec=spec, settings=SETTINGS["callable"]))
+    assert main(["run", str(suite), "--store", str(store), "--no-report", "--quiet"]) == 0
+    build("callable", tmp_path, version=1)
+    assert main(["run", str(suite), "--store", str(store), "--resume", "1", "--quiet"]) == 2
+    assert "--resume 1: model 'mine' changed since the run started" in capsys.readouterr().err

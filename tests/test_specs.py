@@ -6,20 +6,11 @@ import sys
 
 import pytest
 import torch
-from conftest import install_plugin, save_tiny_ddpm, uninstall_plugin, write_user_modules
+from conftest import install_plugin, save_tiny_ddpm, uninstall_plugin
 
 import solvers
 from bench.zoo import models, specs, trained
 from solvers import InputError
-
-
-@pytest.fixture
-def user_modules(tmp_path, monkeypatch):
-    write_user_modules(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    for m in ("user_denoiser", "user_callable"):
-        sys.modules.pop(m, None)
 
 
 def test_parse_forms_settings_and_paths(tmp_path):
@@ -183,8 +174,7 @@ def test_register_a_model_by_name_and_load_it_anywhere():
 
 
 def test_entry_point_plugins_register_models_and_solvers(tmp_path, monkeypatch):
-    install_plugin(tmp_path, monkeypatch, "[sdebench.models]\nplug-mixture = plug_models:load_plug\n\n"
-                                          "[sdebench.solvers]\nplug = plug_solvers\n")
+    install_plugin(tmp_path, monkeypatch)
     try:
         assert "plug-mixture" in models.available()
         m = models.load("plug-mixture")

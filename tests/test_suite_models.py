@@ -1,22 +1,11 @@
 """A suite's models: names, specs and [[models]] tables (bench.harness.suite_models)."""
-import sys
 
 import pytest
-from conftest import write_user_modules
 
 from bench.harness.suite import Suite, SuiteError, load_suite
 from bench.zoo import models
 
 EULER = '\nnfe = [4]\nmetrics = ["discretization"]\n[[solvers]]\nname = "euler"\n'
-
-
-@pytest.fixture
-def user_modules(tmp_path, monkeypatch):
-    write_user_modules(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    for m in ("user_denoiser", "user_callable"):
-        sys.modules.pop(m, None)
 
 
 def suite(tmp_path, text) -> Suite:

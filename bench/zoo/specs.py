@@ -87,13 +87,12 @@ class ModelSpec:
         return parse(d["spec"], d.get("settings") or None)
 
     # --- loading ---------------------------------------------------------------------
-    def load(self, name: str | None = None) -> ScoreModel:
-        """The model (``name``: what it is called in reports; default the spec)."""
+    def load(self) -> ScoreModel:
+        """The model (named by the spec; a registered name loads with ``bench.zoo.models.load``)."""
         if self.kind == "name":
             raise InputError(f"{self.text!r} is a registered name: load it with bench.zoo.models.load")
-        label = name or self.text
-        model = getattr(self, f"_load_{self.kind}")(label)
-        model.name = label
+        model = getattr(self, f"_load_{self.kind}")(self.text)
+        model.name = self.text
         return model
 
     def _load_diffusers(self, label):
