@@ -148,7 +148,9 @@ class ModelSpec:
         try:
             obj = importlib.import_module(module)
         except Exception as e:
-            raise InputError(f"{self.text}: cannot import module {module!r}: {type(e).__name__}: {e}") from None
+            hint = "; is its folder on PYTHONPATH?" if isinstance(e, ModuleNotFoundError) and \
+                e.name == module.split(".")[0] else ""
+            raise InputError(f"{self.text}: cannot import module {module!r}: {type(e).__name__}: {e}{hint}") from None
         for part in attr.split("."):
             if not hasattr(obj, part):
                 raise InputError(f"{self.text}: module {module!r} has no attribute {attr!r}")
