@@ -4,7 +4,7 @@ ScoreModel's.
 
 - ``from_diffusers(path)``: a diffusers ``UNet2DModel`` with its DDPM-type scheduler config
   (``prediction_type`` epsilon | sample | v_prediction; ``beta_schedule`` linear | scaled_linear |
-  squaredcos_cap_v2 | sigmoid, or ``trained_betas``), loaded from a local directory; nothing is
+  squaredcos_cap_v2 | sigmoid | laplace, or ``trained_betas``), loaded from a local directory; nothing is
   downloaded. What the benchmark cannot honour is refused (``check_diffusers``) unless
   ``ignore=`` names it.
 - ``from_discrete(net, betas | scheduler_config)``: any DDPM-style network ``net(x, k)`` on
@@ -45,7 +45,18 @@ __all__ = ["from_diffusers", "from_discrete", "from_denoiser", "from_callable", 
 
 #: diffusers ``prediction_type`` -> ScoreModel prediction
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace")
+
+
+def _laplace_alpha_bar(s: float) -> float:
+    """diffusers' "laplace" schedule: log-SNR Laplace-distributed in t (Hang & Gu 2024)."""
+    lmb = -0.5 * math.copysign(1, 0.5 - s) * math.log(1 - 2 * abs(0.5 - s) + 1e-6)
+    return math.sqrt(math.exp(lmb) / (1 + math.exp(lmb)))
+
+
+#: alpha-bar(t) of the schedules defined by one (Nichol & Dhariwal 2021's cosine; Laplace)
+_ALPHA_BAR = {"squaredcos_cap_v2": lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2,
+              "laplace": _laplace_alpha_bar}
 #: diffusers schedulers whose config is a DDPM-type training schedule (betas on discrete steps)
 DDPM_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
                    "DDPMParallelScheduler", "DDIMParallelScheduler", "DPMSolverSinglestepScheduler",
@@ -178,8 +189,8 @@ def betas_from_config(config: dict) -> torch.Tensor:
             betas = torch.linspace(b0, b1, n, dtype=torch.float32)
         elif schedule == "scaled_linear":
             betas = torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float32) ** 2
-        elif schedule == "squaredcos_cap_v2":  # Nichol & Dhariwal 2021, capped at 0.999
-            ab = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        elif schedule in _ALPHA_BAR:  # a continuous alpha-bar discretized, capped at 0.999 (diffusers' rule)
+            ab = _ALPHA_BAR[schedule]
             betas = torch.tensor([min(1 - ab((i + 1) / n) / ab(i / n), 0.999) for i in range(n)], dtype=torch.float32)
         elif schedule == "sigmoid":
             betas = torch.sigmoid(torch.linspace(-6, 6, n)) * (b1 - b0) + b0
