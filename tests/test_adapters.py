@@ -180,7 +180,7 @@ def tiny_unet_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-ddpm")
     unet.save_pretrained(root / "unet")
     diffusers.DDPMScheduler(num_train_timesteps=100, beta_schedule="linear", beta_start=1e-3, beta_end=0.2,
-                            prediction_type="v_prediction").save_pretrained(root / "scheduler")
+                            prediction_type="v_prediction", clip_sample=False).save_pretrained(root / "scheduler")
     return root, unet
 
 

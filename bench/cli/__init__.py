@@ -7,6 +7,7 @@
     sdebench compare BASE HEAD [--junit F] [--summary F]         regression gate (exit 1 quality/NFE, 3 time)
     sdebench history [--suite S] [--since DATE]                  metrics and time across runs, marked changes
     sdebench import-benchmark FILE                               a pytest-benchmark JSON file as a run
+    sdebench describe MODEL                                      what the benchmark understood of a model
     sdebench sample MODEL SOLVER [-o KEY=VALUE ...]              sample once: NFE, time, error
     sdebench likelihood MODEL                                    ODE log-likelihood vs the exact one
     sdebench demo                                                every solver on the 2-D mixture, printed
@@ -19,6 +20,9 @@ argument, suite, store, checkpoint or output path, a size that cannot fit in mem
 regression (compare), a non-finite result, or a run whose every cell failed (recorded with status
 "failed"); 3 a timing-only regression (compare); 130 interrupted (with the command that resumes,
 overrides included).
+
+MODEL is a registered name (``sdebench list models``) or a model spec (``bench.zoo.specs``):
+``diffusers:PATH``, ``denoiser:MODULE:FUNCTION``, ``callable:MODULE:FUNCTION``, ``checkpoint:PATH``.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from bench.harness.store import default_store_path
 from bench.harness.suite import SUITES_DIR
 from bench.zoo.trained import CHECKPOINTS
 
-__all__ = ["add_store", "add_threads", "exact_target", "target_size", "run_id", "positive_int", "count",
+__all__ = ["add_store", "add_threads", "add_model", "exact_target", "target_size", "run_id", "positive_int", "count",
            "sample_count", "seed_int", "number", "solver_option", "check_output", "check_sample_memory", "model_dim",
            "same_file"]
 
@@ -94,16 +94,32 @@ def add_threads(p):
 
 
 def target_size(model, n) -> int:
-    """How many target points ``exact_target`` gives: n, or the held-out data's size when smaller."""
-    return n if hasattr(model, "exact_sample") else min(n, int(min(model.data_size(0), 1e9)))
+    """How many target points ``exact_target`` gives (n, or the held-out data's size when smaller);
+    n for a model with neither exact samples nor data (what a likelihood of n points allocates)."""
+    if hasattr(model, "exact_sample") or not hasattr(model, "data_sample"):
+        return n
+    return min(n, int(min(model.data_size(0), 1e9)))
 
 
 def exact_target(model, n, seed):
-    """Exact samples of p_eps, or held-out data for a trained model."""
+    """Exact samples of p_eps, or held-out data for a trained model; None for a model with
+    neither (a model spec without data, a timing-only network)."""
     g = torch.Generator().manual_seed(seed + 1)
-    if not hasattr(model, "exact_sample"):
+    if getattr(model, "timing_only", False):
+        return None
+    if hasattr(model, "exact_sample"):
+        return model.exact_sample(n, model.sde.eps, generator=g)
+    if hasattr(model, "data_sample"):
         return model.data_sample(target_size(model, n), g)
-    return model.exact_sample(n, model.sde.eps, generator=g)
+    return None
+
+
+def add_model(p, help_extra: str = ""):
+    """The MODEL argument: a registered name or a model spec (``bench.zoo.specs``)."""
+    from bench.zoo import specs
+
+    p.add_argument("model", help=f"a model name (sdebench list models) or a spec: {', '.join(specs.FORMS)} "
+                   f"(settings after '?', e.g. diffusers:DIR?ignore=clip_sample){help_extra}")
 
 
 def run_id(store, ref) -> int:

@@ -4,7 +4,8 @@ is the difference real?
 Runs a small sweep (every deterministic fixed-step solver, or ``--solvers``, on every built-in
 grid that applies, plus a tuned grid per solver with ``--tune``) as an ordinary run in the store,
 ranks it by the metric of ``RANKING`` (exact KL on exact models, the discretization error against
-the float64 teacher, sliced W2, FD-digits) that resolves the most candidates (``choose``), ties
+the float64 teacher, sliced W2, FD-digits; those the model allows: a model without exact samples
+or data has the discretization error alone) that resolves the most candidates (``choose``), ties
 what the standard errors cannot separate and never ranks an unresolved value (at its noise floor,
 or within 2 standard errors of 0) above a resolved one: it ties with the leaders (``rank``);
 prints the ranked groups with intervals and the command that reproduces the winner, and writes
@@ -17,7 +18,7 @@ import math
 import shlex
 
 import solvers
-from bench.cli.common import add_store, check_sample_memory, count, positive_int, seed_int
+from bench.cli.common import add_model, add_store, check_sample_memory, count, positive_int, seed_int
 from bench.harness.at_floor import ZERO_VALUED
 from bench.harness.runner import run_suite
 from bench.harness.store import Store
@@ -26,6 +27,7 @@ from bench.harness.tuned import TUNED, stored_grid
 from bench.harness.verdicts import tied_ranking
 from bench.report.analysis import best_per_budget
 from bench.report.data import load_cells
+from bench.report.render import slug
 from bench.zoo import models
 
 __all__ = ["recommend", "register", "candidates", "choose", "rank", "RANKING"]
@@ -59,14 +61,22 @@ def _toml(value) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
+def _metrics(model, exact: bool) -> list[str]:
+    """Exact KL on exact models; a distribution metric where there is a target (exact samples or
+    data); the discretization error always (it needs neither)."""
+    if exact:
+        return ["exact_kl", "discretization", "sliced_w2"]
+    if not hasattr(model, "data_sample"):
+        return ["discretization"]
+    return ["discretization", "sliced_w2"] + (["fd_digits"] if getattr(model, "data", None) == "digits" else [])
+
+
 def _suite(args, model) -> Suite:
     exact = models.is_exact(args.model)
-    data = {"name": f"recommend-{args.model}-nfe{args.nfe}",
+    data = {"name": f"recommend-{slug(args.model)}-nfe{args.nfe}",
             "description": f"sdebench recommend {args.model} --nfe {args.nfe}", "models": [args.model],
             "n": args.n, "seeds": [args.seed], "nfe": [args.nfe], "repeats": 3, "warmup": 1, "threads": 1,
-            "metrics": (["exact_kl", "discretization", "sliced_w2"] if exact else
-                        ["discretization", "sliced_w2"] + (["fd_digits"] if getattr(model, "data", None) == "digits"
-                                                           else [])),
+            "metrics": _metrics(model, exact),
             "solvers": [{"name": s, "grid": g} for s in candidates(args.solvers) for g in _grids(model, args.tune)]}
     text = "\n".join(f"{k} = {_toml(v)}" for k, v in data.items() if k != "solvers")
     text += "".join(f'\n\n[[solvers]]\nname = "{e["name"]}"\ngrid = "{e["grid"]}"' for e in data["solvers"]) + "\n"
@@ -151,7 +161,7 @@ def recommend(args) -> int:
                                           if len(leaders) > 1 else "")
           + (" (no metric resolves these candidates: none is shown better)" if not resolved[metric] else ""))
     py_grid = f"solvers.load_grid({grid!r})" if grid and grid.endswith(".json") else repr(grid)
-    print(f"reproduce: sdebench sample {args.model} {solver} --steps {best['steps']}"
+    print(f"reproduce: sdebench sample {shlex.quote(args.model)} {solver} --steps {best['steps']}"
           + (f" --grid {shlex.quote(grid)}" if grid else "")
           + f"\n       or: solvers.sample(models.load({args.model!r}), {solver!r}, steps={best['steps']}"
           + (f", grid={py_grid}" if grid else "") + ", n=...)")
@@ -166,7 +176,7 @@ def recommend(args) -> int:
 def register(sub):
     r = sub.add_parser("recommend", help="rank every deterministic solver x grid at an NFE budget on one model, "
                        "with ties where the uncertainty cannot separate them")
-    r.add_argument("model", choices=models.available())
+    add_model(r)
     r.add_argument("--nfe", type=positive_int, required=True, help="the NFE budget")
     r.add_argument("--solvers", nargs="+", default=None, help="only these solvers (default: every deterministic "
                    "fixed-step solver)")

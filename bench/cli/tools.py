@@ -1,4 +1,4 @@
-"""One-off commands on one model: demo, sample, likelihood (train: ``bench.cli.train``)."""
+"""One-off commands on one model: demo, describe, sample, likelihood (train: ``bench.cli.train``)."""
 from __future__ import annotations
 
 import time
@@ -8,6 +8,7 @@ import torch
 
 import solvers
 from bench.cli.common import (
+    add_model,
     add_threads,
     check_sample_memory,
     model_dim,
@@ -83,9 +84,19 @@ def demo(args) -> int:
 
 
 
+def describe(args) -> int:
+    """What the benchmark understood of a model: spec, SDE and time range, prediction, shape,
+    parameters, ignored settings, fingerprint."""
+    rows = models.describe(args.model)
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    return 0
+
+
 def sample(args) -> int:
     model = models.load(args.model)
-    steps = None if solvers.get(args.solver).adaptive else (args.steps or 20)
+    solver = solvers.get(args.solver)
+    steps = None if solver.adaptive else (args.steps or 20)
     grid = {"grid": args.grid}
     if args.grid and args.grid.endswith(".json"):  # a tuned grid (sdebench tune, recommend --tune): its own steps
         tuned = solvers.load_grid(args.grid, model)
@@ -99,9 +110,12 @@ def sample(args) -> int:
     out = solvers.sample(model, args.solver, steps=steps, n=args.n, seed=args.seed, **grid, **options)
     wall = time.perf_counter() - t0
     target = _exact_target(model, args.n, args.seed)
+    line = f"{args.solver} on {args.model}: steps={out.steps} nfe={out.nfe} wall={wall:.3f}s"
+    if target is None:
+        print(f"{line} (no exact samples or data to compare with)")
+        return 0
     x = out.x[: len(target)]
-    print(f"{args.solver} on {args.model}: steps={out.steps} nfe={out.nfe} wall={wall:.3f}s "
-          f"sliced_w2={metrics.sliced_wasserstein(x, target[: len(x)]):.4g} (against "
+    print(f"{line} sliced_w2={metrics.sliced_wasserstein(x, target[: len(x)]):.4g} (against "
           f"{'exact samples' if models.is_exact(args.model) else 'held-out data'})")
     return 0
 
@@ -118,6 +132,8 @@ def likelihood(args) -> int:
                       limits.likelihood_bytes(n, model_dim(model), args.trace, args.probes),
                       "lower --n" + (" or --probes" if args.trace == "hutchinson" else ""))
     x = _exact_target(model, args.n, args.seed)
+    if x is None:
+        raise solvers.InputError(f"model {args.model!r} has no exact samples or data to evaluate the likelihood on")
     prior = (lambda z: model.exact_log_prob(z, model.sde.T)) if args.prior == "exact" else None
     kw = {"bin_width": model.bin_width} if getattr(model, "bin_width", None) else {}
     t0 = time.perf_counter()
@@ -144,8 +160,11 @@ def register(sub):
     d.add_argument("--seed", type=seed_int, default=0)
     add_threads(d)
     d.set_defaults(fn=demo)
+    ds = sub.add_parser("describe", help="what the benchmark understood of a model (a name or a spec)")
+    add_model(ds)
+    ds.set_defaults(fn=describe)
     s = sub.add_parser("sample", help="sample one model with one solver")
-    s.add_argument("model", choices=models.available())
+    add_model(s)
     s.add_argument("solver")
     s.add_argument("--steps", type=positive_int, default=None,
                    help="steps (default 20; a tuned grid file's own; ignored by adaptive solvers)")
@@ -157,7 +176,7 @@ def register(sub):
     add_threads(s)
     s.set_defaults(fn=sample)
     lk = sub.add_parser("likelihood", help="log-likelihood through the probability-flow ODE vs the exact one")
-    lk.add_argument("model", choices=models.available())
+    add_model(lk)
     lk.add_argument("--solver", default="dopri5")
     tolerance = number(limits.TOL_MIN)  # tighter than float64 resolves: torchdiffeq would never finish
     lk.add_argument("--rtol", type=tolerance, default=1e-5, help=f"relative tolerance, >= {limits.TOL_MIN:g}")

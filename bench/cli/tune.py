@@ -9,9 +9,10 @@ import time
 import torch
 
 import solvers
-from bench.cli.common import add_threads, check_output, count, model_dim, positive_int, seed_int
+from bench.cli.common import add_model, add_threads, check_output, count, model_dim, positive_int, seed_int
 from bench.harness import limits
 from bench.harness.tuned import DEFAULT_METHOD, tunable
+from bench.report.render import slug
 from bench.zoo import models
 from solvers.tuning import (
     METHODS,
@@ -47,9 +48,10 @@ class _Teacher:
 
 
 def default_path(model: str, solver: str, nfe: int, method: str, seed: int) -> pathlib.Path:
-    """results/grids/<model>_<solver>_nfe<N>_<method>[_seed<S>].json"""
+    """results/grids/<model>_<solver>_nfe<N>_<method>[_seed<S>].json (a spec's path and
+    settings made a file-name part)"""
     tail = f"_seed{seed}" if seed else ""
-    return GRIDS_DIR / f"{model}_{solver}_nfe{nfe}_{method}{tail}.json"
+    return GRIDS_DIR / f"{slug(model)}_{solver}_nfe{nfe}_{method}{tail}.json"
 
 
 def _fmt(v):
@@ -127,7 +129,7 @@ def _make_parent(path: pathlib.Path) -> pathlib.Path:
 
 def register(sub):
     p = sub.add_parser("tune", help="tune a solver's time grid for a model against a teacher; save it as JSON")
-    p.add_argument("model", help="a model name (sdebench list models)")
+    add_model(p)
     p.add_argument("solver", help="a deterministic fixed-step solver (sdebench list solvers)")
     p.add_argument("--nfe", type=positive_int, required=True, help="NFE budget (steps = the most that fit)")
     p.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_METHOD,

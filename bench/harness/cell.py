@@ -4,7 +4,11 @@ the typed ``CellResult`` execution makes for it.
 A cell is everything that defines what one measurement runs: the task (``sample`` or
 ``likelihood``), model, solver and its resolved options, grid, NFE budget and steps, samples,
 seed, exact prior, device, dtype, threads, metrics, timing repeats, the *resolved* reference
-settings of its model, and the plugin modules it needs. ``Cell.key`` is the hash of that
+settings of its model, and the plugin modules it needs. Its ``model_spec`` (provenance, not part
+of the definition) says what the model name stood for when the cell was defined: the spec
+(``bench.zoo.specs``; a registered model's is its name), its settings and the fingerprint of its
+weights and config; workers load the model from it (``model_ref``), and ``compare`` reads a
+changed fingerprint as "model changed". ``Cell.key`` is the hash of that
 definition; the stored row keeps ``Cell.to_json()`` whole (definition, key, format and the
 solver's metadata at definition time: declared order, kind, stochastic, adaptive, NFE per step),
 and every consumer (resume, export, report, compare, history) reads it back with
@@ -26,13 +30,14 @@ import json
 import typing
 
 from bench.harness import metrics as _metrics
+from bench.zoo import specs
 
 __all__ = ["Cell", "CELL_FORMAT", "solver_meta", "CellResult", "Timing"]
 
 #: version of the JSON form; 0 = cells of stores written before cells were stored whole
 CELL_FORMAT = 1
 #: fields that travel with a cell but are not part of its definition (nor of its key)
-_NOT_DEFINITION = ("solver_meta", "times", "tuning", "at_floor")
+_NOT_DEFINITION = ("solver_meta", "times", "tuning", "at_floor", "model_spec")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +68,9 @@ class Cell:
     # metrics at their noise floor at the series' coarser step count (``bench.harness.at_floor``):
     # set by the driver; the cell records them as at floor instead of measuring them
     at_floor: tuple = dataclasses.field(default=(), compare=False)
+    # the model's provenance: {"spec", "settings", "fingerprint"} (``bench.harness.suite_models``);
+    # empty in cells of stores written before it was recorded
+    model_spec: dict = dataclasses.field(default_factory=dict, compare=False)
 
     __hash__ = None  # dict fields: identity is ``key``
 
@@ -85,6 +93,8 @@ class Cell:
             d["times"], d["tuning"] = list(self.times), dict(self.tuning)
         if self.at_floor:
             d["at_floor"] = list(self.at_floor)
+        if self.model_spec:
+            d["model_spec"] = dict(self.model_spec)
         return d
 
     def to_json(self) -> str:
@@ -102,11 +112,27 @@ class Cell:
             kw["times"] = tuple(kw["times"])
         kw["tuning"] = kw.get("tuning") or {}
         kw["at_floor"] = tuple(kw.get("at_floor") or ())
+        kw["model_spec"] = dict(kw.get("model_spec") or {})
         return cls(**kw)
 
     @classmethod
     def from_json(cls, text: str) -> Cell:
         return cls.from_dict(json.loads(text))
+
+    def model_ref(self):
+        """What loads this cell's model (``bench.zoo.models.load``): its recorded spec, else its name."""
+        if self.model_spec.get("spec"):
+            return specs.parse(self.model_spec["spec"], self.model_spec.get("settings") or None)
+        return self.model
+
+    @property
+    def model_id(self) -> str:
+        """The model in the keys of shared results (references, exact sets, tuned grids): its name,
+        with its fingerprint for a spec, so that a spec whose weights changed shares nothing stale."""
+        ref = self.model_ref()
+        if isinstance(ref, str) or ref.kind == "name":
+            return self.model
+        return f"{self.model}@{self.model_spec.get('fingerprint', '')[:16]}"
 
     def replace(self, **changes) -> Cell:
         return dataclasses.replace(self, **changes)

@@ -101,14 +101,20 @@ class _OverBudget(Exception):
 class _Calibration:
     """Network-evaluation and metric costs measured once, a few calls each."""
 
-    def __init__(self):
+    def __init__(self, cells=()):
         self.evals, self.work_s, self._models, self._overhead = {}, {}, {}, None
         self.paths, self.refs = {}, {}
+        #: model id (``Cell.model_id``) -> what loads it (``Cell.model_ref``)
+        self.specs = {c.model_id: c.model_ref() for c in cells}
+
+    def load(self, name, exact_prior=False):
+        """A fresh model of this id (a registered name, or a spec's id)."""
+        return models.load(self.specs.get(name, name), exact_prior=exact_prior and models.is_exact(name))
 
     def model(self, name, exact_prior=False):
         key = (name, exact_prior)
         if key not in self._models:
-            self._models[key] = models.load(name, exact_prior=exact_prior and models.is_exact(name))
+            self._models[key] = self.load(name, exact_prior)
         return self._models[key]
 
     def eval_s(self, name, n, dtype, device="cpu"):
@@ -154,7 +160,7 @@ class _Calibration:
         that outlasts ``budget_s`` is stopped and its NFE extrapolated from the share of
         [eps, T] it covered (an underestimate: steps shrink toward eps)."""
         if key not in self.refs:
-            m = models.load(name, exact_prior=exact_prior and models.is_exact(name))  # its fn is wrapped here
+            m = self.load(name, exact_prior)  # its fn is wrapped here, and put back after
             x = m.sample_prior(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
             net, calls, deadline = m.fn, [0, float(m.sde.T)], time.perf_counter() + budget_s
 
@@ -172,6 +178,8 @@ class _Calibration:
             except _OverBudget:
                 T, eps = float(m.sde.T), float(m.sde.eps)
                 self.refs[key] = calls[0] * (T - eps) / max(T - calls[1], 1e-3 * (T - eps))
+            finally:  # a loader may return a cached model: leave it as it was
+                m.fn = net
         return self.refs[key]
 
     def ode_ref_nfe(self, name, exact_prior, rtol):
@@ -183,8 +191,8 @@ class _Calibration:
 
     def adaptive_nfe(self, cell, cls, options):
         """NFE of an adaptive solver at the cell's tolerance (float64 on 8 samples)."""
-        key = ("adaptive", cell.model, cell.exact_prior, cls.name, repr(sorted(options.items())))
-        return self.counted_nfe(key, cell.model, cell.exact_prior,
+        key = ("adaptive", cell.model_id, cell.exact_prior, cls.name, repr(sorted(options.items())))
+        return self.counted_nfe(key, cell.model_id, cell.exact_prior,
                                 lambda m, x: solvers.sample(m, cls.name, x_T=x, seed=0, **options))
 
     def timed_s(self, key, work, n: int, d: int) -> float:
@@ -233,8 +241,8 @@ class Costing:
     def path_step_s(self) -> float:
         """One query of the exact Brownian path the cell's solver uses, at the cell's shape."""
         cal, cell = self.calibration, self.cell
-        shape = (cell.n, *(getattr(cal.model(cell.model), "shape", None) or (self.dim,)))
-        return cal.path_step_s(self.solver, cell.model, shape)
+        shape = (cell.n, *(getattr(cal.model(cell.model_id), "shape", None) or (self.dim,)))
+        return cal.path_step_s(self.solver, cell.model_id, shape)
 
     def path_queries_s(self) -> float:
         """Querying that path once per step (a stochastic solver's float64 solve)."""
@@ -252,14 +260,14 @@ def _adaptive_nfe(cls, options) -> float:
 
 
 def _dim(cal, cell):
-    return int(math.prod(getattr(cal.model(cell.model), "shape", (2,)) or (2,)))
+    return int(math.prod(getattr(cal.model(cell.model_id), "shape", (2,)) or (2,)))
 
 
 def estimate(cells, cache_dir=None, jobs: int = 1) -> Estimate:
     """Estimated seconds for ``cells`` (see the module docstring). The measurements run with the
     cells' torch threads (1 by default), as the cells will: with more threads than free cores
     a busy machine makes them 10-30x slower (OpenMP threads wait on descheduled peers)."""
-    cal, per_cell, seen = _Calibration(), {}, set()
+    cal, per_cell, seen = _Calibration(cells), {}, set()
     cache = DiskCache(cache_dir, create=False) if cache_dir else None
     totals = {"solve": 0.0, "reference": 0.0, "metrics": 0.0}
     threads = torch.get_num_threads()
@@ -285,7 +293,8 @@ def _cell_cost(cal, cell, cost, seen, cache):
     if cell.task == "likelihood":
         d, over = _dim(cal, cell), cal.overhead_s()
         nfe = 30 * max(1.0, 1e-2 / float(cell.options.get("rtol", 1e-3))) ** (1 / 5)
-        cost["solve"] += nfe * ((1 + min(d, 512)) * cal.eval_s(cell.model, cell.n, "float64", cell.device) * 2 + over)
+        ev64 = cal.eval_s(cell.model_id, cell.n, "float64", cell.device)
+        cost["solve"] += nfe * ((1 + min(d, 512)) * ev64 * 2 + over)
         return
     costing = _costing(cal, cell)
     cost["solve"] += _timed_runs_s(cal, cell, costing, seen)
@@ -306,15 +315,15 @@ def _costing(cal, cell) -> Costing:
             nfe = cal.adaptive_nfe(cell, cls, opts)
         except Exception:
             nfe = _adaptive_nfe(cls, opts)
-    solve64 = float(nfe) * (cal.eval_s(cell.model, cell.n, "float64", cell.device) + cal.overhead_s())
+    solve64 = float(nfe) * (cal.eval_s(cell.model_id, cell.n, "float64", cell.device) + cal.overhead_s())
     return Costing(cell, cls, opts, float(nfe), _dim(cal, cell), solve64, cal)
 
 
 def _timed_runs_s(cal, cell, costing, seen) -> float:
     """The timed sampling calls, as ``time_adaptive`` makes them (one over ``LONG_S``, else up to
     ``repeats``), with one warm-up for a shape new to the process."""
-    call = costing.nfe * (cal.eval_s(cell.model, cell.n, cell.dtype, cell.device) + cal.overhead_s())
-    shape = ("warm", cell.solver, repr(sorted(costing.options.items())), cell.model, cell.exact_prior, cell.n,
+    call = costing.nfe * (cal.eval_s(cell.model_id, cell.n, cell.dtype, cell.device) + cal.overhead_s())
+    shape = ("warm", cell.solver, repr(sorted(costing.options.items())), cell.model_id, cell.exact_prior, cell.n,
              cell.dtype, cell.device)
     warm = 0 if shape in seen else min(cell.warmup, 1)
     seen.add(shape)
@@ -325,7 +334,7 @@ def _timed_runs_s(cal, cell, costing, seen) -> float:
 def _shared_s(cal, cell, costing, floors, seen, cache) -> float:
     """The shared results this cell is the first to need and the disk cache lacks: references
     (their calibrated NFE) and noise floors (``floors``: each metric's own cost of its floor)."""
-    ev64, over, total = cal.eval_s(cell.model, cell.n, "float64", cell.device), cal.overhead_s(), 0.0
+    ev64, over, total = cal.eval_s(cell.model_id, cell.n, "float64", cell.device), cal.overhead_s(), 0.0
     for key in shared_keys(cell):
         if key in seen:
             continue
@@ -334,7 +343,7 @@ def _shared_s(cal, cell, costing, floors, seen, cache) -> float:
             continue
         kind = key[0]
         if kind == "ode_ref":
-            total += cal.ode_ref_nfe(cell.model, cell.exact_prior, float(key[-1])) * (ev64 + over)
+            total += cal.ode_ref_nfe(cell.model_id, cell.exact_prior, float(key[-1])) * (ev64 + over)
         elif kind == "sde_ref":
             total += int(key[-1]) * (ev64 + over + costing.path_step_s())
         elif kind == "floor":

@@ -62,13 +62,16 @@ def import_plugins(modules, error=None):
             raise (error(msg) if error else solvers.InputError(msg)) from None
 
 
-def model_fingerprint(name: str) -> str:
-    """What a model's shared results depend on besides its name: a trained model's weights hash."""
-    if models.is_exact(name):
-        return name
-    m = _cached(("model", name, False), lambda: models.load(name))
-    card = getattr(m, "card", {}) or {}
-    return f"{name}:{card.get('sha256', '')}"
+def model_fingerprint(model_id: str) -> str:
+    """What a model's shared results depend on besides its name: a trained model's weights hash;
+    a spec's ``Cell.model_id`` holds its fingerprint already; another registered model's own."""
+    if models.is_exact(model_id) or "@" in model_id:
+        return model_id
+    m = _cached(("model", model_id, False), lambda: models.load(model_id))
+    card = getattr(m, "card", None)
+    if isinstance(card, dict):
+        return f"{model_id}:{card.get('sha256', '')}"
+    return f"{model_id}:{_cached(('fingerprint', model_id), lambda: models.fingerprint(model_id, m))}"
 
 
 def disk_key(key: tuple) -> dict:
@@ -94,13 +97,13 @@ def _dtype(name):
 
 
 def _model(cell):
-    return _cached(("model", cell.model, cell.exact_prior),
-                   lambda: models.load(cell.model, exact_prior=cell.exact_prior))
+    return _cached(("model", cell.model_id, cell.exact_prior),
+                   lambda: models.load(cell.model_ref(), exact_prior=cell.exact_prior))
 
 
 def _x_T(cell, dtype=None):
     dtype = dtype or _dtype(cell.dtype)
-    key = ("x_T", cell.model, cell.exact_prior, cell.n, cell.seed, str(dtype), cell.device)
+    key = ("x_T", cell.model_id, cell.exact_prior, cell.n, cell.seed, str(dtype), cell.device)
     gen = lambda: _model(cell).sample_prior(cell.n, generator=torch.Generator().manual_seed(cell.seed),  # noqa: E731
                                             dtype=torch.float64).to(device=cell.device, dtype=dtype)
     return _cached(key, gen)
@@ -119,19 +122,19 @@ def _exact(cell, which):
 
 # the in-memory keys of the shared results (``disk_key`` gives their on-disk form)
 def _exact_key(cell, which):
-    return ("exact", cell.model, cell.n, cell.seed, which)
+    return ("exact", cell.model_id, cell.n, cell.seed, which)
 
 
 def _floor_key(cell, name):
-    return ("floor", cell.model, cell.n, cell.seed, name)
+    return ("floor", cell.model_id, cell.n, cell.seed, name)
 
 
 def _ode_key(cell):
-    return ("ode_ref", cell.model, cell.exact_prior, cell.n, cell.seed, cell.reference["ode_rtol"])
+    return ("ode_ref", cell.model_id, cell.exact_prior, cell.n, cell.seed, cell.reference["ode_rtol"])
 
 
 def _sde_key(cell, cls):
-    return ("sde_ref", cell.model, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
+    return ("sde_ref", cell.model_id, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
 
 
 def _reference_key(cell, cls, opts):
@@ -189,7 +192,7 @@ def _sde_ref(cell, cls):
     """(path, fine-grid reference) for the kind of Brownian path the solver queries; every path is
     a function of the seed alone, so all cells see the same Brownian motion (and a reference read
     from disk matches a path rebuilt here)."""
-    path = _cached(("sde_path", cell.model, path_kind(cls), cell.n, cell.seed),
+    path = _cached(("sde_path", cell.model_id, path_kind(cls), cell.n, cell.seed),
                    lambda: brownian_path_for(cls, _model(cell).sde, _x_T(cell, torch.float64).shape,
                                              seed=cell.seed, exact=True))
 
@@ -208,7 +211,7 @@ def _one_eval_s(cell, x_T):
         _, stats = time_call(lambda: m.fn(x_T, t), repeats=11, warmup=2, device=cell.device)
         return stats["median_s"]
 
-    return _cached(("one_eval", cell.model, cell.n, cell.dtype, cell.device), make)
+    return _cached(("one_eval", cell.model_id, cell.n, cell.dtype, cell.device), make)
 
 
 def _grid(cell) -> dict:
@@ -265,7 +268,7 @@ class SharedResults:
         return floor if isinstance(floor, dict) else {metric.name: floor}
 
     def cached(self, key: tuple, make):
-        """Anything else shared by cells: ``key`` = (kind, model name, ...)."""
+        """Anything else shared by cells: ``key`` = (kind, ``cell.model_id``, ...)."""
         return _cached(tuple(key), make)
 
 
@@ -346,7 +349,7 @@ def _timed_solve(cell, jobs):
     def run():
         return solvers.sample(m, cls.name, steps=cell.steps, **grid, x_T=x_T, seed=cell.seed, **opts)
 
-    shape = (cls.name, repr(sorted(opts.items())), cell.model, cell.exact_prior, cell.n, cell.dtype, cell.device)
+    shape = (cls.name, repr(sorted(opts.items())), cell.model_id, cell.exact_prior, cell.n, cell.dtype, cell.device)
     t0 = time.perf_counter()
     out, stats = time_adaptive(run, repeats=cell.repeats, warmup=cell.warmup, device=cell.device, shape_key=shape)
     t_solve = time.perf_counter() - t0

@@ -30,7 +30,7 @@ It may return {} to store nothing (e.g. for samples that are not finite). The me
     held_out()   an independent set of the same size (noise floors)
     ode_reference(), sde_reference() -> (Brownian path, reference): the reference solutions
     noise_floor(metric) -> {name: floor}: ``metric.noise_floor`` made once (a shared result)
-    cached(key, make)   anything else shared by cells, key = (kind, model name, ...)
+    cached(key, make)   anything else shared by cells, key = (kind, cell.model_id, ...)
     memo(key, make)     shared by the metrics of this cell only
     x_T(dtype), grid()  the cell's starting points and its ``grid=``/``times=`` keyword
     float64_solution(), solve_float64(brownian): the cell's float64 solve (timed as solving);
@@ -380,7 +380,7 @@ def _exact_kl_cost(metric, costing) -> dict:
 def _xent_gap(metric, ctx):
     if not ctx.finite:
         return {}
-    h = ctx.cached(("entropy", ctx.cell.model), lambda: exact.entropy(ctx.model))
+    h = ctx.cached(("entropy", ctx.cell.model_id), lambda: exact.entropy(ctx.model))
     r = exact.cross_entropy_gap(ctx.model, ctx.x, entropy_estimate=h)
     return MetricResult(r["value"], se=r["stderr"])
 

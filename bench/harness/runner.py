@@ -85,6 +85,20 @@ def _check_resume(store, run_id, run, cells):
         raise solvers.InputError(f"--resume {run_id}: this run was defined differently ({what}); resuming would mix "
                                  "two definitions in one run. Resume with the same suite and options, or start "
                                  "a new run (without --resume)")
+    _refuse_changed_models(run_id, stored, cells)
+
+
+def _refuse_changed_models(run_id, stored, cells):
+    """A model whose fingerprint changed since the run's cells were stored (other weights or
+    config under the same name) would mix two models in one run."""
+    now = {c.model: c.model_spec.get("fingerprint") for c in cells}
+    for c in stored:
+        before = (c.get("model_spec") or {}).get("fingerprint")
+        after = now.get(c.get("model"))
+        if before and after and before != after:
+            raise solvers.InputError(f"--resume {run_id}: model {c['model']!r} changed since the run started (other "
+                                     f"weights or config: fingerprint {before[:12]} -> {after[:12]}); resuming would "
+                                     "mix two models in one run. Start a new run (without --resume)")
 
 
 class Progress:

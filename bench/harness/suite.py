@@ -1,7 +1,8 @@
 """Suites: TOML files naming models x solvers (with options) x step counts x seeds x metrics.
 
     name = "quick"
-    models = ["gmm2d-vp"]
+    models = ["gmm2d-vp"]       # registered names or model specs; [[models]] tables name them and
+                                # give their settings (bench.harness.suite_models)
     exact_prior = true          # x_T from the exact p_T (no prior mismatch)
     n = 1000                    # samples per cell
     seeds = [0]
@@ -61,6 +62,7 @@ import solvers
 from bench.harness import limits, metrics, tuned
 from bench.harness.cell import Cell, solver_meta
 from bench.harness.execute import import_plugins
+from bench.harness.suite_models import SuiteModels
 from bench.harness.tuned import DEFAULT_TUNE
 from bench.zoo import models
 from solvers import InputError, validate
@@ -113,7 +115,9 @@ class Suite:
         import_plugins(self.imports, lambda msg: self.err("imports", msg))
         self.name = data.get("name", pathlib.Path(source).stem)
         self.description = data.get("description", "")
-        self.models = data["models"]
+        path = pathlib.Path(source)
+        self.model_table = SuiteModels(data["models"], path.parent if path.is_file() else None, self.err)
+        self.models = self.model_table.names
         self.exact_prior = data.get("exact_prior", True)
         self.n = data.get("n", 1000)
         self.seeds = data.get("seeds", [0])
@@ -210,6 +214,9 @@ class Suite:
                     raise SuiteError(f"{self.source}: --models {','.join(v)}: {'not in the suite: ' if bad else ''}"
                                      f"{', '.join(bad) or 'empty'}; this suite's models: {', '.join(self.models)}")
                 v = list(dict.fromkeys(v))
+            if key == "n" and v is not None:  # --n sets every model's samples, a table's batch included
+                for entry in self.model_table.entries.values():
+                    entry.batch = None
             if v is not None:
                 setattr(self, key, v)
         given = {k for k, v in values.items() if v is not None}
@@ -225,7 +232,6 @@ class Suite:
     def _validate_rest(self):
         if not self.name.strip():
             raise self.err("name", "must be a non-empty string (runs are listed and resumed by it)")
-        self._names("models", self.models, models.available(), "model")
         self._ints("seeds", self.seeds, low=0, high=validate.SEED_MAX)
         self._check_numbers()
         for key in ("steps", "nfe"):
@@ -235,8 +241,11 @@ class Suite:
         self._names("metrics", self.metrics, metrics.requestable(), "metric")
         if models.TIMING_ONLY in self.models and self.metrics:  # random weights (bench.zoo.cifar_unet)
             raise self.err("metrics", f"model {models.TIMING_ONLY!r} is timing-only: quality metrics are refused")
-        if self.dtype not in DTYPES:
-            raise self.err("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        self._check_targets()
+        for where, dtype in [("dtype", self.dtype), *((f"{e.where}.dtype", e.dtype)
+                                                        for e in self.model_table.entries.values() if e.dtype)]:
+            if dtype not in DTYPES:
+                raise self.err(where, f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if not all(isinstance(m, str) and m for m in self.imports):
             raise self.err("imports", f"must be a list of module names, got {self.imports!r}")
         for key, value in self.reference.items():
@@ -248,6 +257,9 @@ class Suite:
                     self._reference_value(f"reference.{key}.{k}", k, v)
             else:
                 self._reference_value(f"reference.{key}", key, value)
+        for entry in self.model_table.entries.values():
+            for key, value in entry.reference.items():
+                self._reference_value(f"{entry.where}.reference.{key}", key, value)
         for key, value in self.tune.items():
             if key not in TUNE or (value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                                           or not 2 <= value <= N_MAX)):
@@ -306,6 +318,19 @@ class Suite:
             except InputError as e:
                 raise self.err(key, str(e)) from None
 
+    def _check_targets(self):
+        """A metric that compares samples with a target set needs exact samples or data: refused
+        for a model with neither (a spec without data), naming both."""
+        for name in self.models:
+            model = self.model_table.load(name)
+            if models.is_exact(name) or hasattr(model, "data_sample"):
+                continue
+            bad = [m for m in self.metrics if {"target", "held_out"} & set(metrics.get_metric(m).needs)
+                   and metrics.get_metric(m).applies_to(False, getattr(model, "data", None))]
+            if bad:
+                raise self.err("metrics", f"{', '.join(bad)} compare samples with exact samples or data; model "
+                                          f"{name!r} has neither (the discretization error needs none)")
+
     def _reference_value(self, where, key, value):
         if key not in REFERENCE:
             raise self.err(where, f"unknown reference setting; allowed: {', '.join(REFERENCE)} (or a table of them "
@@ -339,7 +364,7 @@ class Suite:
         for k, v in options.items():
             if isinstance(v, list) and not v:
                 raise self.err(f"{where}.{k}", "is an empty list (a list gives one cell per value)")
-        model = models.load(self.models[0])
+        model = self.model_table.load(self.models[0])
         combos = _expand(options)
         for combo in combos:
             try:  # a dry instance on a 2-step grid runs every option check
@@ -420,19 +445,29 @@ class Suite:
             if trained:
                 raise self.err(f"{where}.prior", f"'exact' needs an exact model; {', '.join(trained)} "
                                "has no exact p_T (use prior = \"sde\")")
+        no_data = [m for m in entry.get("models", self.models)
+                   if not models.is_exact(m) and not hasattr(self.model_table.load(m), "data_sample")]
+        if no_data:
+            raise self.err(f"{where}.models", f"{', '.join(no_data)} has no exact samples or data: likelihood cells "
+                           "evaluate the log-density of data points")
 
     # --- cells -----------------------------------------------------------------------
     def _reference(self, model):
         """The suite's reference settings, with a per-model table overriding them, e.g.
-        reference = { ode_rtol = 1e-10, "digits-vp" = { ode_rtol = 1e-7 } }."""
+        reference = { ode_rtol = 1e-10, "digits-vp" = { ode_rtol = 1e-7 } }, and the model's own
+        [[models]] table's reference last."""
         ref = {k: v for k, v in self.reference.items() if not isinstance(v, dict)}
-        return {**ref, **self.reference.get(model, {})}
+        return {**ref, **self.reference.get(model, {}), **self.model_table.entries[model].reference}
 
     def _common(self, model, seed):
-        exact = models.is_exact(model)
-        n = self.n if exact else min(self.n, int(min(models.load(model).data_size(0), 1e9)))
+        exact, entry = models.is_exact(model), self.model_table.entries[model]
+        n = entry.batch or self.n
+        data_size = getattr(self.model_table.load(model), "data_size", None)
+        if not exact and data_size is not None:
+            n = min(n, int(min(data_size(0), 1e9)))
         return {"model": model, "exact_prior": self.exact_prior and exact, "seed": seed, "n": n,
-                "device": self.device, "dtype": self.dtype, "threads": self.threads, "imports": tuple(self.imports)}
+                "device": self.device, "dtype": entry.dtype or self.dtype, "threads": self.threads,
+                "imports": tuple(self.imports), "model_spec": self.model_table.provenance(model)}
 
     def cells(self) -> list[Cell]:
         """Every cell of the suite, typed (``bench.harness.cell.Cell``), with its model's resolved

@@ -7,9 +7,9 @@ driver (``bench.harness.runner``) calls ``resolve_grids``, which fills each such
 
 - a file: loaded with ``solvers.load_grid`` (checked against the model's SDE and the cell's
   solver and steps);
-- a tuned name: looked up in the store's ``grids`` table by its *tuning key* (model, exact
-  prior, solver, resolved options, steps, method, train size, budget, seed, teacher tolerance =
-  the cell's reference ``ode_rtol``); tuned once with
+- a tuned name: looked up in the store's ``grids`` table by its *tuning key* (model, with its
+  fingerprint for a spec (``Cell.model_id``), exact prior, solver, resolved options, steps, method,
+  train size, budget, seed, teacher tolerance = the cell's reference ``ode_rtol``); tuned once with
   ``solvers.tune_grid`` when absent and stored there with its cost, so neither ``--resume`` nor
   a later run with the same definition tunes it again.
 
@@ -83,7 +83,7 @@ def tuning_key(cell, tune: dict | None = None) -> dict:
     """What a tuned grid depends on (the ``grids`` table's identity)."""
     tune = {**DEFAULT_TUNE, **(tune or {})}
     cls = solvers.get(cell.solver)
-    return {"model": cell.model, "exact_prior": bool(cell.exact_prior), "solver": cls.name,
+    return {"model": cell.model_id, "exact_prior": bool(cell.exact_prior), "solver": cls.name,
             "options": cls.resolve_options(dict(cell.options)), "steps": int(cell.steps),
             "method": TUNED[cell.grid], "n": int(tune["n"]), "budget": tune["budget"], "seed": TUNE_SEED,
             "teacher_rtol": float(cell.reference.get("ode_rtol", 1e-10))}
@@ -124,9 +124,10 @@ _TEACHERS: dict = {}
 def tune_for_cell(cell, tune: dict | None = None, model=None) -> solvers.TunedGrid:
     """Tune the grid of ``cell`` (a tuned name) with ``solvers.tune_grid``."""
     key = tuning_key(cell, tune)
-    tk = (cell.model, cell.exact_prior, key["teacher_rtol"])
+    tk = (cell.model_id, cell.exact_prior, key["teacher_rtol"])
     if tk not in _TEACHERS:
-        _TEACHERS[tk] = _Teacher(model or models.load(cell.model, exact_prior=cell.exact_prior), key["teacher_rtol"])
+        model = model or models.load(cell.model_ref(), exact_prior=cell.exact_prior)
+        _TEACHERS[tk] = _Teacher(model, key["teacher_rtol"])
     teacher = _TEACHERS[tk]
     kw = {"budget": key["budget"]} if key["budget"] is not None else {}
     threads = torch.get_num_threads()
@@ -143,7 +144,7 @@ def grid_file(cell, path):
     """(TunedGrid, provenance) of a tuned-grid file for ``cell``: checked against the cell's model
     (its SDE and times, ``solvers.load_grid``) and steps; InputError naming the file otherwise."""
     p = pathlib.Path(path)
-    model = models.load(cell.model, exact_prior=cell.exact_prior)
+    model = models.load(cell.model_ref(), exact_prior=cell.exact_prior)
     g = solvers.load_grid(p, model)
     if g.steps != cell.steps:
         raise solvers.InputError(f"tuned grid file {path!r} has steps={g.steps}, the cell {cell.describe()} "

@@ -52,6 +52,8 @@ class CellVerdict:
             return "slower"
         if "new" in v:
             return "new"
+        if "model changed" in v:
+            return "model changed"
         return "improved" if "improved" in v else "ok"
 
 
@@ -128,7 +130,7 @@ def _head(verdicts, code, name) -> list[str]:
     return [f"## {escape_markdown(name)}: {_VERDICT.get(code, f'exit {code}')}", "",
             f"{len(verdicts)} cells: {counts.get('ok', 0)} unchanged, {counts.get('regression', 0)} regressed, "
             f"{counts.get('slower', 0)} slower only, {counts.get('improved', 0)} improved, "
-            f"{counts.get('new', 0)} new.", ""]
+            f"{counts.get('new', 0)} new, {counts.get('model changed', 0)} on a changed model.", ""]
 
 
 def write_summary(path, verdicts: list[CellVerdict], code: int, name: str = "sdebench compare") -> pathlib.Path:
@@ -138,7 +140,9 @@ def write_summary(path, verdicts: list[CellVerdict], code: int, name: str = "sde
     new = [v for v in verdicts if v.status() == "new"]
     sections = (("Regressions", [v for v in verdicts if len(v.failures) and v not in missing],
                  ["REGRESSION", "SLOWER"]),
-                ("Improvements", [v for v in verdicts if (v.rows["verdict"] == "improved").any()], ["improved"]))
+                ("Improvements", [v for v in verdicts if (v.rows["verdict"] == "improved").any()], ["improved"]),
+                ("Model changed (other weights or config under the same name: not gated)",
+                 [v for v in verdicts if v.status() == "model changed"], ["model changed"]))
     for title, vs, names in sections:
         lines += [f"### {title} ({len(vs)})", ""]
         lines += (_rows_table(vs, names) if vs else ["none"]) + [""]

@@ -22,6 +22,9 @@ A cell of BASE missing from HEAD is a regression too (the suite lost coverage); 
 instead a cell that differs only in its definition (n, seed, options, reference...), the table
 says what changed ("definition" rows) rather than listing one cell as missing and another as new.
 A NaN in HEAD where BASE was finite (a metric, the NFE, the time) is a regression.
+A matched cell whose model has another fingerprint in HEAD (other weights or config under the same
+name: ``Cell.model_spec``) is "model changed": one row saying so, and none of its values gated,
+neither a regression nor an improvement (a failure in HEAD still is one).
 
 Exit codes: 0 no regression; 1 quality, NFE, failure or coverage regression; 3 timing
 regression only; 2 bad input (unknown run, unreadable file).
@@ -40,8 +43,8 @@ from bench.harness.cell import Timing
 from bench.harness.store import EXPORT_FORMAT
 from solvers import InputError
 
-__all__ = ["load_run_or_export", "compare", "definition_changes", "is_csv", "EXIT_OK", "EXIT_QUALITY", "EXIT_TIME",
-           "TIME_COLUMN"]
+__all__ = ["load_run_or_export", "compare", "definition_changes", "is_csv", "model_change", "EXIT_OK", "EXIT_QUALITY",
+           "EXIT_TIME", "TIME_COLUMN"]
 
 EXIT_OK, EXIT_QUALITY, EXIT_TIME = 0, 1, 3
 #: the timing figure the gate reads
@@ -201,6 +204,10 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, *, rtol: float = 0.05, atol:
         if isinstance(h.get("error"), str) and not isinstance(b.get("error"), str):
             rows.append((cell, "error", "", h.get("error"), "REGRESSION"))
             continue
+        changed = model_change(b, h)
+        if changed:
+            rows.append((cell, "model", *changed, "model changed"))
+            continue
         rows += [(cell, *r) for r in gate.rows(b, h)]
     matched = {v[2] for v in renamed.values()}
     rows += [(_label(head.loc[k]), "cell", "missing", "present", "new") for k in head.index.difference(base.index)
@@ -230,6 +237,15 @@ def _definition(row) -> dict:
         except ValueError:
             pass
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def model_change(b, h) -> tuple[str, str] | None:
+    """(base, head) fingerprints, shortened, when the two rows' models differ; None when they are
+    the same or either row does not record one (cells stored before provenance was)."""
+    fb, fh = (_definition(r).get("model_spec", {}).get("fingerprint") for r in (b, h))
+    if fb and fh and fb != fh:
+        return f"fingerprint {fb[:12]}", f"fingerprint {fh[:12]}"
+    return None
 
 
 def _canon(v) -> str:

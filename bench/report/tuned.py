@@ -111,15 +111,16 @@ def grids_figure(df: pd.DataFrame, path: pathlib.Path) -> pathlib.Path | None:
         fig = Figure(figsize=(11, 1.0 + 1.25 * len(entries)), layout="constrained")
         axes = fig.subplots(len(entries), 1, squeeze=False)[:, 0]
         for ax, ((model, base, steps, grid), c) in zip(axes, entries):
-            _grid_panel(ax, model, grid, steps, np.asarray(c.times))
+            _grid_panel(ax, c.model_ref(), grid, steps, np.asarray(c.times))
             ax.set_title(f"{model}: {base}, {steps} steps", fontsize=9, loc="left")
         axes[-1].set_xlabel("log-SNR lambda = log(alpha / sigma)   (T on the left, eps on the right)")
         fig.savefig(path, format="png", dpi=DPI)
     return path
 
 
-def _grid_panel(ax, model: str, grid: str, steps: int, times):
-    """A tuned grid's nodes (dots, top row) and the built-in grids of the same steps (ticks) in log-SNR."""
+def _grid_panel(ax, model, grid: str, steps: int, times):
+    """A tuned grid's nodes (dots, top row) and the built-in grids of the same steps (ticks) in log-SNR;
+    ``model``: what loads the cell's model (``Cell.model_ref``)."""
     import solvers
     from bench.zoo import models
 

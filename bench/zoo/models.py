@@ -6,19 +6,42 @@ under every linear SDE:
 so the score, log p_t and exact samples of p_t are known at every t. With S_k = U_k diag(l_k) U_k^T
 (eigendecomposition, done once), the covariance at t is U_k diag(alpha^2 l_k + sigma^2) U_k^T.
 
-Named models (``load(name)``): ``gmm2d-<sde>`` (two Gaussians in 2-D, weights 0.3/0.7, one
-isotropic and one anisotropic) and ``gmm64-<sde>`` (64-D, 8 anisotropic components), for
-<sde> in vp, subvp, ve, edm.
+Every model is reached through one registry. ``load(spec)`` takes a registered name
+(``available()``) or a model spec (``bench.zoo.specs``: ``diffusers:PATH``,
+``denoiser:MODULE:FUNCTION``, ``callable:MODULE:FUNCTION``, ``checkpoint:PATH``). Registered:
+``gmm2d-<sde>`` (two Gaussians in 2-D, weights 0.3/0.7, one isotropic and one anisotropic) and
+``gmm64-<sde>`` (64-D, 8 anisotropic components) for <sde> in vp, subvp, ve, edm; the shipped
+checkpoints (``bench.zoo.trained``); ``cifar10-unet-timing`` (``bench.zoo.cifar_unet``).
+
+Your own: ``register(name, loader)``, where ``loader(**options)`` returns a ``solvers.ScoreModel``
+(called at every ``load``; it may return a cached model, which the harness never modifies), or, from
+an installed package, the entry-point group ``sdebench.models``::
+
+    [project.entry-points."sdebench.models"]
+    my-model = "my_package.models:load_my_model"
+
+(loaded when the name is first used; a name registered in code wins over an entry point).
+``fingerprint(spec)`` hashes what a model's outputs depend on, for provenance.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
+import inspect
+import json
 import math
+from collections.abc import Callable
 
 import torch
 
 from solvers import SDES, InputError, ScoreModel, validate
 
-__all__ = ["GaussianMixture", "ExactModel", "MODELS", "load", "available"]
+from . import specs
+from . import trained as _trained
+
+__all__ = ["GaussianMixture", "ExactModel", "MODELS", "load", "available", "register", "unregister", "is_exact",
+           "fingerprint", "describe", "TIMING_ONLY", "ENTRY_POINTS"]
 
 
 class GaussianMixture:
@@ -158,53 +181,169 @@ _MIXTURES = {"gmm2d": gmm2d, "gmm64": gmm64}
 
 #: model name -> (mixture factory, SDE class)
 MODELS = {f"{m}-{s}": (mf, sc) for m, mf in _MIXTURES.items() for s, sc in SDES.items()}
+TIMING_ONLY = "cifar10-unet-timing"
+#: the entry-point group of installed packages' models: name = "package.module:loader"
+ENTRY_POINTS = "sdebench.models"
+
+_LOADERS: dict[str, Callable[..., ScoreModel]] = {}
+
+
+def register(name: str, loader: Callable[..., ScoreModel], *, replace: bool = False):
+    """Make ``load(name)`` call ``loader(**options)`` (it returns a ``solvers.ScoreModel``); returns
+    the loader. A name has no ':' (those are specs) and is registered once unless ``replace``."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or ":" in name or "?" in name:
+        raise InputError(f"a model name must be a non-empty string without ':', '?' or surrounding blanks, "
+                         f"got {name!r}")
+    if not callable(loader):
+        raise InputError(f"register({name!r}, loader): loader must be callable (**options) -> ScoreModel, "
+                         f"got {type(loader).__name__}")
+    if name in _LOADERS and not replace and _LOADERS[name] is not loader:
+        raise InputError(f"a model named {name!r} is already registered; pass replace=True")
+    _LOADERS[name] = loader
+    return loader
+
+
+def unregister(name: str) -> None:
+    """Remove a registered model (a no-op for an unknown name)."""
+    _LOADERS.pop(name, None)
+
+
+def _entry_points() -> dict:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINTS)}
 
 
 def available() -> list[str]:
-    return sorted(MODELS)
+    """Registered model names, then those of installed packages' entry points."""
+    return [*_LOADERS, *sorted(set(_entry_points()) - set(_LOADERS))]
 
 
-def load(name: str, *, exact_prior: bool = False, **sde_kw) -> ExactModel:
-    """Build a named exact model, e.g. ``load("gmm2d-vp")``; ``sde_kw`` go to the SDE."""
-    if name not in MODELS:
-        raise InputError(f"unknown model {name!r}; available: {', '.join(available())}")
+def _unknown(name: str) -> InputError:
+    return InputError(f"unknown model {name!r}; available: {', '.join(available())}; or a model spec: "
+                      f"{', '.join(specs.FORMS)}")
+
+
+def _loader(name: str) -> Callable[..., ScoreModel]:
+    if name in _LOADERS:
+        return _LOADERS[name]
+    ep = _entry_points().get(name)
+    if ep is None:
+        raise _unknown(name)
+    try:
+        loader = ep.load()
+    except Exception as e:
+        raise InputError(f"model {name!r}: its entry point {ep.value!r} (group {ENTRY_POINTS}) cannot be loaded: "
+                         f"{type(e).__name__}: {e}") from None
+    return register(name, loader)
+
+
+def is_exact(name) -> bool:
+    """Whether ``name`` is an analytic model (exact_sample / exact_log_prob / exact_prior);
+    trained models (``bench.zoo.trained``) instead give ``data_sample`` and have no exact p_T."""
+    return isinstance(name, str) and name in MODELS
+
+
+def load(spec, *, exact_prior: bool = False, verify: bool = True, **options) -> ScoreModel:
+    """The model named by ``spec``: a registered name or a model spec (``bench.zoo.specs``).
+
+    An exact mixture takes ``exact_prior`` (x_T from the exact p_T) and its SDE's options
+    (``load("gmm2d-vp", beta_max=10)``); a shipped checkpoint ``verify=False`` (accept a card
+    without sha256, with a warning); a registered loader the options it declares."""
+    s = specs.parse(spec)
+    if s.kind != "name":
+        if exact_prior:
+            raise InputError(f"model {s.text!r}: a model spec has no exact p_T, so exact_prior=True is not available")
+        if options or not verify:
+            raise InputError(f"model {s.text!r}: a model spec takes its settings in the spec or the suite's table, "
+                             f"not {sorted(options) or ['verify']}")
+        return s.load()
+    name = s.target
+    loader = _loader(name)
+    kw = dict(options, **({"exact_prior": True} if exact_prior else {}), **({} if verify else {"verify": False}))
+    takes = validate.parameters(loader)
+    if exact_prior and "exact_prior" not in takes:
+        raise InputError(f"model {name!r} is a trained model: it has no exact p_T, so exact_prior=True is not "
+                         "available (its prior is the SDE's Gaussian)")
+    if not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(loader).parameters.values()):
+        validate.keywords(f"models.load({name!r})", kw, takes)
+    model = loader(**kw)
+    if not isinstance(model, ScoreModel):
+        raise InputError(f"model {name!r}: its loader returned {type(model).__name__}, not a solvers.ScoreModel")
+    return model
+
+
+def _load_exact(name: str, *, exact_prior: bool = False, **sde_kw) -> ExactModel:
     mixture, sde_cls = MODELS[name]
     validate.keywords(f"models.load({name!r})", sde_kw, ["exact_prior", *validate.parameters(sde_cls)])
     return ExactModel(mixture(), sde_cls(**sde_kw), name=name, exact_prior=exact_prior)
 
 
-# --- trained models (issue 7): the shipped checkpoints load by name here too ----------------------
-from bench.zoo import trained as _trained  # noqa: E402  (bench.zoo.trained does not import this module)
-
-_exact_available, _exact_load = available, load
-TIMING_ONLY = "cifar10-unet-timing"
-
-
-def is_exact(name: str) -> bool:
-    """Whether ``name`` is an analytic model (exact_sample / exact_log_prob / exact_prior);
-    trained models (``bench.zoo.trained``) instead give ``data_sample`` and have no exact p_T."""
-    return name in MODELS
+def _load_trained(name: str, *, verify: bool = True, **sde_kw):
+    if sde_kw:
+        raise InputError(f"model {name!r} is a trained model: its SDE is fixed by its checkpoint; got SDE options "
+                         f"{sorted(sde_kw)}")
+    return _trained.load(name, verify=verify)
 
 
-def available() -> list[str]:
-    return _exact_available() + _trained.available() + [TIMING_ONLY]
+def _load_timing(**options):
+    """The random-weight DDPM CIFAR-10 U-Net: timing only (``bench.zoo.cifar_unet``)."""
+    from bench.zoo import cifar_unet
+
+    return cifar_unet.load(**options)
 
 
-def load(name: str, *, exact_prior: bool = False, verify: bool = True, **sde_kw):
-    """An exact model (``load("gmm2d-vp")``, ``sde_kw`` go to its SDE) or a trained checkpoint
-    (``load("digits-vp")``; its SDE is the one it was trained with, and it has no exact prior;
-    ``verify=False`` accepts a card without sha256, with a warning)."""
+for _name in MODELS:
+    register(_name, functools.partial(_load_exact, _name))
+for _name in _trained.available():
+    register(_name, functools.partial(_load_trained, _name))
+register(TIMING_ONLY, _load_timing)
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def fingerprint(spec, model: ScoreModel | None = None) -> str:
+    """A hash of what the model's outputs depend on: an exact mixture's parameters and SDE, a
+    shipped checkpoint's weights sha256 (from its card), a spec's files, module and settings
+    (``ModelSpec.fingerprint``); for another registered model, its own ``fingerprint`` attribute
+    if it has one, else the weights of its ``nn.Module``s with its SDE and prediction (the
+    model is loaded unless given)."""
+    s = specs.parse(spec)
+    if s.kind != "name":
+        return s.fingerprint()
+    name = s.target
     if name in MODELS:
-        return _exact_load(name, exact_prior=exact_prior, **sde_kw)
-    if name in _trained.available():
-        if exact_prior:
-            raise InputError(f"model {name!r} is a trained model: it has no exact p_T, so exact_prior=True is "
-                             "not available (its prior is the SDE's Gaussian)")
-        if sde_kw:
-            raise InputError(f"model {name!r} is a trained model: its SDE is fixed by its checkpoint; got "
-                             f"SDE options {sorted(sde_kw)}")
-        return _trained.load(name, verify=verify)
-    if name == TIMING_ONLY:  # random-weight DDPM CIFAR-10 U-Net: timing only (bench.zoo.cifar_unet)
-        from bench.zoo import cifar_unet
-        return cifar_unet.load(**sde_kw)
-    raise InputError(f"unknown model {name!r}; available: {', '.join(available())}")
+        gmm = MODELS[name][0]()
+        return _digest(name, *(t.contiguous().numpy().tobytes() for t in (gmm.weights, gmm.means, gmm.covs)))
+    model = model if model is not None else load(name)
+    card = getattr(model, "card", None)
+    if isinstance(model, _trained.TrainedModel) and isinstance(card, dict) and card.get("sha256"):
+        return str(card["sha256"])
+    own = getattr(model, "fingerprint", None)
+    if isinstance(own, str) and own:
+        return own
+    return _digest(repr(model.sde), model.prediction, model.shape, *specs.module_weights(model))
+
+
+def describe(spec) -> list[tuple[str, str]]:
+    """(field, value) lines saying what the benchmark understood of a model: its spec, class, SDE
+    and time range, prediction, sample shape, parameters, ignored settings and fingerprint."""
+    s = specs.parse(spec)
+    model = load(s)
+    sde = model.sde
+    net = getattr(model, "net", None)
+    params = sum(int(p.numel()) for p in net.parameters()) if isinstance(net, torch.nn.Module) else 0
+    rows = [("model", s.text), ("kind", "registered" if s.kind == "name" else s.kind),
+            ("class", type(model).__name__), ("sde", repr(sde)),
+            ("time range", f"[{float(sde.eps):g}, {float(sde.T):g}]"), ("prediction", model.prediction),
+            ("shape", str(tuple(model.shape)) if model.shape else "unknown"),
+            ("parameters", f"{params:,}" if params else "none (an analytic model or a plain function)"),
+            ("exact target", "yes (exact samples and density)" if is_exact(s.text) else "no")]
+    if getattr(model, "ignored", ()):
+        rows.append(("ignored", ", ".join(model.ignored)))
+    if s.settings:
+        rows.append(("settings", json.dumps(s.settings, sort_keys=True)))
+    return [*rows, ("fingerprint", fingerprint(s, model))]
