@@ -296,7 +296,7 @@ class Suite:
         dims, worst = {}, {}
         for c in cells:
             if c.model not in dims:
-                dims[c.model] = math.prod(models.load(c.model).shape or (2,))
+                dims[c.model] = math.prod(self.model_table.load(c.model).shape or (2,))
             d = dims[c.model]
             if c.task == "likelihood":
                 need = limits.likelihood_bytes(c.n, d, c.options.get("trace", "exact"), c.options.get("probes", 1))
