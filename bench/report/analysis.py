@@ -187,7 +187,7 @@ def _solver_row(label: str, c: pd.DataFrame, metric: str) -> dict:
 def _ranked_resolved(rest: list[dict], offset: int, metric: str) -> list[dict]:
     """The resolved solvers by ``tied_ranking``, their ranks after the ``offset`` tied at the floor."""
     by_name = {r["solver"]: r for r in rest}
-    ordered = []
+    ordered, leaders = [], set()
     for t in tied_ranking([{"name": r["solver"], "value": r["value"], "stderr": r["stderr"]} for r in rest]):
         r = by_name[t["name"]]
         if t["rank"] == "-":
@@ -195,10 +195,19 @@ def _ranked_resolved(rest: list[dict], offset: int, metric: str) -> list[dict]:
         else:
             k = int(t["rank"].rstrip("=")) + offset
             r["rank"] = f"{k}=" if t["rank"].endswith("=") else str(k)
-            r["note"] = (f"tied with {t['vs']} (p = {t['p_value']:.2f})" if t["vs"] and t["rank"].endswith("=")
-                         else "")
+            r["note"] = _rank_note(t, leads=t["group"] not in leaders)
+            leaders.add(t["group"])
         ordered.append(r)
     return ordered
+
+
+def _rank_note(t: dict, leads: bool) -> str:
+    """A group's leader is compared with the previous group's leader, which it is worse than
+    (p < 0.05); a member with its own leader, which it is tied with."""
+    if not t["vs"]:
+        return ""
+    return (f"worse than {t['vs']} (p = {t['p_value']:.2g})" if leads
+            else f"tied with {t['vs']} (p = {t['p_value']:.2f})")
 
 
 def rank_solvers(cand: pd.DataFrame, metric: str) -> list[dict]:
