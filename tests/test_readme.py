@@ -46,3 +46,36 @@ def test_benchmark_your_own_model_commands_run(tmp_path, monkeypatch):
     for line in commands:
         assert main(shlex.split(line)[1:]) == 0, line
     assert (tmp_path / "my-run-1" / "report.html").exists() or list(tmp_path.glob("*run-1/report.html"))
+
+
+def test_three_commands_to_try_run(tmp_path, monkeypatch, capsys):
+    """The README's "Three commands to try", as written (outputs under a temporary directory)."""
+    import shlex
+
+    from bench.cli import main
+
+    text = README.read_text().split("## Three commands to try", 1)[1]
+    commands = [line.split("#", 1)[0] for line in re.search(r"```sh\n(.*?)```", text, re.S).group(1).strip().splitlines()]
+    assert [c.split()[1] for c in commands] == ["demo", "recommend", "likelihood"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SDEBENCH_STORE", str(tmp_path / "results" / "sdebench.sqlite"))
+    for line in commands:
+        assert main(shlex.split(line)[1:]) == 0, line
+    out = capsys.readouterr().out
+    assert "reproduce: sdebench sample gmm2d-vp" in out and "nats/dim" in out
+
+
+def test_the_design_map_is_in_the_repository():
+    """README links docs/design.md, its "where to change what" table names every registry, and no
+    file of the project points outside the repository for its design."""
+    root = README.parent
+    design = root / "docs" / "design.md"
+    assert "docs/design.md" in README.read_text() and design.exists()
+    table = design.read_text().split("## Where to change what", 1)[1]
+    for place in ("solvers.register", "Option(", "GRIDS", "metrics.register", "register_section",
+                  "executors.register", "models.register", "TOML"):
+        assert place in table, place
+    files = [*root.glob("*.md"), *root.glob("docs/*.md"), *root.glob("Makefile"),
+             *(f for d in ("bench", "solvers", "tests") for f in (root / d).rglob("*.py"))]
+    outside = "../" + "shared"
+    assert [f.name for f in files if outside in f.read_text()] == []
