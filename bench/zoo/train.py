@@ -259,8 +259,18 @@ def _train(name, recipe, out_dir, seed, steps, log):
             log(f"[{name}] step {step + 1}/{steps} loss {losses[-1]:.4f} ({time.perf_counter() - t0:.0f} s)")
     wall = time.perf_counter() - t0
     ema.eval()
-    tail = losses[-max(1, steps // 10):]
     heldout, accuracy = _heldout(recipe, fn, ema, seed)
+    card = _card(name, recipe, seed, steps, wall, losses, heldout, accuracy)
+    wpath, cpath = save_checkpoint(ema, card, out_dir)
+    log(f"[{name}] wrote {wpath} ({wpath.stat().st_size / 1e6:.2f} MB) and {cpath}: final loss "
+        f"{card['final_loss']:.4f}, held-out {card['heldout_loss']:.4f}, {wall:.0f} s")
+    return json.loads(cpath.read_text())
+
+
+def _card(name, recipe, seed, steps, wall, losses, heldout, accuracy) -> dict:
+    """The checkpoint's card: architecture, SDE and parameterization, data, the training recipe and
+    its outcome (final and held-out loss, accuracy for a classifier), commit and date."""
+    tail = losses[-max(1, steps // 10):]
     card = {"name": name, "kind": recipe["kind"], "arch": recipe["arch"], "arch_args": recipe["arch_args"]}
     if recipe["kind"] == "score":
         card.update(sde=recipe["sde"], sde_args=recipe["sde_args"], prediction=recipe["prediction"],
@@ -284,7 +294,4 @@ def _train(name, recipe, out_dir, seed, steps, log):
                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     if accuracy is not None:
         card["heldout_accuracy"] = round(accuracy, 4)
-    wpath, cpath = save_checkpoint(ema, card, out_dir)
-    log(f"[{name}] wrote {wpath} ({wpath.stat().st_size / 1e6:.2f} MB) and {cpath}: final loss "
-        f"{card['final_loss']:.4f}, held-out {card['heldout_loss']:.4f}, {wall:.0f} s")
-    return json.loads(cpath.read_text())
+    return card
