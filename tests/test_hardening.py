@@ -738,3 +738,30 @@ def test_run_references_are_parsed_in_one_place(ref, needle, store_path, capsys)
     for argv in (["export", ref], ["report", ref, "--out", store_path.parent / "r"], ["compare", ref, "1"]):
         code, _, err = call([*argv, "--store", store_path], capsys)
         assert (code == 0) == (needle is None) and (needle is None or needle in err), (argv, err)
+
+
+# --------------------------------------------------------------------------------------------
+# leftovers of the second pass: step counts past limits.STEPS_MAX, unwritable output paths
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["sample", "gmm2d-vp", "euler", "--steps", "50000000"],
+                                  ["recommend", "gmm2d-vp", "--nfe", "2000000"],
+                                  ["tune", "gmm2d-vp", "euler", "--nfe", "10000000"],
+                                  ["demo", "--nfe", "10", "5000000"]])
+def test_step_counts_beyond_the_limit_are_refused_at_once(argv, capsys):
+    code, _, err = call(argv, capsys)
+    assert code == 2 and "in [1, 1000000]" in err
+
+
+def test_a_suite_with_too_many_steps_is_refused_before_a_store(tmp_path, capsys):
+    suite = suite_file(tmp_path, BASE.replace("steps = [2, 4]", "steps = [2, 10000000]") + EULER)
+    code, _, err = run_cli(tmp_path, capsys, suite=suite)
+    assert code == 2 and "steps" in err and "1000000" in err and not (tmp_path / "s.sqlite").exists()
+
+
+def test_an_unwritable_output_names_its_path(tmp_path, capsys):
+    code, _, _ = run_cli(tmp_path, capsys)
+    assert code == 0
+    (tmp_path / "afile").write_text("")
+    code, _, err = call(["report", "1", "--store", tmp_path / "s.sqlite", "--out", tmp_path / "afile" / "x"], capsys)
+    assert code == 2 and f"{tmp_path / 'afile' / 'x'}: Not a directory" in err and "Errno" not in err

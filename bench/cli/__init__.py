@@ -63,7 +63,9 @@ def main(argv=None) -> int:
               "--store", file=sys.stderr)
         return 2
     except OSError as e:  # an output that cannot be written (permissions, a full disk, a file in the way)
-        print(f"sdebench: error: {e}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"sdebench: error: {where}{e.strerror or e} (a path that cannot be written or read: check that "
+              f"its folders exist, are folders and are writable, and that the disk has room)", file=sys.stderr)
         return 2
     except solvers.NonFiniteError as e:
         print(f"sdebench: error: {e}", file=sys.stderr)

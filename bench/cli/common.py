@@ -15,14 +15,19 @@ from bench.harness.store import default_store_path
 from bench.harness.suite import SUITES_DIR
 from bench.zoo.trained import CHECKPOINTS
 
-__all__ = ["add_store", "add_threads", "add_model", "exact_target", "target_size", "run_id", "positive_int", "count",
-           "sample_count", "seed_int", "number", "solver_option", "check_output", "check_sample_memory", "model_dim",
-           "same_file"]
+__all__ = ["add_store", "add_threads", "add_model", "exact_target", "target_size", "run_id", "positive_int",
+           "step_count", "count", "sample_count", "seed_int", "number", "solver_option", "check_output",
+           "check_sample_memory", "model_dim", "same_file"]
 
 
 def positive_int(text) -> int:
     """argparse type: an integer >= 1."""
     return count(1, None)(text)
+
+
+def step_count(text) -> int:
+    """argparse type: steps or an NFE budget, in [1, ``limits.STEPS_MAX``]."""
+    return count(1, limits.STEPS_MAX)(text)
 
 
 def count(low: int = 1, high: int | None = limits.N_MAX):

@@ -18,7 +18,7 @@ import math
 import shlex
 
 import solvers
-from bench.cli.common import add_model, add_store, check_sample_memory, count, positive_int, seed_int
+from bench.cli.common import add_model, add_store, check_sample_memory, count, seed_int, step_count
 from bench.harness.at_floor import ZERO_VALUED
 from bench.harness.runner import run_suite
 from bench.harness.store import Store
@@ -177,7 +177,7 @@ def register(sub):
     r = sub.add_parser("recommend", help="rank every deterministic solver x grid at an NFE budget on one model, "
                        "with ties where the uncertainty cannot separate them")
     add_model(r)
-    r.add_argument("--nfe", type=positive_int, required=True, help="the NFE budget")
+    r.add_argument("--nfe", type=step_count, required=True, help="the NFE budget")
     r.add_argument("--solvers", nargs="+", default=None, help="only these solvers (default: every deterministic "
                    "fixed-step solver)")
     r.add_argument("--tune", action="store_true", help="also a grid tuned to each solver (suite grid \"tuned\")")

@@ -17,6 +17,7 @@ from bench.cli.common import (
     sample_count,
     seed_int,
     solver_option,
+    step_count,
     target_size,
 )
 from bench.cli.common import exact_target as _exact_target
@@ -156,7 +157,7 @@ def register(sub):
     d = sub.add_parser("demo", help="sample the 2-D mixture with every solver; print error and NFE")
     d.add_argument("--model", default="gmm2d-vp", choices=[m for m in models.available() if models.is_exact(m)])
     d.add_argument("--n", type=sample_count, default=2000, help="samples (default 2000)")
-    d.add_argument("--nfe", type=positive_int, nargs="+", default=[10, 20, 50], help="NFE budgets (default 10 20 50)")
+    d.add_argument("--nfe", type=step_count, nargs="+", default=[10, 20, 50], help="NFE budgets (default 10 20 50)")
     d.add_argument("--seed", type=seed_int, default=0)
     add_threads(d)
     d.set_defaults(fn=demo)
@@ -166,7 +167,7 @@ def register(sub):
     s = sub.add_parser("sample", help="sample one model with one solver")
     add_model(s)
     s.add_argument("solver")
-    s.add_argument("--steps", type=positive_int, default=None,
+    s.add_argument("--steps", type=step_count, default=None,
                    help="steps (default 20; a tuned grid file's own; ignored by adaptive solvers)")
     s.add_argument("--n", type=sample_count, default=1000)
     s.add_argument("--seed", type=seed_int, default=0)

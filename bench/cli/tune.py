@@ -9,7 +9,7 @@ import time
 import torch
 
 import solvers
-from bench.cli.common import add_model, add_threads, check_output, count, model_dim, positive_int, seed_int
+from bench.cli.common import add_model, add_threads, check_output, count, model_dim, positive_int, seed_int, step_count
 from bench.harness import limits
 from bench.harness.tuned import DEFAULT_METHOD, tunable
 from bench.report.render import slug
@@ -131,7 +131,7 @@ def register(sub):
     p = sub.add_parser("tune", help="tune a solver's time grid for a model against a teacher; save it as JSON")
     add_model(p)
     p.add_argument("solver", help="a deterministic fixed-step solver (sdebench list solvers)")
-    p.add_argument("--nfe", type=positive_int, required=True, help="NFE budget (steps = the most that fit)")
+    p.add_argument("--nfe", type=step_count, required=True, help="NFE budget (steps = the most that fit)")
     p.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_METHOD,
                    help="dp (dynamic programming on a fine teacher grid, seconds) or search (Powell, minutes); "
                         "default %(default)s")

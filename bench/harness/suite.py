@@ -236,7 +236,7 @@ class Suite:
         self._check_numbers()
         for key in ("steps", "nfe"):
             if getattr(self, key) is not None:
-                self._ints(key, getattr(self, key))
+                self._ints(key, getattr(self, key), high=limits.STEPS_MAX)
         self._grid("grid", self.grid)
         self._names("metrics", self.metrics, metrics.requestable(), "metric")
         if models.TIMING_ONLY in self.models and self.metrics:  # random weights (bench.zoo.cifar_unet)
