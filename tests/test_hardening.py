@@ -765,3 +765,9 @@ def test_an_unwritable_output_names_its_path(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     code, _, err = call(["report", "1", "--store", tmp_path / "s.sqlite", "--out", tmp_path / "afile" / "x"], capsys)
     assert code == 2 and f"{tmp_path / 'afile' / 'x'}: Not a directory" in err and "Errno" not in err
+
+
+def test_a_suite_of_too_many_cells_is_refused_before_building_them(tmp_path, capsys):
+    seeds = "seeds = [" + ", ".join(map(str, range(60000))) + "]\n"
+    code, _, err = run_cli(tmp_path, capsys, suite=suite_file(tmp_path, BASE + seeds + EULER))
+    assert code == 2 and "seeds: defines about 120,000 cells" in err and not (tmp_path / "s.sqlite").exists()

@@ -22,7 +22,7 @@ import pathlib
 
 from solvers import InputError
 
-__all__ = ["N_MAX", "STEPS_MAX", "TOL_MIN", "WORKER_BYTES", "available_bytes", "check_fits", "fmt_bytes",
+__all__ = ["N_MAX", "STEPS_MAX", "CELLS_MAX", "TOL_MIN", "WORKER_BYTES", "available_bytes", "check_fits", "fmt_bytes",
            "sample_bytes", "likelihood_bytes", "tuning_bytes"]
 
 #: the most samples (or points, or x_T) any command or suite accepts
@@ -30,6 +30,8 @@ N_MAX = 10**9
 #: the most steps (or NFE) any command or suite accepts: a grid of 10^6 intervals is already ~1000x
 #: finer than any sampler is run at, and set-up work over a grid is O(steps) in Python
 STEPS_MAX = 10**6
+#: the most cells a suite may define (the full suite has 6,909; building 10^5 cells takes about a minute)
+CELLS_MAX = 10**5
 #: the smallest rtol/atol accepted for an ODE solve: float64 resolves ~2e-16 relative, and a tighter
 #: tolerance only makes torchdiffeq take ever smaller steps (a likelihood at 1e-30 never ends)
 TOL_MIN = 1e-14

@@ -201,6 +201,23 @@ class Suite:
             if isinstance(v, bool) or not isinstance(v, int) or v < low or v > N_MAX:
                 raise self.err(key, f"must be an integer in [{low}, {N_MAX}], got {v!r}")
 
+    def _check_cell_count(self):
+        """At most ``limits.CELLS_MAX`` cells, counted from the suite's lists before any is built
+        (an upper bound: NFE budgets that leave no step are counted too)."""
+        per_model = 0
+        for entry in self.solver_entries:
+            options = {k: v for k, v in entry.items() if k not in ENTRY}
+            grids = entry.get("grids") or [None]
+            sizes = entry.get("nfe") or entry.get("steps") or self.nfe or self.steps or [None]
+            per_model += len(_expand(options)) * len(grids) * len(sizes)
+        per_model += sum(len(_expand({k: v for k, v in e.items() if k not in ("n", "models")}))
+                         for e in self.likelihood_entries)
+        total = per_model * len(self.models) * len(self.seeds) * len(self.grids or [None])
+        if total > limits.CELLS_MAX:
+            raise self.err("seeds" if len(self.seeds) > 1000 else "solvers",
+                           f"defines about {total:,} cells (models x seeds x solver entries x options x grids x "
+                           f"steps), more than {limits.CELLS_MAX:,}; split it into several suites")
+
     def override(self, **values) -> Suite:
         """Set n, threads, repeats or warmup (e.g. from the command line) through the same checks;
         ``models`` keeps a subset of the suite's models (a comma-separated string or a list)."""
@@ -271,6 +288,7 @@ class Suite:
             self._check_solver_entry(i, entry)
         for i, entry in enumerate(self.likelihood_entries):
             self._check_likelihood_entry(i, entry)
+        self._check_cell_count()
         cells = self.cells()
         keys = [c.key for c in cells]
         if len(set(keys)) < len(keys):
