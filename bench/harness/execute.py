@@ -36,7 +36,14 @@ import solvers
 from bench.harness import metrics
 from bench.harness.cache import DiskCache
 from bench.harness.cell import Cell, CellResult, Timing
-from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
+from bench.harness.reference import (
+    brownian_path_for,
+    in_lambda,
+    ode_reference,
+    ode_reference_error,
+    path_kind,
+    sde_reference,
+)
 from bench.harness.timing import time_adaptive, time_call
 from bench.zoo import models
 
@@ -47,7 +54,7 @@ _CACHE: dict = {}
 _SPENT = {"reference": 0.0}  # seconds spent making cached references, exact samples and floors
 _DISK: dict = {"cache": None}  # the DiskCache of the cell being run, if any
 #: what is kept on disk (the rest: models, x_T, Brownian paths, timings, is cheap or per machine)
-DISK_KINDS = ("exact", "floor", "ode_ref", "sde_ref")
+DISK_KINDS = ("exact", "floor", "ode_ref", "ode_ref_err", "sde_ref")
 
 
 def import_plugins(modules, error=None):
@@ -133,6 +140,10 @@ def _ode_key(cell):
     return ("ode_ref", cell.model_id, cell.exact_prior, cell.n, cell.seed, cell.reference["ode_rtol"])
 
 
+def _ode_err_key(cell):
+    return ("ode_ref_err",) + _ode_key(cell)[1:]
+
+
 def _sde_key(cell, cls):
     return ("sde_ref", cell.model_id, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
 
@@ -177,6 +188,8 @@ def shared_keys(cell) -> list[tuple]:
         need = {"reference": _reference_key(cell, cls, opts), "target": _exact_key(cell, 0),
                 "held_out": _exact_key(cell, 1)}
         out += [need[n] for n in metric.needs if need[n] is not None]
+        if "reference" in metric.needs and need["reference"] == _ode_key(cell) and in_lambda(_model(cell).sde):
+            out.append(_ode_err_key(cell))  # its own error, the discretization floor there
         if metric.noise_floor is not None:
             out.append(_floor_key(cell, metric.name))
     return list(dict.fromkeys(out))
@@ -186,6 +199,13 @@ def _ode_ref(cell):
     tol = cell.reference["ode_rtol"]
     return _cached(_ode_key(cell), lambda: ode_reference(_model(cell), _x_T(cell, torch.float64).cpu(),
                                                          rtol=tol, atol=tol))
+
+
+def _ode_ref_err(cell):
+    """The ODE reference's own error, from two tolerances (``reference.ode_reference_error``)."""
+    tol = cell.reference["ode_rtol"]
+    return _cached(_ode_err_key(cell), lambda: ode_reference_error(_model(cell), _x_T(cell, torch.float64).cpu(),
+                                                                   _ode_ref(cell), rtol=tol))
 
 
 def _sde_ref(cell, cls):
@@ -258,6 +278,11 @@ class SharedResults:
 
     def ode_reference(self) -> torch.Tensor:
         return _ode_ref(self.cell)
+
+    def ode_reference_error(self) -> float | None:
+        """The ODE reference's own error estimated at two tolerances, where the reference is
+        solved in lambda (discrete-time schedules); None elsewhere (the floor is 10 x rtol)."""
+        return _ode_ref_err(self.cell) if in_lambda(self.model.sde) else None
 
     def sde_reference(self):
         return _sde_ref(self.cell, self.solver)
@@ -426,6 +451,7 @@ def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> CellResult:
 #: how ``make_shared`` makes each kind of shared result (a ``shared_keys`` key's first entry)
 _MAKERS = {
     "ode_ref": lambda shared, key: shared.ode_reference(),
+    "ode_ref_err": lambda shared, key: shared.ode_reference_error(),
     "sde_ref": lambda shared, key: shared.sde_reference(),
     "exact": lambda shared, key: _exact(shared.cell, key[-1]),
     "floor": lambda shared, key: shared.noise_floor(metrics.get_metric(key[-1])),

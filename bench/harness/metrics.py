@@ -29,6 +29,8 @@ It may return {} to store nothing (e.g. for samples that are not finite). The me
     target()     exact samples of p_eps (exact models) or held-out data, as many as the samples
     held_out()   an independent set of the same size (noise floors)
     ode_reference(), sde_reference() -> (Brownian path, reference): the reference solutions
+    ode_reference_error()  the ODE reference's own error from two tolerances (discrete-time
+                 schedules, whose reference is solved in lambda), else None
     noise_floor(metric) -> {name: floor}: ``metric.noise_floor`` made once (a shared result)
     cached(key, make)   anything else shared by cells, key = (kind, cell.model_id, ...)
     memo(key, make)     shared by the metrics of this cell only
@@ -314,9 +316,13 @@ def within_se_of_zero(r: MetricResult, cell=None) -> bool:
     return _finite(r.value) and _finite(r.se) and abs(float(r.value)) <= ZERO_SE * float(r.se)
 
 
-def discretization_floor(cell) -> float:
-    """Discretization errors at or below this are the reference's, not the solver's: 10 x the
-    cell's own ODE reference rtol (its model's resolved setting, as stored with the cell)."""
+def discretization_floor(cell, estimated: float | None = None) -> float:
+    """Discretization errors at or below this are the reference's, not the solver's: the
+    reference's own error ``estimated`` at two tolerances where there is one (discrete-time
+    schedules, stored as ``discretization_floor``), else 10 x the cell's own ODE reference rtol
+    (its model's resolved setting, as stored with the cell)."""
+    if _finite(estimated):
+        return max(float(estimated), 1e-14)
     return max(10 * float(cell.reference.get("ode_rtol", 1e-10)), 1e-14)
 
 
@@ -324,7 +330,7 @@ def _within_reference_error(r: MetricResult, cell=None) -> bool:
     """A deterministic solver's discretization error at or below ``discretization_floor``
     (stochastic solvers have no such floor)."""
     return (cell is not None and _finite(r.value) and not cell.solver_meta.get("stochastic", True)
-            and float(r.value) <= discretization_floor(cell))
+            and float(r.value) <= discretization_floor(cell, r.floor))
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,9 +343,12 @@ def _median(v):
 def _discretization(metric, ctx):
     """Median per-sample error of a float64 solve from the same x_T against the reference: the
     float64 dopri8 PF-ODE solution (deterministic solvers), or fine-grid Euler-Maruyama on the
-    same Brownian path (solvers that use the path); NaN for corrector-only samplers."""
+    same Brownian path (solvers that use the path); NaN for corrector-only samplers. Where the ODE
+    reference has an estimated error of its own (``ode_reference_error``) it is the floor."""
+    floor = None
     if not ctx.solver.is_stochastic(**ctx.options):
         ref = ctx.ode_reference()  # references are shared results, not solving time
+        floor = ctx.ode_reference_error()
         x = ctx.float64_solution()
     elif ctx.solver.kind == "corrector":
         return math.nan
@@ -347,7 +356,7 @@ def _discretization(metric, ctx):
         path, ref = ctx.sde_reference()
         x = ctx.solve_float64(brownian=path)
     errors = per_sample_error(x, ref)
-    return MetricResult(_median(errors), se=standard_error(metric, _median, errors, seed=ctx.seed))
+    return MetricResult(_median(errors), se=standard_error(metric, _median, errors, seed=ctx.seed), floor=floor)
 
 
 def _discretization_cost(metric, costing) -> dict:
