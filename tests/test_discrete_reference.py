@@ -82,3 +82,21 @@ def test_discrete_reference_costs_at_most_twice_the_smooth_schedule():
     n_discrete, n_smooth = _calls(discrete, x_T, 1e-6), _calls(smooth, x_T, 1e-6)
     assert n_discrete <= 2 * n_smooth, (n_discrete, n_smooth)
     assert math.isfinite(float(ode_reference(discrete, x_T, rtol=1e-6, atol=1e-6).sum()))
+
+
+def test_tuning_teacher_on_a_discrete_schedule_is_the_reference_in_lambda():
+    from bench.harness.tuned import _Teacher
+
+    net = _Net()
+    discrete = solvers.ScoreModel.from_discrete(net, BETAS, shape=(2,))
+    smooth = solvers.ScoreModel(lambda x, t: net(x, 1000 * t - 1), solvers.VP(), shape=(2,))
+    x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    counts = {}
+    for name, m in (("discrete", discrete), ("smooth", smooth)):
+        m.nfe = 0
+        out = _Teacher(m, 1e-6)(x_T)
+        counts[name] = m.nfe  # the teacher's solves count on the model (solvers' dopri8) or not (reference)
+    assert torch.equal(out, _Teacher(smooth, 1e-6)(x_T))
+    ref = ode_reference(discrete, x_T, rtol=1e-6, atol=1e-6)
+    assert torch.equal(_Teacher(discrete, 1e-6)(x_T), ref)
+    assert _calls(discrete, x_T, 1e-6) <= 2 * max(counts["smooth"], 1)
