@@ -176,7 +176,7 @@ SUITES = [
     ("adaptive with steps", BASE + '[[solvers]]\nname = "dopri5"\nsteps = [3]\n', "adaptive"),
     ("grid unknown", BASE + 'grid = "banana"\n' + EULER, "banana"),
     ("entry grid unknown", BASE + '[[solvers]]\nname = "euler"\ngrid = "banana"\n', "banana"),
-    ("metrics empty", BASE.replace('["sliced_w2"]', "[]") + EULER, "metrics"),
+    ("metrics time and quality", BASE.replace('["sliced_w2"]', '["time", "sliced_w2"]') + EULER, "timing only"),
     ("metrics unknown", BASE.replace('"sliced_w2"', '"fid"') + EULER, "fid"),
     ("dtype", BASE + 'dtype = "float16"\n' + EULER, "dtype"),
     ("device", BASE + 'device = "tpu"\n' + EULER, "device"),

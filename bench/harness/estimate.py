@@ -342,8 +342,9 @@ def _shared_s(cal, cell, costing, floors, seen, cache) -> float:
         if cache is not None and cache.contains(disk_key(key)):
             continue
         kind = key[0]
-        if kind == "ode_ref":
-            total += cal.ode_ref_nfe(cell.model_id, cell.exact_prior, float(key[-1])) * (ev64 + over)
+        if kind in ("ode_ref", "ref_samples", "ode_ref_err"):  # a reference solve (of other x_T, at 10 rtol)
+            rtol = float(cell.reference["ode_rtol"])
+            total += cal.ode_ref_nfe(cell.model_id, cell.exact_prior, rtol) * (ev64 + over)
         elif kind == "sde_ref":
             total += int(key[-1]) * (ev64 + over + costing.path_step_s())
         elif kind == "floor":

@@ -36,7 +36,14 @@ import solvers
 from bench.harness import metrics
 from bench.harness.cache import DiskCache
 from bench.harness.cell import Cell, CellResult, Timing
-from bench.harness.reference import brownian_path_for, ode_reference, path_kind, sde_reference
+from bench.harness.reference import (
+    brownian_path_for,
+    in_lambda,
+    ode_reference,
+    ode_reference_error,
+    path_kind,
+    sde_reference,
+)
 from bench.harness.timing import time_adaptive, time_call
 from bench.zoo import models
 
@@ -47,7 +54,7 @@ _CACHE: dict = {}
 _SPENT = {"reference": 0.0}  # seconds spent making cached references, exact samples and floors
 _DISK: dict = {"cache": None}  # the DiskCache of the cell being run, if any
 #: what is kept on disk (the rest: models, x_T, Brownian paths, timings, is cheap or per machine)
-DISK_KINDS = ("exact", "floor", "ode_ref", "sde_ref")
+DISK_KINDS = ("exact", "floor", "ode_ref", "ode_ref_err", "ref_samples", "sde_ref")
 
 
 def import_plugins(modules, error=None):
@@ -133,6 +140,14 @@ def _ode_key(cell):
     return ("ode_ref", cell.model_id, cell.exact_prior, cell.n, cell.seed, cell.reference["ode_rtol"])
 
 
+def _ref_samples_key(cell, which):
+    return ("ref_samples", cell.model_id, cell.exact_prior, cell.n, cell.seed, cell.reference["ode_rtol"], which)
+
+
+def _ode_err_key(cell):
+    return ("ode_ref_err",) + _ode_key(cell)[1:]
+
+
 def _sde_key(cell, cls):
     return ("sde_ref", cell.model_id, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
 
@@ -174,9 +189,11 @@ def shared_keys(cell) -> list[tuple]:
         return [_exact_key(cell, 0)]
     cls, opts, out = solvers.get(cell.solver), dict(cell.options), []
     for metric in metrics_to_measure(cell):
-        need = {"reference": _reference_key(cell, cls, opts), "target": _exact_key(cell, 0),
-                "held_out": _exact_key(cell, 1)}
-        out += [need[n] for n in metric.needs if need[n] is not None]
+        need = {"reference": [_reference_key(cell, cls, opts)], "target": [_exact_key(cell, 0)],
+                "held_out": [_exact_key(cell, 1)], "reference_samples": [_ref_samples_key(cell, w) for w in (0, 1)]}
+        out += [k for n in metric.needs for k in need[n] if k is not None]
+        if "reference" in metric.needs and need["reference"] == [_ode_key(cell)] and in_lambda(_model(cell).sde):
+            out.append(_ode_err_key(cell))  # its own error, the discretization floor there
         if metric.noise_floor is not None:
             out.append(_floor_key(cell, metric.name))
     return list(dict.fromkeys(out))
@@ -186,6 +203,24 @@ def _ode_ref(cell):
     tol = cell.reference["ode_rtol"]
     return _cached(_ode_key(cell), lambda: ode_reference(_model(cell), _x_T(cell, torch.float64).cpu(),
                                                          rtol=tol, atol=tol))
+
+
+def _ode_ref_err(cell):
+    """The ODE reference's own error, from two tolerances (``reference.ode_reference_error``)."""
+    tol = cell.reference["ode_rtol"]
+    return _cached(_ode_err_key(cell), lambda: ode_reference_error(_model(cell), _x_T(cell, torch.float64).cpu(),
+                                                                   _ode_ref(cell), rtol=tol))
+
+
+def _ref_samples(cell, which):
+    """The reference solver's samples (the float64 ODE reference, at the cell's rtol) from n x_T
+    drawn independently of the cell's (``which`` = 0, 1: two independent sets)."""
+    def make():
+        m, tol = _model(cell), cell.reference["ode_rtol"]
+        g = torch.Generator().manual_seed(3_000_017 * (cell.seed + 1) + which)
+        return ode_reference(m, m.sample_prior(cell.n, generator=g, dtype=torch.float64), rtol=tol, atol=tol)
+
+    return _cached(_ref_samples_key(cell, which), make)
 
 
 def _sde_ref(cell, cls):
@@ -259,8 +294,18 @@ class SharedResults:
     def ode_reference(self) -> torch.Tensor:
         return _ode_ref(self.cell)
 
+    def ode_reference_error(self) -> float | None:
+        """The ODE reference's own error estimated at two tolerances, where the reference is
+        solved in lambda (discrete-time schedules); None elsewhere (the floor is 10 x rtol)."""
+        return _ode_ref_err(self.cell) if in_lambda(self.model.sde) else None
+
     def sde_reference(self):
         return _sde_ref(self.cell, self.solver)
+
+    def reference_samples(self, which: int = 0) -> torch.Tensor:
+        """The reference solver's samples from x_T independent of the cell's; ``which`` = 0, 1:
+        two independent sets (the second for noise floors)."""
+        return _ref_samples(self.cell, which)
 
     def noise_floor(self, metric) -> dict:
         """{name: floor} of ``metric`` (and of its outputs that have floors), made once."""
@@ -426,6 +471,8 @@ def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> CellResult:
 #: how ``make_shared`` makes each kind of shared result (a ``shared_keys`` key's first entry)
 _MAKERS = {
     "ode_ref": lambda shared, key: shared.ode_reference(),
+    "ode_ref_err": lambda shared, key: shared.ode_reference_error(),
+    "ref_samples": lambda shared, key: shared.reference_samples(key[-1]),
     "sde_ref": lambda shared, key: shared.sde_reference(),
     "exact": lambda shared, key: _exact(shared.cell, key[-1]),
     "floor": lambda shared, key: shared.noise_floor(metrics.get_metric(key[-1])),

@@ -27,8 +27,12 @@ It may return {} to store nothing (e.g. for samples that are not finite). The me
     output       what the solve returned (``solvers.sample``'s result; ``solvers.log_likelihood``'s)
     finite       whether every sample is finite
     target()     exact samples of p_eps (exact models) or held-out data, as many as the samples
+    reference_samples(which)  the reference solver's samples (float64 PF-ODE) from x_T independent
+                 of the cell's, which = 0, 1: two independent sets
     held_out()   an independent set of the same size (noise floors)
     ode_reference(), sde_reference() -> (Brownian path, reference): the reference solutions
+    ode_reference_error()  the ODE reference's own error from two tolerances (discrete-time
+                 schedules, whose reference is solved in lambda), else None
     noise_floor(metric) -> {name: floor}: ``metric.noise_floor`` made once (a shared result)
     cached(key, make)   anything else shared by cells, key = (kind, cell.model_id, ...)
     memo(key, make)     shared by the metrics of this cell only
@@ -81,9 +85,9 @@ __all__ = ["Metric", "MetricResult", "METRICS", "register", "get_metric", "reque
 PARTS = ("value", "se", "floor", "at_floor")
 #: the words a record's fields may take
 BETTER = ("lower", "higher", "zero")
-APPLIES = ("any", "exact", "trained", "digits")
+APPLIES = ("any", "exact", "trained", "digits", "features")
 TASKS = ("sample", "likelihood")
-NEEDS = ("reference", "target", "held_out")
+NEEDS = ("reference", "target", "held_out", "reference_samples")
 #: metrics whose exact value is 0 (no sample floor) are at the floor within this many standard errors
 ZERO_SE = 2.0
 #: exact KL's Jacobian (d backward passes through the float64 solve) in float64 solves: a + b d
@@ -125,12 +129,14 @@ class Metric:
     """One metric: what it is called, which way is better, what it needs, how a cell measures it,
     what that costs, how sure it is and where it applies.
 
-    ``family``: "discretization", "exact" (exact-density), "distribution", "features", "likelihood"
-    or a plugin's own. ``applies``: "any" model, "exact" models only, "digits" (FD features), or
-    "trained". ``task``: the cell task that produces it. ``requestable``: a suite may name it in
-    ``metrics`` (outputs such as precision come with the metric that makes them). ``gated``:
-    ``compare`` fails when it worsens past the tolerance. ``needs``: shared results made once per
-    run before the cells (``NEEDS``; its noise floor too when it has ``noise_floor``).
+    ``family``: "discretization", "exact" (exact-density), "distribution", "reference" (against the
+    reference solver's samples), "features", "likelihood" or a plugin's own. ``applies``: "any"
+    model, "exact" models only, "digits" (FD features), "features" (a model with held-out data
+    and a feature extractor of its own, ``bench.zoo.own_data``), or "trained". ``task``: the cell
+    task that produces it. ``requestable``: a suite may name it in ``metrics`` (outputs such as
+    precision come with the metric that makes them). ``gated``: ``compare`` fails when it worsens
+    past the tolerance. ``needs``: shared results made once per run before the cells (``NEEDS``;
+    its noise floor too when it has ``noise_floor``).
     ``deterministic_only``: needs a sampler whose output is a function of x_T alone. ``max_n``: a
     cell with more samples leaves it out. ``stage``: lower stages are measured first (exact KL's
     float64 solve is the discretization error's). ``fn(x, y)``: its value between two sample sets
@@ -169,7 +175,8 @@ class Metric:
 
     def applies_to(self, exact_model: bool, data: str | None = None) -> bool:
         return (self.applies == "any" or (self.applies == "exact" and exact_model)
-                or (self.applies == "trained" and not exact_model) or (self.applies == "digits" and data == "digits"))
+                or (self.applies == "trained" and not exact_model) or (self.applies in ("digits", "features")
+                                                                       and data == self.applies))
 
     def measured_in(self, cell, *, exact_model: bool, data: str | None = None, random_map: bool = False) -> bool:
         """Whether ``cell`` measures it: its task, a model it applies to, at most ``max_n`` samples,
@@ -314,9 +321,13 @@ def within_se_of_zero(r: MetricResult, cell=None) -> bool:
     return _finite(r.value) and _finite(r.se) and abs(float(r.value)) <= ZERO_SE * float(r.se)
 
 
-def discretization_floor(cell) -> float:
-    """Discretization errors at or below this are the reference's, not the solver's: 10 x the
-    cell's own ODE reference rtol (its model's resolved setting, as stored with the cell)."""
+def discretization_floor(cell, estimated: float | None = None) -> float:
+    """Discretization errors at or below this are the reference's, not the solver's: the
+    reference's own error ``estimated`` at two tolerances where there is one (discrete-time
+    schedules, stored as ``discretization_floor``), else 10 x the cell's own ODE reference rtol
+    (its model's resolved setting, as stored with the cell)."""
+    if _finite(estimated):
+        return max(float(estimated), 1e-14)
     return max(10 * float(cell.reference.get("ode_rtol", 1e-10)), 1e-14)
 
 
@@ -324,7 +335,7 @@ def _within_reference_error(r: MetricResult, cell=None) -> bool:
     """A deterministic solver's discretization error at or below ``discretization_floor``
     (stochastic solvers have no such floor)."""
     return (cell is not None and _finite(r.value) and not cell.solver_meta.get("stochastic", True)
-            and float(r.value) <= discretization_floor(cell))
+            and float(r.value) <= discretization_floor(cell, r.floor))
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,9 +348,12 @@ def _median(v):
 def _discretization(metric, ctx):
     """Median per-sample error of a float64 solve from the same x_T against the reference: the
     float64 dopri8 PF-ODE solution (deterministic solvers), or fine-grid Euler-Maruyama on the
-    same Brownian path (solvers that use the path); NaN for corrector-only samplers."""
+    same Brownian path (solvers that use the path); NaN for corrector-only samplers. Where the ODE
+    reference has an estimated error of its own (``ode_reference_error``) it is the floor."""
+    floor = None
     if not ctx.solver.is_stochastic(**ctx.options):
         ref = ctx.ode_reference()  # references are shared results, not solving time
+        floor = ctx.ode_reference_error()
         x = ctx.float64_solution()
     elif ctx.solver.kind == "corrector":
         return math.nan
@@ -347,7 +361,7 @@ def _discretization(metric, ctx):
         path, ref = ctx.sde_reference()
         x = ctx.solve_float64(brownian=path)
     errors = per_sample_error(x, ref)
-    return MetricResult(_median(errors), se=standard_error(metric, _median, errors, seed=ctx.seed))
+    return MetricResult(_median(errors), se=standard_error(metric, _median, errors, seed=ctx.seed), floor=floor)
 
 
 def _discretization_cost(metric, costing) -> dict:
@@ -453,6 +467,24 @@ def _fd_floor(metric, ctx) -> dict:
     return _fd_stats(ctx.target(), ctx.held_out())
 
 
+def _own_fd(metric, ctx):
+    """The Frechet distance between Gaussians fitted to the model's own features (``features =
+    MODULE:FUNCTION``) of the samples and of the held-out data, with the data-vs-data floor."""
+    if not ctx.finite:
+        return {}
+    from bench.zoo.fd import frechet_distance
+
+    f = ctx.model.features
+    return MetricResult(frechet_distance(f(ctx.x), f(ctx.target())), floor=ctx.noise_floor(metric)[metric.name])
+
+
+def _own_fd_floor(metric, ctx) -> float:
+    from bench.zoo.fd import frechet_distance
+
+    f = ctx.model.features
+    return frechet_distance(f(ctx.held_out()), f(ctx.target()))
+
+
 def _estimator_stderr(out) -> dict:
     """The likelihood estimator's own standard error (Hutchinson probes), where it has one."""
     stderr = getattr(out, "stderr", None)
@@ -476,6 +508,22 @@ def _nll(metric, ctx):
     return {"nll_per_dim": float(-out.logp.double().mean()) / x[0].numel(),
             metric.name: MetricResult(float(bpd.mean()), se=float(bpd.std() / len(x) ** 0.5)),
             **_estimator_stderr(out)}
+
+
+def _against_reference(metric, ctx):
+    """Sliced W2 between the samples and the reference solver's from independent x_T: the model's
+    own error cancels, what is left is the solver's error seen as a distribution; needs no data.
+    Noise floor: the reference's two independent sets against each other."""
+    floor = ctx.noise_floor(metric)[metric.name]
+    if not ctx.finite:
+        return MetricResult(math.nan, floor=floor)
+    ref = ctx.reference_samples(0)
+    se = standard_error(metric, metric.fn, ctx.x, ref, seed=ctx.seed)
+    return MetricResult(metric.fn(ctx.x, ref), se=se, floor=floor)
+
+
+def _between_reference_sets(metric, ctx) -> float:
+    return metric.fn(ctx.reference_samples(1), ctx.reference_samples(0))
 
 
 def _distance(name, label, tex, fn, **kw) -> Metric:
@@ -508,12 +556,21 @@ for _metric in (
     _distance("energy", "energy distance", "energy distance", energy_distance, measure=functools.partial(
         _distribution, value=_pooled(energy_from_pooled)), fast_se=_pooled_se("energy"), boot=20,
               interval="bootstrap over sample pairs"),
+    _distance("ref_sliced_w2", "sliced W2 to the reference", r"sliced $W_2$ to the reference solver",
+              sliced_wasserstein,
+              family="reference", needs=("reference_samples",), noise_floor=_between_reference_sets,
+              measure=_against_reference, fast_se=_sliced_se, boot=50,
+              interval="bootstrap over sample pairs; floor: two independent reference sets"),
     _distance("w2", "W2", r"$W_2$ (exact OT)", w2, max_n=W2_MAX_N,
               interval="none per cell (exact OT is O(n^3) per replicate): seed spread where there are several seeds"),
     Metric("fd_digits", "FD-digits", "FD-digits (classifier features; not Inception FID)", family="features",
            applies="digits", needs=("target", "held_out"), floor=True, noise_floor=_fd_floor, measure=_fd_digits,
            at_floor=below_noise_floor, cost=lambda metric, costing: {"floor": 1.0}, outputs=("precision", "recall"),
            interval="seed spread"),
+    Metric("fd_features", "FD (own features)", "FD on the model's own features (features = MODULE:FUNCTION)",
+           family="features", applies="features", needs=("target", "held_out"), floor=True, noise_floor=_own_fd_floor,
+           measure=_own_fd, at_floor=below_noise_floor, cost=lambda metric, costing: {"floor": 1.0},
+           interval="seed spread; floor: the two halves of the held-out data"),
     Metric("precision", "precision", "precision (k-NN manifold)", better="higher", family="features", floor=True,
            applies="digits", requestable=False, gated=False),
     Metric("recall", "recall", "recall (k-NN manifold)", better="higher", family="features", floor=True,

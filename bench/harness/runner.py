@@ -321,7 +321,7 @@ def _missing_shared(cells, cache) -> list[tuple]:
                 seen.add(key)
                 if not cache.contains(disk_key(key)):
                     items.append((cell, key))
-    order = {"ode_ref": 0, "sde_ref": 1, "exact": 2, "floor": 3}
+    order = {"ode_ref": 0, "ref_samples": 0, "ode_ref_err": 1, "sde_ref": 1, "exact": 2, "floor": 3}
     return sorted(items, key=lambda item: order.get(item[1][0], 4))
 
 

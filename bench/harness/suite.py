@@ -7,7 +7,9 @@
     n = 1000                    # samples per cell
     seeds = [0]
     nfe = [10, 20, 50]          # NFE budgets (steps = the most that fit), or steps = [...]
-    metrics = ["discretization", "sliced_w2", "mmd2", "energy", "w2"]
+    metrics = ["discretization", "sliced_w2", "mmd2", "energy", "w2"]   # [] or ["time"]: timing only
+                                # (NFE, wall time, overhead, memory; the only way to run
+                                # cifar10-unet-timing, whose weights are random)
     device = "auto"             # cpu | cuda | auto
     dtype = "float32"
     repeats = 3                 # timed repeats after `warmup` untimed runs
@@ -86,6 +88,8 @@ LIKELIHOOD = {"solver": str, "rtol": (float, list), "atol": (float, list), "trac
 ENTRY = ("name", "grid", "grids", "steps", "nfe")
 TUNE = {"n": int, "budget": int}
 PRIORS = ("exact", "sde")
+#: ``metrics = ["time"]`` (or ``[]``): a timing-only suite
+TIMING = "time"
 N_MAX = limits.N_MAX
 
 
@@ -255,9 +259,16 @@ class Suite:
             if getattr(self, key) is not None:
                 self._ints(key, getattr(self, key), high=limits.STEPS_MAX)
         self._grid("grid", self.grid)
-        self._names("metrics", self.metrics, metrics.requestable(), "metric")
+        if self.metrics in ([], [TIMING]):
+            self.metrics = []  # a timing-only suite: NFE, wall time, overhead and memory
+        else:
+            self._names("metrics", self.metrics, [*metrics.requestable(), TIMING], "metric")
+            if TIMING in self.metrics:
+                raise self.err("metrics", f"{TIMING!r} means timing only: give metrics = [\"{TIMING}\"] alone, or "
+                                          "the quality metrics (every cell is timed anyway)")
         if models.TIMING_ONLY in self.models and self.metrics:  # random weights (bench.zoo.cifar_unet)
-            raise self.err("metrics", f"model {models.TIMING_ONLY!r} is timing-only: quality metrics are refused")
+            raise self.err("metrics", f"model {models.TIMING_ONLY!r} is timing-only (random weights): quality metrics "
+                                      f"{self.metrics} are refused; use metrics = [] (or [\"{TIMING}\"])")
         self._check_targets()
         for where, dtype in [("dtype", self.dtype), *((f"{e.where}.dtype", e.dtype)
                                                         for e in self.model_table.entries.values() if e.dtype)]:
@@ -463,8 +474,8 @@ class Suite:
             if trained:
                 raise self.err(f"{where}.prior", f"'exact' needs an exact model; {', '.join(trained)} "
                                "has no exact p_T (use prior = \"sde\")")
-        no_data = [m for m in entry.get("models", self.models)
-                   if not models.is_exact(m) and not hasattr(self.model_table.load(m), "data_sample")]
+        no_data = [m for m in entry.get("models", self.models) if m == models.TIMING_ONLY or
+                   (not models.is_exact(m) and not hasattr(self.model_table.load(m), "data_sample"))]
         if no_data:
             raise self.err(f"{where}.models", f"{', '.join(no_data)} has no exact samples or data: likelihood cells "
                            "evaluate the log-density of data points")

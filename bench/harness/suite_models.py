@@ -12,6 +12,9 @@ or, to name a model and give its settings (TOML: ``[[models]]`` tables, or inlin
     batch = 64                         # samples per cell for this model (instead of the suite's n)
     dtype = "float32"                  # this model's cells' dtype (instead of the suite's)
     reference = { ode_rtol = 1e-6 }    # this model's reference settings
+    data = "heldout.npy"               # held-out samples in the model's space (.npy/.npz/.pt or
+                                       # MODULE:FUNCTION): the data-based metrics' target and floor
+    features = "my_feats:embed"        # x -> (n, k) features: fd_features (bench.zoo.own_data)
 
 Every model is loaded once when the suite is read, so a wrong spec (a typo in the prefix, a
 missing directory or module, an unsupported setting) fails there, before any store exists; and
@@ -22,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from bench.zoo import models, specs
+from bench.zoo import models, own_data, specs
 from solvers import InputError, ScoreModel
 
 __all__ = ["ModelEntry", "SuiteModels", "TABLE"]
@@ -97,6 +100,8 @@ class SuiteModels:
     def _parse(self, where, text, settings) -> specs.ModelSpec:
         try:
             return specs.parse(text, settings, base=self.base)
+        except own_data.DataError as e:
+            raise self.err(f"{where.rsplit('.', 1)[0]}.{e.key}", str(e)) from None
         except InputError as e:
             raise self.err(where, str(e)) from None
 
@@ -106,6 +111,8 @@ class SuiteModels:
             entry = self.entries[name]
             try:
                 self._loaded[name] = models.load(entry.spec)
+            except own_data.DataError as e:
+                raise self.err(f"{entry.where}.{e.key}", str(e)) from None
             except InputError as e:
                 raise self.err("models" if entry.where == "models" else f"{entry.where}.spec", str(e)) from None
         return self._loaded[name]

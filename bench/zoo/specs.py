@@ -21,6 +21,8 @@ may not both set one key):
     denoiser    sigma_min, sigma_max (default: the function's attributes, else 0.002 and 80), shape
     callable    sde (a name in ``solvers.SDES``), sde_args (a table; suites only), prediction, shape
     checkpoint  none
+    every kind  data (held-out samples: a .npy/.npz/.pt file or MODULE:FUNCTION), features
+                (MODULE:FUNCTION, x -> (n, k) features); see ``bench.zoo.own_data``
 
 ``shape``, ``sde`` and ``prediction`` default to the function's attributes of those names (a module
 may declare ``fn.shape = (3, 32, 32)``, ``fn.sde = solvers.VP()``, ``fn.prediction = "eps"``);
@@ -47,7 +49,7 @@ import torch
 
 from solvers import PREDICTIONS, SDE, SDES, InputError, ScoreModel
 
-from . import adapters
+from . import adapters, own_data
 
 __all__ = ["ModelSpec", "parse", "KINDS", "FORMS", "SETTINGS", "module_weights"]
 
@@ -57,8 +59,9 @@ FORMS_BY_KIND = {"diffusers": "PATH", "denoiser": "MODULE:FUNCTION", "callable":
 KINDS = tuple(FORMS_BY_KIND)
 FORMS = tuple(f"{k}:{v}" for k, v in FORMS_BY_KIND.items())
 #: the settings each kind takes (a suite table's keys or the spec's query)
-SETTINGS = {"diffusers": ("ignore", "prediction"), "denoiser": ("sigma_min", "sigma_max", "shape"),
-            "callable": ("sde", "sde_args", "prediction", "shape"), "checkpoint": ()}
+SETTINGS = {kind: (*own, *own_data.KEYS) for kind, own in {
+    "diffusers": ("ignore", "prediction"), "denoiser": ("sigma_min", "sigma_max", "shape"),
+    "callable": ("sde", "sde_args", "prediction", "shape"), "checkpoint": ()}.items()}
 #: the sigma range of a denoiser that declares none (EDM's)
 SIGMA_RANGE = (0.002, 80.0)
 
@@ -93,7 +96,7 @@ class ModelSpec:
             raise InputError(f"{self.text!r} is a registered name: load it with bench.zoo.models.load")
         model = getattr(self, f"_load_{self.kind}")(self.text)
         model.name = self.text
-        return model
+        return own_data.attach(model, self.settings)
 
     def _load_diffusers(self, label):
         s = self.settings
@@ -182,6 +185,8 @@ class ModelSpec:
                 _hash_file(h, pathlib.Path(source))
             for part in module_weights(fn):
                 h.update(part)
+        for part in own_data.source_bytes(self.settings):
+            h.update(part)
         return h.hexdigest()
 
 
@@ -241,7 +246,7 @@ def _query(text, query: str) -> dict:
     return out
 
 
-def _check_settings(text, kind, settings: dict) -> dict:
+def _check_settings(text, kind, settings: dict, base=None) -> dict:
     """Each setting checked and made canonical (JSON types), so that provenance compares."""
     allowed = SETTINGS[kind]
     out = {}
@@ -270,6 +275,13 @@ def _check_settings(text, kind, settings: dict) -> dict:
             if not isinstance(value, dict):
                 raise InputError(f"{text}: sde_args must be a table of the SDE's parameters, got {value!r}")
             out[key] = dict(value)
+        elif key in own_data.KEYS:
+            if not isinstance(value, str) or not value.strip():
+                raise own_data.DataError(key, f"{value!r}: must be a file path or MODULE:FUNCTION")
+            path = pathlib.Path(value).expanduser()
+            if own_data.is_file(value) and not path.is_absolute():
+                path = pathlib.Path(base or os.getcwd()) / path
+            out[key] = os.path.normpath(str(path)) if own_data.is_file(value) else value
         elif key == "prediction":
             valid = PREDICTIONS if kind != "diffusers" else (*adapters.PREDICTION_TYPES, *PREDICTIONS[:3])
             if value not in valid:
@@ -315,4 +327,4 @@ def parse(spec, settings: dict | None = None, *, base=None) -> ModelSpec:
     both = sorted(set(given) & set(settings))
     if both:
         raise InputError(f"{spec}: {', '.join(both)} set both in the spec and in its table; give each once")
-    return ModelSpec(kind, _target(spec, kind, target, base), _check_settings(spec, kind, {**settings, **given}))
+    return ModelSpec(kind, _target(spec, kind, target, base), _check_settings(spec, kind, {**settings, **given}, base))
