@@ -54,3 +54,13 @@ def test_timing_only_suite_runs_reports_and_compares(tmp_path, capsys):
     assert "cifar10-unet-timing" in (tmp_path / "rep" / "report.md").read_text()
     code, out, err = call(["compare", "1", "2", "--store", store, "--no-time"], capsys)
     assert code == 0 and "no regression" in out, out + err
+
+
+def test_the_estimate_counts_the_float32_only_network(tmp_path):
+    """The U-Net runs in float32 only: the estimate's float64 figure for it is 2x its float32 one
+    (it was an exception swallowed into 0 s, and the run's first ETA was nonsense)."""
+    from bench.harness import estimate
+
+    cells = [c for c in load_suite(str(_suite(tmp_path))).cells() if c.model == "cifar10-unet-timing"]
+    est = estimate.estimate(cells)
+    assert est.solve_s > 0 and est.cells[cells[0].key] > 0
