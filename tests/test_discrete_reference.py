@@ -100,3 +100,21 @@ def test_tuning_teacher_on_a_discrete_schedule_is_the_reference_in_lambda():
     ref = ode_reference(discrete, x_T, rtol=1e-6, atol=1e-6)
     assert torch.equal(_Teacher(discrete, 1e-6)(x_T), ref)
     assert _calls(discrete, x_T, 1e-6) <= 2 * max(counts["smooth"], 1)
+
+
+def test_a_ddpm_model_defaults_to_the_affordable_tolerance(tmp_path, tiny_ddpm):
+    """A discrete-time model's cells get ode_rtol = 1e-6 unless the suite sets ode_rtol (top level,
+    per-model table or [[models]] table); the exact mixtures keep 1e-10."""
+    from bench.harness.suite import DISCRETE_ODE_RTOL, load_suite
+
+    base = 'name = "d"\nn = 8\nsteps = [2]\nmetrics = ["discretization"]\n{top}[[solvers]]\nname = "euler"\n'
+    table = f'[[models]]\nname = "mine"\nspec = "diffusers:{tiny_ddpm}"\nignore = ["clip_sample"]\n{{extra}}'
+
+    def rtols(top="", extra=""):
+        p = tmp_path / "d.toml"
+        p.write_text(base.format(top=top) + table.format(extra=extra) + '[[models]]\nspec = "gmm2d-vp"\n')
+        return {c.model: c.reference["ode_rtol"] for c in load_suite(str(p)).cells()}
+
+    assert rtols() == {"mine": DISCRETE_ODE_RTOL, "gmm2d-vp": 1e-10}
+    assert rtols(top="reference = { ode_rtol = 1e-8 }\n") == {"mine": 1e-8, "gmm2d-vp": 1e-8}
+    assert rtols(extra="reference = { ode_rtol = 1e-7 }\n")["mine"] == 1e-7
