@@ -196,6 +196,7 @@ def test_cluster_without_shared_disk_survives_a_lost_node(tmp_path, plugin):
             cluster.start(f"node{i}", f"--address={cluster.address}", "--num-cpus=1",
                           f"--node-ip-address=127.0.0.{i + 1}")
         _wait_for(lambda: ray.cluster_resources().get("CPU", 0) >= 2, 120, "two worker nodes")
+        ray.shutdown()  # the run connects itself, with the runtime environment that carries the plugin
         started = time.monotonic() - t0
         store = Store(driver_dir / "store.sqlite")
         stream = _KillOnFirstCell(cluster, "node2")
@@ -205,12 +206,16 @@ def test_cluster_without_shared_disk_survives_a_lost_node(tmp_path, plugin):
         results = store.results(run_id)
         status = store.run(run_id)["status"]
         rows = store.db.execute("SELECT key, COUNT(*) FROM cells WHERE run_id=? GROUP BY key", (run_id,)).fetchall()
+        touched = cluster.log.read_text() if cluster.log.exists() else ""
+        _connect(cluster.address)  # the hook works: a worker that reaches for the driver's disk is refused
+        probe = ray.get(ray.remote(num_cpus=1)(_probe).remote(str(store.path)))
     finally:
         ray.shutdown()
         cluster.stop()
         executors.EXECUTORS.pop("ray-counting", None)
     assert stream.killed_at is not None, "the worker node was never stopped"
-    assert not cluster.log.exists(), "a worker reached for the driver's disk:\n" + cluster.log.read_text()
+    assert not touched, "a worker reached for the driver's disk:\n" + touched
+    assert probe.startswith("PermissionError") and str(store.path) in cluster.log.read_text()
     assert status == "complete" and set(results) == set(expected)
     assert all(n == 1 for _, n in rows), "a cell was committed twice"
     failed = {k: r.error for k, r in results.items() if r.error}
@@ -220,6 +225,7 @@ def test_cluster_without_shared_disk_survives_a_lost_node(tmp_path, plugin):
         assert got.nfe == want.nfe
         for name, m in want.metrics.items():
             a, b = m.value, got.metrics[name].value
+            assert m.at_floor == got.metrics[name].at_floor, (key, name)
             assert (a is None and b is None) or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9), \
                 (key, name, a, b)
     traffic = _Counting.last
@@ -228,6 +234,14 @@ def test_cluster_without_shared_disk_survives_a_lost_node(tmp_path, plugin):
     print(f"\ncluster: {started:.0f} s to start, run {wall:.0f} s; {len(results)} cells; per task "
           f"{per_cell / 1024:.1f} KiB (arguments + result), shared results sent once: {traffic['shared'] / 1024:.0f} KiB "
           f"in all; {traffic}")
+
+
+def _probe(path) -> str:
+    try:
+        open(path, "rb").close()
+        return "opened"
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def _connect(address) -> bool:

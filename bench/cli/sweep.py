@@ -104,10 +104,10 @@ def run(args) -> int:
 
 def _on_cluster(args, est, cells) -> str:
     """The dry run's cost on the executor's cluster (one that reports ``resources()``: Ray)."""
+    if not callable(getattr(EXECUTORS.get(args.executor), "resources", None)):
+        return ""
     executor = get_executor(args.executor, address=args.address, jobs=args.jobs)
     try:
-        if not callable(getattr(executor, "resources", None)):
-            return ""
         return "\n" + cluster_cost(est, cells, executor.resources())
     finally:
         executor.close()

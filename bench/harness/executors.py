@@ -18,7 +18,8 @@ values ``provide(cell)`` names (``{key: value}``) to the workers, each once per 
 
 Your own: a class with ``name``, ``jobs`` (cells at once; > 1 makes the driver build shared
 results up front), ``__init__(address=None, jobs=1)``, ``map(fn, cells)`` and ``close()``
-(and ``shared_disk = False`` with ``map(fn, cells, shared=None)`` when its workers lack the disk),
+(and ``shared_disk = False`` with ``map(fn, cells, shared=None)`` when its workers lack the disk;
+optionally ``start(cells)``, called with the run's cells before any ``map``),
 registered with ``register(cls)`` in a module a suite's ``imports`` names; then
 ``sdebench run SUITE --executor NAME`` picks it.
 """
@@ -127,8 +128,9 @@ class RayExecutor:
       puts each value ``provide(cell)`` names into the object store once per run (``ray.put``,
       kept until ``close``) and the task calls ``fn(cell, shared={key: value})``;
     - user modules (the cells' ``imports``, model specs' ``denoiser:`` / ``callable:`` modules)
-      that are not installed packages reach the workers through Ray's runtime environment
-      (``py_modules``: a package's directory or a single-file module's ``.py``);
+      that are not installed packages reach the workers through the job's runtime environment
+      (``py_modules``: a package's directory or a single-file module's ``.py``), set when the
+      driver calls ``start(cells)`` before any ``map``;
     - a task whose worker or node dies is retried by Ray (``RETRIES`` times) on another; its
       result comes back once, so the driver commits each cell once;
     - ``traffic``: bytes that travelled (the pickled task arguments, shared values put, results).
@@ -148,15 +150,27 @@ class RayExecutor:
             import ray  # noqa: F401
         except ImportError:
             raise InputError("--executor ray needs Ray: pip install 'sdebench[ray]'") from None
-        self.address, self._started, self._refs, self._envs = address, False, {}, {}
+        self.address, self._started, self._refs, self._env = address, False, {}, None
         self.traffic = {"tasks": 0, "args": 0, "shared": 0, "results": 0}
+
+    def start(self, cells):
+        """Called by the driver with the run's cells before any ``map``: connects with a runtime
+        environment carrying their user modules (Ray accepts local paths at the job level only)."""
+        import ray
+
+        self._env = _module_env(sorted({m for c in cells for m in _user_modules(c)}))
+        if self._env and ray.is_initialized() and not self._started:
+            raise InputError(f"Ray was initialized before the run, so the modules {self._env['py_modules']} cannot "
+                             "be sent to its workers; let the run connect (--address) or install them there")
+        self._connect()
 
     def _connect(self):
         import ray
 
         if not ray.is_initialized():  # started (or connected) here: shut down by ``close``
             try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         **({"runtime_env": self._env} if self._env else {}))
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise InputError(f"cannot reach the Ray cluster at {self.address or 'a new local instance'}: "
                                  f"{type(e).__name__}: {e}") from None
@@ -174,13 +188,6 @@ class RayExecutor:
     def jobs(self) -> int:
         return max(1, int(self.resources()["CPU"]))
 
-    def _runtime_env(self, cells):
-        """The runtime environment that carries the cells' user modules (None: nothing to carry)."""
-        mods = tuple(sorted({m for c in cells for m in _user_modules(_cell_of(c))}))
-        if mods not in self._envs:
-            self._envs[mods] = _module_env(mods)
-        return self._envs[mods]
-
     def _shared_refs(self, item, shared):
         if shared is None:
             return (), ()
@@ -197,16 +204,14 @@ class RayExecutor:
     def map(self, fn, cells, shared=None):
         import pickle
 
-        ray, cells = self._connect(), list(cells)
-        env = self._runtime_env(cells)
+        ray = self._connect()
         finished = False
         try:
             pending = {}
             for cell in cells:
                 keys, refs = self._shared_refs(cell, shared)
                 gpu = 1 if getattr(_cell_of(cell), "device", "cpu") == "cuda" else 0
-                task = _remote(ray).options(num_cpus=1, num_gpus=gpu, max_retries=self.RETRIES,
-                                            retry_exceptions=False, **({"runtime_env": env} if env else {}))
+                task = _remote(ray).options(num_cpus=1, num_gpus=gpu, max_retries=self.RETRIES, retry_exceptions=False)
                 pending[task.remote(fn, cell, keys, *refs)] = cell
                 self.traffic["tasks"] += 1
                 self.traffic["args"] += len(pickle.dumps((fn, cell, keys)))

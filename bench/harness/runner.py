@@ -192,6 +192,8 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
     cache_dir = str(cache_dir_for(store.path)) if cache else None
     run_id, done = _open_run(suite, store, runner.name, cells, resume)
     with _interrupted_on_failure(store, run_id, len(cells)):  # tuning takes minutes: never left "running"
+        if callable(getattr(runner, "start", None)):  # an executor that prepares its workers (Ray: user modules)
+            runner.start(_pending(cells, done))
         # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
         pending = resolve_grids(_pending(cells, done), store, tune=getattr(suite, "tune", None),
                                 stream=stream if progress else None, runner=runner)
