@@ -208,6 +208,7 @@ def test_cluster_without_shared_disk_survives_a_lost_node(tmp_path, plugin):
         rows = store.db.execute("SELECT key, COUNT(*) FROM cells WHERE run_id=? GROUP BY key", (run_id,)).fetchall()
         touched = cluster.log.read_text() if cluster.log.exists() else ""
         _connect(cluster.address)  # the hook works: a worker that reaches for the driver's disk is refused
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # _probe travels by value
         probe = ray.get(ray.remote(num_cpus=1)(_probe).remote(str(store.path)))
     finally:
         ray.shutdown()
