@@ -5,6 +5,10 @@ yet in the store to an executor (``bench.harness.executors``) that runs ``execut
 (``bench.harness.execute``), and commits each finished cell at once. With the suite's
 ``skip_at_floor`` (the default) the step counts of each series run in waves, coarsest first, so
 that a metric at its noise floor is not recomputed at finer step counts (``bench.harness.at_floor``).
+Shared results (references, exact sets, floors) are made before the cells: over the workers into
+``<store>.cache/`` (``--jobs N``), or, for an executor whose workers lack the driver's disk (Ray on a
+cluster: ``shared_disk = False``), over the workers and returned to the driver, which keeps them in
+its cache and has the executor send them to the cells' tasks (``_send_shared``).
 """
 from __future__ import annotations
 
