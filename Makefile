@@ -12,8 +12,7 @@ PY     := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet "$(TORCH)" -e .   # one resolve: the pinned torch and the package together
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -15,8 +15,8 @@ from bench.cli.common import add_store, add_threads, check_output, positive_int,
 from bench.cli.common import run_id as _run_id
 from bench.harness import limits
 from bench.harness.cache import cache_dir_for, check_cache_dir
-from bench.harness.estimate import estimate
-from bench.harness.executors import EXECUTORS
+from bench.harness.estimate import cluster_cost, estimate
+from bench.harness.executors import EXECUTORS, get_executor
 from bench.harness.runner import RunInterrupted, pending_cells, run_suite
 from bench.harness.store import Store
 from bench.harness.suite import available_suites, load_suite
@@ -63,7 +63,7 @@ def run(args) -> int:
     if args.dry_run and args.resume is None:  # nothing is created: not the store, not a run
         cells = suite.cells()
         est = estimate(cells, cache_dir_for(args.store), jobs=args.jobs)
-        print(f"suite {suite.name!r}: {len(cells)} cells\n{est.summary()}")
+        print(f"suite {suite.name!r}: {len(cells)} cells\n{est.summary()}{_on_cluster(args, est, cells)}")
         return 0
     store = Store(args.store, create=not args.dry_run)
     resume = None if args.resume is None else store.resolve_run(args.resume, suite.name if args.resume == "latest"
@@ -71,7 +71,8 @@ def run(args) -> int:
     if args.dry_run:
         cells, pending = pending_cells(suite, store, resume)
         est = estimate(pending, cache_dir_for(args.store), jobs=args.jobs)
-        print(f"suite {suite.name!r}: {len(cells)} cells, {len(pending)} left in run {resume}\n{est.summary()}")
+        print(f"suite {suite.name!r}: {len(cells)} cells, {len(pending)} left in run {resume}\n{est.summary()}"
+              f"{_on_cluster(args, est, pending)}")
         return 0
     check_cache_dir(cache_dir_for(store.path))
     try:
@@ -99,6 +100,17 @@ def run(args) -> int:
         out = write_report(store, [run_id])
         print(f"report: {out['html']}  (open in a browser; Markdown: {out['markdown']})")
     return 0  # failed cells are results (recorded, listed in the report), not a failed run
+
+
+def _on_cluster(args, est, cells) -> str:
+    """The dry run's cost on the executor's cluster (one that reports ``resources()``: Ray)."""
+    if not callable(getattr(EXECUTORS.get(args.executor), "resources", None)):
+        return ""
+    executor = get_executor(args.executor, address=args.address, jobs=args.jobs)
+    try:
+        return "\n" + cluster_cost(est, cells, executor.resources())
+    finally:
+        executor.close()
 
 
 def _time_shares(results, wall) -> str:

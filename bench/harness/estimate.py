@@ -29,7 +29,8 @@ query per step for stochastic solvers; none when the timed call already was floa
 CPU); exact KL's Jacobian, (2 + 1.2 d) float64 solves (d backward passes; measured 4.4x at
 d = 2 and 75x at d = 64), whose solve is the cell's float64 solve too. Shared work (references,
 exact sets, noise floors: each metric's ``cost`` says what its floor costs) is counted once per
-run, on the first cell that needs it, and not at all when it is already in the disk cache.
+run, on the first cell that needs it, and not at all when it is already in the disk cache or
+shipped (``bench.harness.shipped``).
 Likelihood cells: a tolerance-based NFE guess x (1 + dimension) float64 evaluations.
 
 It imports neither the sweep nor the store.
@@ -46,11 +47,11 @@ import solvers
 from bench.harness import metrics
 from bench.harness.cache import DiskCache
 from bench.harness.cell import Cell
-from bench.harness.execute import disk_key, metrics_to_measure, shared_keys
+from bench.harness.execute import have_shared, metrics_to_measure, shared_keys
 from bench.harness.timing import LONG_S
 from bench.zoo import models
 
-__all__ = ["estimate", "Estimate", "Costing", "fmt_seconds", "CAL_N"]
+__all__ = ["estimate", "Estimate", "Costing", "fmt_seconds", "CAL_N", "cluster_cost", "schedule_wall"]
 
 #: the largest batch a calibration allocates (larger cells are measured at this size and scaled)
 CAL_N = 1024
@@ -81,6 +82,41 @@ class Estimate:
         par = f" on {self.jobs} jobs" if self.jobs > 1 else ""
         return (f"estimate ~{fmt_seconds(self.wall_s())}{par} (solving {self.solve_s:.0f} s, references "
                 f"{self.reference_s:.0f} s, metrics {self.metrics_s:.0f} s of work; rough: refined as cells finish)")
+
+
+def schedule_wall(costs, workers: int) -> float:
+    """Wall time of running tasks of ``costs`` seconds on ``workers`` identical workers, longest
+    first, each to the worker that frees up first (LPT; within 4/3 of the optimum, Graham 1969)."""
+    import heapq
+
+    free = [0.0] * max(1, int(workers))
+    for c in sorted(costs, reverse=True):
+        heapq.heappush(free, heapq.heappop(free) + c)
+    return max(free)
+
+
+def cluster_cost(est: Estimate, cells, resources: dict) -> str:
+    """What ``cells`` (estimated as ``est``) cost on a cluster of ``resources`` ({"CPU", "GPU",
+    "nodes"}): worker-hours in all and by model, and the wall time of an LPT schedule of the
+    cells, CPU cells over the CPUs and CUDA cells over the GPUs (one each, as the Ray executor
+    asks). Seconds are this machine's: a cluster's cores may be faster or slower."""
+    by_model: dict = {}
+    lanes: dict = {"cpu": [], "cuda": []}
+    for cell in cells:
+        s = est.cells.get(cell.key, 0.0)
+        by_model[cell.model] = by_model.get(cell.model, 0.0) + s
+        lanes["cuda" if cell.device == "cuda" else "cpu"].append(s)
+    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    if lanes["cuda"] and not gpus:
+        return (f"the cluster has no GPU, and {len(lanes['cuda'])} cells run on CUDA: they would wait forever "
+                "(add GPU nodes or set device = \"cpu\")")
+    wall = max(schedule_wall(lanes["cpu"], cpus) if lanes["cpu"] else 0.0,
+               schedule_wall(lanes["cuda"], gpus) if lanes["cuda"] else 0.0)
+    models = ", ".join(f"{m} {s / 3600:.2f}" for m, s in sorted(by_model.items(), key=lambda kv: -kv[1]))
+    return (f"on the cluster ({resources.get('nodes', '?')} nodes, {cpus} CPUs, {gpus} GPUs): "
+            f"~{sum(by_model.values()) / 3600:.2f} worker-hours ({models}), wall ~{fmt_seconds(wall)} "
+            f"(longest cells first over {cpus} CPU workers{f' and {gpus} GPUs' if lanes['cuda'] else ''}; "
+            "seconds as timed on this machine)")
 
 
 def _best(fn, k=3):
@@ -344,7 +380,7 @@ def _shared_s(cal, cell, costing, floors, seen, cache) -> float:
         if key in seen:
             continue
         seen.add(key)
-        if cache is not None and cache.contains(disk_key(key)):
+        if have_shared(cache, key):
             continue
         kind = key[0]
         if kind in ("ode_ref", "ref_samples", "ode_ref_err"):  # a reference solve (of other x_T, at 10 rtol)

@@ -26,6 +26,7 @@ The result is a ``bench.harness.cell.CellResult``.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 import traceback
@@ -33,7 +34,7 @@ import traceback
 import torch
 
 import solvers
-from bench.harness import metrics
+from bench.harness import metrics, shipped
 from bench.harness.cache import DiskCache
 from bench.harness.cell import Cell, CellResult, Timing
 from bench.harness.reference import (
@@ -47,8 +48,8 @@ from bench.harness.reference import (
 from bench.harness.timing import time_adaptive, time_call
 from bench.zoo import models
 
-__all__ = ["execute_cell", "make_shared", "import_plugins", "shared_keys", "model_fingerprint", "metrics_to_measure",
-           "SharedResults", "Measuring"]
+__all__ = ["execute_cell", "make_shared", "import_plugins", "shared_keys", "have_shared", "model_fingerprint",
+           "metrics_to_measure", "SharedResults", "Measuring"]
 
 _CACHE: dict = {}
 _SPENT = {"reference": 0.0}  # seconds spent making cached references, exact samples and floors
@@ -86,12 +87,21 @@ def disk_key(key: tuple) -> dict:
     return {"kind": key[0], "key": list(key), "model": model_fingerprint(key[1])}
 
 
+def have_shared(cache, key: tuple) -> bool:
+    """Whether a shared result (an in-memory key) needs no making: in ``cache`` (a DiskCache or
+    None) or shipped with the package (``bench.harness.shipped``)."""
+    dk = disk_key(key)
+    return (cache is not None and cache.contains(dk)) or shipped.contains(dk)
+
+
 def _cached(key, make):
     if key not in _CACHE:
         t0 = time.perf_counter()
         disk = _DISK["cache"]
-        if disk is not None and key[0] in DISK_KINDS:
-            _CACHE[key] = disk.get(disk_key(key), make)
+        if key[0] in DISK_KINDS:  # on disk, or shipped with the package (bench.harness.shipped), or made
+            dk = disk_key(key)
+            made = functools.partial(shipped.lookup, dk, make)
+            _CACHE[key] = disk.get(dk, made) if disk is not None else made()
         else:
             _CACHE[key] = make()
         if key[0] not in ("model", "x_T", "sde_path"):
@@ -443,12 +453,19 @@ def _likelihood_cell(cell) -> CellResult:
                       timing=Timing(median_s=wall, min_s=wall, max_s=wall, repeats=1), solve_s=wall)
 
 
-def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> CellResult:
+def _preload(shared):
+    """Shared results sent by the driver ({in-memory key: value}; ``bench.harness.executors``)."""
+    for key, value in (shared or {}).items():
+        _CACHE.setdefault(tuple(key), value)
+
+
+def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1, shared: dict | None = None) -> CellResult:
     """Run one cell; never raises: a failure is a result with ``error`` set.
 
     ``cache_dir``: where shared results (references, exact sets, floors) are kept on disk and
     reused (``bench.harness.cache``); None keeps them in this process only. ``jobs``: how many
-    cells run at the same time (recorded with the timing). Besides the sampling timing,
+    cells run at the same time (recorded with the timing). ``shared``: shared results the driver
+    sent ({key from ``shared_keys``: value}; workers without its disk). Besides the sampling timing,
     ``timing`` holds where the cell's time went: ``reference_s`` (references, exact samples and
     noise floors made or read for it) and ``metrics_s``; ``solve_s`` is the time in solvers
     (timed runs and the float64 solve). (With ``--jobs`` the driver adds ``upfront_reference_s``:
@@ -460,6 +477,7 @@ def execute_cell(cell: Cell, cache_dir=None, jobs: int = 1) -> CellResult:
     t0, ref0 = time.perf_counter(), _SPENT["reference"]
     try:
         _DISK["cache"] = DiskCache(cache_dir) if cache_dir else None
+        _preload(shared)
         import_plugins(cell.imports)  # a worker process registers the suite's plugin solvers too
         result = _likelihood_cell(cell) if cell.task == "likelihood" else _sample_cell(cell, jobs)
     except Exception as e:
@@ -479,18 +497,22 @@ _MAKERS = {
 }
 
 
-def make_shared(item, cache_dir=None) -> float:
+def make_shared(item, cache_dir=None, shared: dict | None = None, value: bool = False):
     """Make one shared result before the cells that need it run: ``item`` = (a cell that needs
     it, its key from ``shared_keys``). Run over the workers by the driver (``--jobs N``), so
     that N workers make N references at once instead of waiting on each other's lock on the
-    first cells. Returns the seconds it took (0 when it was already on disk)."""
+    first cells. Returns the seconds it took (0 when it was already on disk); with ``value``,
+    (seconds, the value) for a driver whose workers lack its disk (``cache_dir`` None, the
+    results it depends on given in ``shared``)."""
     cell, key = item
     if not isinstance(cell, Cell):
         cell = Cell.from_dict(cell)
     if cell.threads:
         torch.set_num_threads(int(cell.threads))
     _DISK["cache"] = DiskCache(cache_dir) if cache_dir else None
+    _preload(shared)
     import_plugins(cell.imports)
     t0 = time.perf_counter()
     _MAKERS[key[0]](SharedResults(cell), key)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    return (seconds, _CACHE[tuple(key)]) if value else seconds

@@ -10,8 +10,16 @@ neither the sweep (suites) nor the results store: the driver alone writes result
 be picklable for the process and Ray executors (a module-level function, or a
 ``functools.partial`` of one). Registered in ``EXECUTORS`` by name.
 
+An executor whose workers do not see the driver's disk sets ``shared_disk = False`` (Ray): the
+driver then makes the shared results (references, exact sets, floors) once, over the workers,
+keeps them in its own cache, and calls ``map(fn, cells, shared=provide)``; the executor sends the
+values ``provide(cell)`` names (``{key: value}``) to the workers, each once per run, and calls
+``fn(cell, shared=values)`` there.
+
 Your own: a class with ``name``, ``jobs`` (cells at once; > 1 makes the driver build shared
-results up front), ``__init__(address=None, jobs=1)``, ``map(fn, cells)`` and ``close()``,
+results up front), ``__init__(address=None, jobs=1)``, ``map(fn, cells)`` and ``close()``
+(and ``shared_disk = False`` with ``map(fn, cells, shared=None)`` when its workers lack the disk;
+optionally ``start(cells)``, called with the run's cells before any ``map``),
 registered with ``register(cls)`` in a module a suite's ``imports`` names; then
 ``sdebench run SUITE --executor NAME`` picks it.
 """
@@ -110,11 +118,30 @@ class ProcessExecutor:
 
 
 class RayExecutor:
-    """Cells as Ray tasks (the optional ``ray`` extra): one GPU per task on GPU, else one CPU."""
+    """Cells as Ray tasks (the optional ``ray`` extra) on a local Ray instance or a cluster
+    (``address``) whose nodes need not share the driver's disk:
+
+    - one CPU per task, and one GPU for a cell on CUDA;
+    - ``jobs`` = the cluster's CPUs (cells at once), so the driver tunes grids and makes the
+      shared results over the cluster first;
+    - shared results travel through Ray, not the file system: ``map(fn, cells, shared=provide)``
+      puts each value ``provide(cell)`` names into the object store once per run (``ray.put``,
+      kept until ``close``) and the task calls ``fn(cell, shared={key: value})``;
+    - user modules (the cells' ``imports``, model specs' ``denoiser:`` / ``callable:`` modules)
+      that are not installed packages reach the workers through the job's runtime environment
+      (``py_modules``: a package's directory or a single-file module's ``.py``), set when the
+      driver calls ``start(cells)`` before any ``map``;
+    - a task whose worker or node dies is retried by Ray (``RETRIES`` times) on another; its
+      result comes back once, so the driver commits each cell once;
+    - ``traffic``: bytes that travelled (the pickled task arguments, shared values put, results).
+    """
 
     name = "ray"
 
-    jobs = 1
+    #: the workers may run on other nodes: the driver's cache directory is not theirs
+    shared_disk = False
+    #: retries of a task whose worker process or node died (Ray's ``max_retries``)
+    RETRIES = 3
 
     def __init__(self, address: str | None = None, jobs: int = 1):
         if jobs != 1:
@@ -123,41 +150,143 @@ class RayExecutor:
             import ray  # noqa: F401
         except ImportError:
             raise InputError("--executor ray needs Ray: pip install 'sdebench[ray]'") from None
-        self.address = address
+        self.address, self._started, self._refs, self._env = address, False, {}, None
+        self.traffic = {"tasks": 0, "args": 0, "shared": 0, "results": 0}
 
-    def map(self, fn, cells):
+    def start(self, cells):
+        """Called by the driver with the run's cells before any ``map``: connects with a runtime
+        environment carrying their user modules (Ray accepts local paths at the job level only)."""
         import ray
 
-        if not ray.is_initialized():  # started here: shut down by ``close`` (kept across map calls)
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     **({} if self.address else {"num_cpus": None}))
+        self._env = _module_env(sorted({m for c in cells for m in _user_modules(c)}))
+        if self._env and ray.is_initialized() and not self._started:
+            raise InputError(f"Ray was initialized before the run, so the modules {self._env['py_modules']} cannot "
+                             "be sent to its workers; let the run connect (--address) or install them there")
+        self._connect()
+
+    def _connect(self):
+        import ray
+
+        if not ray.is_initialized():  # started (or connected) here: shut down by ``close``
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         **({"runtime_env": self._env} if self._env else {}))
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                raise InputError(f"cannot reach the Ray cluster at {self.address or 'a new local instance'}: "
+                                 f"{type(e).__name__}: {e}") from None
             self._started = True
+        return ray
+
+    def resources(self) -> dict:
+        """The cluster's total resources ({"CPU": ..., "GPU": ..., "nodes": ...})."""
+        ray = self._connect()
+        res = dict(ray.cluster_resources())
+        return {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0)),
+                "nodes": sum(1 for n in ray.nodes() if n.get("Alive"))}
+
+    @property
+    def jobs(self) -> int:
+        return max(1, int(self.resources()["CPU"]))
+
+    def _shared_refs(self, item, shared):
+        if shared is None:
+            return (), ()
+        import pickle
+
+        ray, values = self._connect(), shared(item)
+        for key, value in values.items():
+            if key not in self._refs:
+                self._refs[key] = ray.put(value)
+                self.traffic["shared"] += len(pickle.dumps(value))
+        keys = tuple(values)
+        return keys, tuple(self._refs[k] for k in keys)
+
+    def map(self, fn, cells, shared=None):
+        import pickle
+
+        ray = self._connect()
         finished = False
         try:
             pending = {}
             for cell in cells:
-                task = ray.remote(num_cpus=1, num_gpus=1 if cell.device == "cuda" else 0)(_call)
-                pending[task.remote(fn, cell)] = cell
+                keys, refs = self._shared_refs(cell, shared)
+                gpu = 1 if getattr(_cell_of(cell), "device", "cpu") == "cuda" else 0
+                task = _remote(ray).options(num_cpus=1, num_gpus=gpu, max_retries=self.RETRIES, retry_exceptions=False)
+                pending[task.remote(fn, cell, keys, *refs)] = cell
+                self.traffic["tasks"] += 1
+                self.traffic["args"] += len(pickle.dumps((fn, cell, keys)))
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    yield pending.pop(ref), ray.get(ref)
+                    result = ray.get(ref)
+                    self.traffic["results"] += len(pickle.dumps(result))
+                    yield pending.pop(ref), result
             finished = True
         finally:
             if not finished:
                 self.close()
 
     def close(self):
-        if getattr(self, "_started", False):
+        self._refs.clear()
+        if self._started:
             import ray
 
             ray.shutdown()
             self._started = False
 
 
-def _call(fn, cell):
-    """``fn(cell)`` as one Ray task (``fn`` may be a ``functools.partial``, which Ray cannot wrap)."""
-    return fn(cell)
+_REMOTE: dict = {}
+
+
+def _remote(ray):
+    if "call" not in _REMOTE:
+        _REMOTE["call"] = ray.remote(_call)
+    return _REMOTE["call"]
+
+
+def _call(fn, item, keys=(), *values):
+    """``fn(item)`` as one Ray task (``fn`` may be a ``functools.partial``, which Ray cannot wrap),
+    given the shared results ``keys`` -> ``values`` (resolved by Ray from the object store)."""
+    if keys:
+        return fn(item, shared=dict(zip(keys, values)))
+    return fn(item)
+
+
+def _cell_of(item):
+    """The cell of a task item: a cell, or (cell, key) of a shared result."""
+    return item[0] if isinstance(item, tuple) else item
+
+
+def _user_modules(cell) -> list[str]:
+    """The modules a cell imports on a worker: its suite's ``imports`` and its model spec's module."""
+    mods = list(getattr(cell, "imports", ()) or ())
+    model = str(getattr(cell, "model", ""))
+    kind, _, rest = model.partition(":")
+    if kind in ("denoiser", "callable") and ":" in rest:
+        mods.append(rest.split(":")[0])
+    return mods
+
+
+def _module_env(modules) -> dict | None:
+    """A Ray runtime environment carrying the top-level packages / single-file modules of
+    ``modules`` that are not installed (not under site-packages, not this project's own); the
+    workers import them from there."""
+    import importlib.util
+    import pathlib
+    import sysconfig
+
+    installed = {pathlib.Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    paths = set()
+    for mod in modules:
+        top = mod.split(".")[0]
+        spec = importlib.util.find_spec(top)
+        if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+            continue
+        origin = pathlib.Path(spec.origin).resolve()
+        if top in ("bench", "solvers") or any(origin.is_relative_to(p) for p in installed):
+            continue
+        paths.add(str(origin.parent if spec.submodule_search_locations else origin))  # a package or a .py file
+    return {"py_modules": sorted(paths)} if paths else None
 
 
 EXECUTORS: dict[str, type] = {}

@@ -5,6 +5,10 @@ yet in the store to an executor (``bench.harness.executors``) that runs ``execut
 (``bench.harness.execute``), and commits each finished cell at once. With the suite's
 ``skip_at_floor`` (the default) the step counts of each series run in waves, coarsest first, so
 that a metric at its noise floor is not recomputed at finer step counts (``bench.harness.at_floor``).
+Shared results (references, exact sets, floors) are made before the cells: over the workers into
+``<store>.cache/`` (``--jobs N``), or, for an executor whose workers lack the driver's disk (Ray on a
+cluster: ``shared_disk = False``), over the workers and returned to the driver, which keeps them in
+its cache and has the executor send them to the cells' tasks (``_send_shared``).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from bench.harness.at_floor import StepSeries
 from bench.harness.cache import DiskCache, cache_dir_for
 from bench.harness.cell import Cell
 from bench.harness.estimate import estimate, fmt_seconds
-from bench.harness.execute import disk_key, execute_cell, make_shared, shared_keys
+from bench.harness.execute import disk_key, execute_cell, have_shared, make_shared, shared_keys
 from bench.harness.executors import get_executor
 from bench.harness.store import StoreError, definition_hash, process_alive
 from bench.harness.tuned import resolve_grids
@@ -192,6 +196,8 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
     cache_dir = str(cache_dir_for(store.path)) if cache else None
     run_id, done = _open_run(suite, store, runner.name, cells, resume)
     with _interrupted_on_failure(store, run_id, len(cells)):  # tuning takes minutes: never left "running"
+        if callable(getattr(runner, "start", None)):  # an executor that prepares its workers (Ray: user modules)
+            runner.start(_pending(cells, done))
         # tuned grids: looked up in the store or tuned here, once, before dispatch (bench.harness.tuned)
         pending = resolve_grids(_pending(cells, done), store, tune=getattr(suite, "tune", None),
                                 stream=stream if progress else None, runner=runner)
@@ -201,10 +207,15 @@ def _sweep(suite, store, runner, *, resume, progress, stream, jobs, cache) -> in
     series = StepSeries(cells) if getattr(suite, "skip_at_floor", False) else None
     committer = _Committer(store, run_id, bar, _finished(store, run_id) if series is not None and done else {})
     with _interrupted_on_failure(store, run_id, len(cells)):
-        if runner.jobs > 1 and cache_dir:
+        fn = functools.partial(execute_cell, cache_dir=cache_dir, jobs=jobs)
+        if not getattr(runner, "shared_disk", True):  # workers without the driver's disk (Ray on a cluster)
+            committer.upfront, committer.shared = _send_shared(runner, pending, cache_dir, stream if progress else None)
+            fn = functools.partial(execute_cell, cache_dir=None, jobs=jobs)
+            bar.t0 = time.perf_counter()
+        elif runner.jobs > 1 and cache_dir:
             committer.upfront = _make_shared(runner, pending, cache_dir, stream if progress else None)
             bar.t0 = time.perf_counter()  # the ETA's rate is the cells' own (the run's wall time keeps it)
-        committer.run(runner, functools.partial(execute_cell, cache_dir=cache_dir, jobs=jobs), pending, series)
+        committer.run(runner, fn, pending, series)
     total, failed = store.cell_counts(run_id)
     store.set_status(run_id, "failed" if total and failed == total else "complete")  # failed: no cell has a result
     return run_id
@@ -251,12 +262,14 @@ class _Committer:
         self.store, self.run_id, self.bar, self.finished = store, run_id, bar, finished
         self.upfront: dict = {}  # cell key -> seconds spent up front making the shared results it first needed
         self.last = time.perf_counter()  # the first cell's wall time includes what was made up front
+        self.shared = None  # cell -> {key: value} the executor sends (workers without the driver's disk)
 
     def run(self, runner, fn, pending, series):
+        kw = {"shared": self.shared} if self.shared is not None else {}
         for wave in series.waves(pending) if series is not None else [pending]:
             if series is not None:
                 wave = [_with_floor(c, series.at_floor(c, self.finished)) for c in wave]
-            for cell, result in runner.map(fn, wave):
+            for cell, result in runner.map(fn, wave, **kw):
                 self.commit(cell, result)
 
     def commit(self, cell, result):
@@ -307,6 +320,67 @@ def _make_shared(runner, cells, cache_dir, stream=None):
     return spent
 
 
+class _Held:
+    """The shared results of a run whose workers lack the driver's disk: kept by the driver in
+    its cache directory (or in memory without one) and sent to the workers by the executor."""
+
+    def __init__(self, cache_dir):
+        self.cache = DiskCache(cache_dir) if cache_dir else None
+        self.values: dict = {}
+
+    def put(self, key, value):
+        self.values[key] = value
+        if self.cache is not None:
+            self.cache.save(disk_key(key), value)
+
+    def get(self, key):
+        if key not in self.values and self.cache is not None and self.cache.contains(disk_key(key)):
+            try:
+                self.values[key] = self.cache.load(disk_key(key))
+            except KeyError:
+                pass
+        return self.values.get(key)
+
+    def __call__(self, item) -> dict:
+        """{key: value} of what the task's cell (or a shared result's (cell, key)) needs and the
+        driver holds (shipped results are on every worker already)."""
+        cell = item[0] if isinstance(item, tuple) else item
+        try:
+            keys = shared_keys(cell)
+        except Exception:
+            return {}
+        found = {k: self.get(k) for k in keys if not (isinstance(item, tuple) and k == item[1])}
+        return {k: v for k, v in found.items() if v is not None}
+
+
+def _send_shared(runner, cells, cache_dir, stream=None):
+    """Workers without the driver's disk: the missing shared results are made once per run over
+    the workers (references and exact sets first, then the floors, given the sets they read),
+    returned to the driver and kept in its cache; the executor then sends each to the workers
+    once. Returns ({cell key: seconds}, the provider of the values the cells need)."""
+    held = _Held(cache_dir)
+    items = [(c, k) for c, k in _missing_shared(cells, None) if held.get(k) is None]
+    spent: dict = {}
+    t0, done = time.perf_counter(), 0
+    for wave in ([i for i in items if i[1][0] != "floor"], [i for i in items if i[1][0] == "floor"]):
+        if not wave:
+            continue
+        try:
+            for (cell, key), (seconds, value) in runner.map(_shared_value_task, wave, shared=held):
+                if value is not None:
+                    held.put(key, value)
+                spent[cell.key] = spent.get(cell.key, 0.0) + seconds
+                done += 1
+        except Exception as e:  # the cells make (and report) what is missing
+            if stream:
+                stream.write(f"shared results: {type(e).__name__}: {e}; the cells will make what is missing\n")
+            break
+    if stream and items:
+        stream.write(f"shared results: {done} references, exact sets and floors made on {runner.jobs} workers "
+                     f"in {time.perf_counter() - t0:.1f} s, kept by the driver and sent to the workers\n")
+    return spent, held
+
+
 def _missing_shared(cells, cache) -> list[tuple]:
     """(first cell that needs it, key) of each shared result not in ``cache``, the longest to make
     first (better packing)."""
@@ -319,7 +393,7 @@ def _missing_shared(cells, cache) -> list[tuple]:
         for key in keys:
             if key not in seen:
                 seen.add(key)
-                if not cache.contains(disk_key(key)):
+                if not have_shared(cache, key):
                     items.append((cell, key))
     order = {"ode_ref": 0, "ref_samples": 0, "ode_ref_err": 1, "sde_ref": 1, "exact": 2, "floor": 3}
     return sorted(items, key=lambda item: order.get(item[1][0], 4))
@@ -330,6 +404,13 @@ def _shared_task(item, cache_dir=None):
         return make_shared(item, cache_dir=cache_dir)
     except Exception:
         return None
+
+
+def _shared_value_task(item, shared=None):
+    try:
+        return make_shared(item, shared=shared, value=True)
+    except Exception:
+        return 0.0, None
 
 
 def pending_cells(suite, store=None, resume: int | None = None):

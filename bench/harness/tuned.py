@@ -11,7 +11,9 @@ driver (``bench.harness.runner``) calls ``resolve_grids``, which fills each such
   fingerprint for a spec (``Cell.model_id``), exact prior, solver, resolved options, steps, method,
   train size, budget, seed, teacher tolerance = the cell's reference ``ode_rtol``); tuned once with
   ``solvers.tune_grid`` when absent and stored there with its cost, so neither ``--resume`` nor
-  a later run with the same definition tunes it again.
+  a later run with the same definition tunes it again; a grid shipped with the package
+  (``bench.harness.shipped``: the quick suite's, keyed by the tuning key, the model's
+  fingerprint, the torch version and the code's hash) is put into the store instead of tuning.
 
 Tuning x_T are drawn with seed ``TUNE_SEED`` (held-out: ``TUNE_SEED + 1000003``), far from every
 evaluation seed (a cell's x_T use its own seed, its targets 1000003 (seed + 1) + 0/1), so the
@@ -31,6 +33,7 @@ import time
 import torch
 
 import solvers
+from bench.harness import shipped
 from bench.harness.reference import in_lambda, ode_reference
 from bench.zoo import models
 
@@ -166,8 +169,11 @@ def grid_file(cell, path):
 
 
 def _tune_task(cell, tune=None):
-    """``tune_for_cell`` in a worker: the tuned grid, or the error's text."""
+    """``tune_for_cell`` in a worker (its suite's plugins imported first): the tuned grid, or the error's text."""
+    from bench.harness.execute import import_plugins
+
     try:
+        import_plugins(cell.imports)
         return tune_for_cell(cell, tune)
     except Exception as e:
         return f"{type(e).__name__}: {e}"
@@ -182,7 +188,7 @@ def _tune_in_parallel(cells, store, tune, runner, stream) -> tuple[dict, set]:
     for c in cells:
         if c.grid in TUNED and c.times is None:
             h = _hash(tuning_key(c, tune))
-            if h not in reps and store.grid(h) is None:
+            if h not in reps and store.grid(h) is None and shipped.grid(tuning_key(c, tune)) is None:
                 reps[h] = c
     failed, fresh = {}, set()
     if len(reps) < 2:
@@ -237,8 +243,13 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
         h = _hash(key)
         if h not in memo:
             row = store.grid(h) if store is not None else None
+            ship = shipped.grid(key) if row is None else None
             if row is not None:
                 g, reused = solvers.TunedGrid(**_fields(row["grid"])), True
+            elif ship is not None:  # shipped with the package (bench.harness.shipped): into the store as if tuned
+                g, reused = solvers.TunedGrid(**_fields(ship)), "shipped"
+                if store is not None:
+                    store.add_grid(h, key, ship)
             else:
                 t0 = time.perf_counter()
                 if stream is not None:
@@ -267,10 +278,17 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
             out.append(cell.replace(tuning={"error": reused}))
             continue
         out.append(cell.replace(times=tuple(g.times.tolist()),
-                                tuning=grid_summary(g, source="store" if reused and h not in fresh else "tuned",
+                                tuning=grid_summary(g, source=_source(reused, h in fresh),
                                                     grid_key=h,
                                                     seed=key["seed"], n=key["n"])))
     return out
+
+
+def _source(reused, fresh: bool) -> str:
+    """Where a resolved grid came from: "shipped", "store" or "tuned" (here, now)."""
+    if reused == "shipped":
+        return "shipped"
+    return "store" if reused and not fresh else "tuned"
 
 
 def stored_grid(store, key: str) -> solvers.TunedGrid | None:
