@@ -85,6 +85,12 @@ grids = ["tuned"]
 """
 
 
+#: Ray >= 2.5x turns token authentication on for `ray start`; the token lives in ~/.ray, which other
+#: Ray users of this machine (and earlier runs) share, and a driver holding another one is refused
+#: ("InvalidAuthToken"). One machine's throw-away cluster runs without it: nodes and driver alike.
+NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,7 +107,7 @@ class _Cluster:
         self.log = root / "unreachable.log"
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
                     "SDEBENCH_TEST_UNREACHABLE": str(forbid.resolve()), "SDEBENCH_TEST_UNREACHABLE_LOG": str(self.log),
-                    "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+                    "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", **NO_TOKEN}
 
     def start(self, name, *args):
         tmp = pathlib.Path(f"/tmp/sdebench-ray-{os.getpid()}-{name}")  # short: Ray's socket paths are limited
@@ -176,7 +182,9 @@ def plugin(tmp_path, monkeypatch):
     sys.modules.pop("sdebench_cluster_plugin", None)
 
 
-def test_cluster_without_shared_disk_survives_a_lost_node(tmp_path, plugin):
+def test_cluster_without_shared_disk_survives_a_lost_node(tmp_path, plugin, monkeypatch):
+    for k, v in NO_TOKEN.items():
+        monkeypatch.setenv(k, v)
     suite_file = tmp_path / "cluster.toml"
     suite_file.write_text(SUITE)
     suite = load_suite(str(suite_file))
