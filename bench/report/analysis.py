@@ -19,8 +19,12 @@ __all__ = ["convergence_table", "best_per_budget", "rank_solvers", "first_measur
 BUDGETS = (5, 10, 20, 50)
 #: the level of the rankings' and order fits' tests
 LEVEL = 0.95
-#: the SDE reference must be at least this many times finer than a fitted cell
+#: the SDE reference must be at least this many times finer than a fitted cell (cells stored with a
+#: uniform fine-grid reference, without its error estimate)
 SDE_REFERENCE_RATIO = 4
+#: a stochastic solver's error is resolved when above this many times the SDE reference's own error
+#: (its distance to the same path at half the refinement, stored as ``discretization_floor``)
+SDE_FLOOR_FACTOR = 3
 #: the distribution metrics a ranking uses, in order of preference (the first measured)
 RANKING_PREFERENCE = ("sliced_w2", "energy", "w2", "mmd2")
 
@@ -72,9 +76,10 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
     declared order).
 
     Per step count the error is the median over seeds. A point is resolved when finite, above
-    ``discretization_floor`` and, for stochastic solvers, on a grid at least
-    ``SDE_REFERENCE_RATIO`` times coarser than the fine-grid reference; both read from the reference
-    settings stored with the cells (per model)."""
+    ``discretization_floor`` (deterministic solvers) or ``SDE_FLOOR_FACTOR`` x the largest stored
+    error of the SDE reference (stochastic solvers: the reference is Euler-Maruyama on the solver's
+    own grid refined 2^m-fold, ``bench.harness.reference``); cells stored without that estimate (a
+    uniform fine grid) keep only grids at least ``SDE_REFERENCE_RATIO`` times coarser than it."""
     rows = []
     sample = df[(df["task"] == "sample") & df["ok"]]
     for (rid, model, label), g in sample.groupby(["run_id", "model", "label"], sort=True):
@@ -97,7 +102,11 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         stochastic = bool(meta.get("stochastic", False))
         row["order of"] = "strong (vs fine-grid EM, same path)" if stochastic else "ODE (vs dopri8 reference)"
         per = g.dropna(subset=["steps"]).groupby("steps")["discretization"].median()
-        if stochastic:
+        ref_err = g["discretization_floor"].to_numpy(float) if "discretization_floor" in g else np.array([])
+        if stochastic and np.isfinite(ref_err).any():  # the reference on the solver's own grid, with its error
+            row["order of"] = "strong (vs EM on the refined own grid, same path)"
+            floor = row["floor"] = SDE_FLOOR_FACTOR * float(np.nanmax(ref_err))
+        elif stochastic:  # cells stored before: a uniform fine grid, no error estimate
             per = per[per.index * SDE_REFERENCE_RATIO <= sde_steps]
         fit = fit_order_asymptotic([float(s) for s in per.index], [float(e) for e in per.values],
                                    declared=declared, floor=floor)
