@@ -385,7 +385,7 @@ def _weak(metric, ctx):
     m, cell = ctx.model, ctx.cell
     phi = ctx.cached(("weak_phi", cell.model_id), lambda: weak.phi_set(m))
     if ctx.solver.is_stochastic(**ctx.options) and ctx.solver.kind != "corrector":
-        steps = int(cell.reference["sde_steps"])
+        steps = weak.FINE_STEPS
         fine = ctx.cached(("weak_ref", cell.model_id, ctx.path_kind, cell.exact_prior, cell.n, cell.seed, steps),
                           lambda: weak.fine_solution(m, ctx.x_T(torch.float64).cpu(), ctx.fresh_path(), steps))
         bias = ctx.cached(("weak_bias", cell.model_id, cell.exact_prior, steps, weak.N_FINE),

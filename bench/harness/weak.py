@@ -17,7 +17,7 @@ E[exp(i w.z)] = sum_k w_k exp(i w.a_k - w^T B_k w / 2) (cos: real part, sin: ima
 
 Estimator (two levels, a control variate in the multilevel Monte Carlo sense, Giles 2008): with
 X_h the cell's samples on the Brownian path of the SDE reference (its float64 solve from the cell's
-x_T) and X_0 a fine Euler-Maruyama solution from the same x_T on the same path (``sde_steps`` steps
+x_T) and X_0 a fine Euler-Maruyama solution from the same x_T on the same path (``FINE_STEPS`` steps
 of the SDE's default grid; for a stochastic sampler both use the same noise, so they are close and
 phi(X_h) - phi(X_0) has a small variance),
 
@@ -44,7 +44,7 @@ import solvers
 from solvers import InputError
 
 __all__ = ["PhiSet", "phi_set", "exact_expectations", "weak_difference", "fine_weak_bias",
-           "N_FOURIER", "FREQ", "FEATURE_SEED", "PAIRS_MAX_D", "N_FINE"]
+           "N_FOURIER", "FREQ", "FEATURE_SEED", "PAIRS_MAX_D", "N_FINE", "FINE_STEPS"]
 
 N_FOURIER = 8
 FREQ = 1.5
@@ -52,6 +52,9 @@ FEATURE_SEED = 20_221
 PAIRS_MAX_D = 8
 #: independent fine solutions that estimate the fine reference's own weak error (per model)
 N_FINE = 20_000
+#: steps of the fine solution X_0 (the SDE's default grid): its weak error is estimated and added, so it
+#: need only be close to the cell's samples pathwise (a small variance), not exact
+FINE_STEPS = 256
 
 
 @dataclasses.dataclass(frozen=True)

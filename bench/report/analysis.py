@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.at_floor import ZERO_VALUED, value_at_floor
-from bench.harness.metrics import METRICS, Metric
+from bench.harness.metrics import METRICS, WEAK_SE, Metric
 from bench.harness.verdicts import fit_order_asymptotic, tied_ranking
 from bench.report.data import discretization_floor, solver_class
 
@@ -91,7 +91,8 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         row = {"run": rid, "model": model, "solver": label, "declared": declared_txt, "fitted": "",
                "interval": "", "status": "", "fitted_value": math.nan,
                "declared_value": declared if declared is not None else math.nan,
-               "order of": "", "points": 0, "steps": "", "flag": "", "floor": floor, "sde_steps": sde_steps}
+               "order of": "", "points": 0, "steps": "", "flag": "", "floor": floor, "sde_steps": sde_steps,
+               **_weak_fit(g, meta)}
         rows.append(row)
         if meta.get("kind") == "corrector":
             row.update(fitted="n/a", **{"order of": "corrector: no pathwise reference"})
@@ -121,9 +122,46 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         row["interval"] = f"[{fit['low']:.2f}, {fit['high']:.2f}]"
         if fit["status"] == "differs":
             row["flag"] = fit["note"] or "differs"
-    cols = ["run", "model", "solver", "order of", "fitted", "interval", "declared", "status", "points", "steps",
-            "flag", "fitted_value", "declared_value", "floor", "sde_steps"]
-    return pd.DataFrame(rows, columns=cols)
+    for row in rows:
+        if row["weak status"] == "differs" and not row["flag"]:
+            row["flag"] = "weak order differs"
+    return pd.DataFrame(rows, columns=[*CONVERGENCE_COLUMNS, *WEAK_COLUMNS])
+
+
+CONVERGENCE_COLUMNS = ("run", "model", "solver", "order of", "fitted", "interval", "declared", "status", "points",
+                       "steps", "flag", "fitted_value", "declared_value", "floor", "sde_steps")
+#: the weak order's columns, next to the strong one's
+WEAK_COLUMNS = ("weak fitted", "weak interval", "weak declared", "weak status", "weak steps", "weak_fitted_value")
+
+
+def _weak_fit(g: pd.DataFrame, meta: dict) -> dict:
+    """The weak order of a stochastic solver: the ``weak`` metric (``bench.harness.weak``; per step
+    count the median over seeds, resolved when above ``WEAK_SE`` x its standard error) fitted by the
+    rules of the strong fit (``fit_order_asymptotic``) against the declared ``weak_order``."""
+    out = {"weak fitted": "", "weak interval": "", "weak declared": "", "weak status": "", "weak steps": "",
+           "weak_fitted_value": math.nan}
+    if not meta.get("stochastic") and meta.get("kind") != "corrector":
+        return out
+    declared = meta.get("weak_order")
+    out["weak declared"] = f"{declared:g}" if declared is not None else "none claimed"
+    if "weak" not in g or g["steps"].isna().all() or not np.isfinite(g["weak"].to_numpy(float)).any():
+        out["weak fitted"] = "not measured"
+        return out
+    c = g.dropna(subset=["steps", "weak"])
+    se = c["weak_se"] if "weak_se" in c else pd.Series(np.nan, index=c.index)
+    resolved = c[c["weak"].to_numpy(float) > WEAK_SE * se.to_numpy(float)]
+    per = resolved.groupby("steps")["weak"].median()
+    fit = fit_order_asymptotic([float(s) for s in per.index], [float(e) for e in per.values],
+                               declared=None if declared is None else float(declared))
+    out["weak status"] = fit["status"]
+    if fit["range"]:
+        out["weak steps"] = f"{fit['range'][0]}-{fit['range'][1]}"
+    if not math.isfinite(fit["slope"]):
+        out["weak fitted"] = "unresolved"
+        return out
+    out.update({"weak fitted": f"{fit['slope']:.2f}", "weak interval": f"[{fit['low']:.2f}, {fit['high']:.2f}]",
+                "weak_fitted_value": fit["slope"]})
+    return out
 
 
 # --------------------------------------------------------------------------------------------
