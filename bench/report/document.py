@@ -170,7 +170,8 @@ def likelihood(ctx: ReportContext) -> list:
 def convergence_order(ctx: ReportContext) -> list:
     """Fitted orders next to the declared ones (``bench.report.analysis.convergence_table``)."""
     conv = convergence_table(ctx.cells)
-    floors = ", ".join(f"{m}: {f:.0e}" for m, f in conv.groupby("model")["floor"].first().items()) or "-"
+    ode = conv[~conv["order of"].str.startswith("strong")] if not conv.empty else conv
+    floors = ", ".join(f"{m}: {f:.0e}" for m, f in ode.groupby("model")["floor"].first().items()) or "-"
     blocks = [paragraph(CONVERGENCE.format(floors=floors, ratio=SDE_REFERENCE_RATIO))]
     if conv.empty:
         return blocks + [paragraph(f"no sample cells in {ctx.run_word}")]
