@@ -37,13 +37,15 @@ import solvers
 from bench.harness import metrics, shipped
 from bench.harness.cache import DiskCache
 from bench.harness.cell import Cell, CellResult, Timing
+from bench.harness.formulas import per_sample_error
 from bench.harness.reference import (
     brownian_path_for,
     in_lambda,
     ode_reference,
     ode_reference_error,
     path_kind,
-    sde_reference,
+    reference_grid,
+    sde_reference_pair,
 )
 from bench.harness.timing import time_adaptive, time_call
 from bench.zoo import models
@@ -55,7 +57,7 @@ _CACHE: dict = {}
 _SPENT = {"reference": 0.0}  # seconds spent making cached references, exact samples and floors
 _DISK: dict = {"cache": None}  # the DiskCache of the cell being run, if any
 #: what is kept on disk (the rest: models, x_T, Brownian paths, timings, is cheap or per machine)
-DISK_KINDS = ("exact", "floor", "ode_ref", "ode_ref_err", "ref_samples", "sde_ref")
+DISK_KINDS = ("exact", "floor", "ode_ref", "ode_ref_err", "ref_samples", "sde_ref", "weak_ref", "weak_bias")
 
 
 def import_plugins(modules, error=None):
@@ -104,7 +106,7 @@ def _cached(key, make):
             _CACHE[key] = disk.get(dk, made) if disk is not None else made()
         else:
             _CACHE[key] = make()
-        if key[0] not in ("model", "x_T", "sde_path"):
+        if key[0] not in ("model", "x_T", "sde_path", "sde_grid"):
             _SPENT["reference"] += time.perf_counter() - t0
     return _CACHE[key]
 
@@ -158,8 +160,22 @@ def _ode_err_key(cell):
     return ("ode_ref_err",) + _ode_key(cell)[1:]
 
 
+def _sde_grid(cell, cls) -> dict:
+    """The SDE reference's grid for the cell (``bench.harness.reference.reference_grid``): its
+    solver's grid refined 2^m-fold."""
+    def make():
+        m = _model(cell)
+        return reference_grid(m.sde, cls, steps=cell.steps, sde_steps=int(cell.reference["sde_steps"]),
+                              grid=cell.grid, times=cell.times, data_std=getattr(m, "data_std", None))
+
+    key = ("sde_grid", cell.model_id, cls.name, cell.steps, cell.grid, cell.times, cell.reference["sde_steps"])
+    return _cached(key, make)
+
+
 def _sde_key(cell, cls):
-    return ("sde_ref", cell.model_id, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"])
+    g = _sde_grid(cell, cls)
+    return ("sde_ref", cell.model_id, path_kind(cls), cell.exact_prior, cell.n, cell.seed, cell.reference["sde_steps"],
+            g["id"], len(g["fine"]) - 1)
 
 
 def _reference_key(cell, cls, opts):
@@ -233,20 +249,26 @@ def _ref_samples(cell, which):
     return _cached(_ref_samples_key(cell, which), make)
 
 
-def _sde_ref(cell, cls):
-    """(path, fine-grid reference) for the kind of Brownian path the solver queries; every path is
-    a function of the seed alone, so all cells see the same Brownian motion (and a reference read
-    from disk matches a path rebuilt here)."""
-    path = _cached(("sde_path", cell.model_id, path_kind(cls), cell.n, cell.seed),
+def _path(cell, cls):
+    return _cached(("sde_path", cell.model_id, path_kind(cls), cell.n, cell.seed),
                    lambda: brownian_path_for(cls, _model(cell).sde, _x_T(cell, torch.float64).shape,
                                              seed=cell.seed, exact=True))
+
+
+def _sde_ref(cell, cls):
+    """(path, reference, reference at half the refinement) for the kind of Brownian path the solver
+    queries, on the solver's grid refined (``_sde_grid``); every path is a function of the seed
+    alone, so all cells see the same Brownian motion (and a reference read from disk matches a
+    path rebuilt here)."""
+    path = _path(cell, cls)
 
     def make():
         m, x = _model(cell), _x_T(cell, torch.float64).cpu()
         fresh = brownian_path_for(cls, m.sde, x.shape, seed=cell.seed, exact=True)
-        return sde_reference(m, x, fresh, steps=int(cell.reference["sde_steps"]))
+        return sde_reference_pair(m, x, fresh, _sde_grid(cell, cls))
 
-    return path, _cached(_sde_key(cell, cls), make)
+    ref, half = _cached(_sde_key(cell, cls), make)
+    return path, ref, half
 
 
 def _one_eval_s(cell, x_T):
@@ -309,8 +331,30 @@ class SharedResults:
         solved in lambda (discrete-time schedules); None elsewhere (the floor is 10 x rtol)."""
         return _ode_ref_err(self.cell) if in_lambda(self.model.sde) else None
 
+    @property
+    def path_kind(self) -> str:
+        """The kind of Brownian path the cell's solver queries (``reference.path_kind``)."""
+        return path_kind(self.solver)
+
+    def brownian_path(self):
+        """The cell's Brownian path (the SDE reference's), a function of the seed alone."""
+        return _path(self.cell, self.solver)
+
+    def fresh_path(self):
+        """A new copy of ``brownian_path`` (the same Brownian motion, its own query state): what a
+        shared result solves on."""
+        return brownian_path_for(self.solver, self.model.sde, self.x_T(torch.float64).shape, seed=self.seed,
+                                 exact=True)
+
     def sde_reference(self):
-        return _sde_ref(self.cell, self.solver)
+        """(Brownian path, reference): Euler-Maruyama on the cell's grid refined 2^m-fold."""
+        return _sde_ref(self.cell, self.solver)[:2]
+
+    def sde_reference_error(self) -> torch.Tensor:
+        """Per-sample estimate of the SDE reference's own error: its distance to the same path at
+        half the refinement (``per_sample_error``)."""
+        _, ref, half = _sde_ref(self.cell, self.solver)
+        return per_sample_error(half, ref)
 
     def reference_samples(self, which: int = 0) -> torch.Tensor:
         """The reference solver's samples from x_T independent of the cell's; ``which`` = 0, 1:

@@ -57,7 +57,7 @@ import typing
 
 import torch
 
-from bench.harness import exact
+from bench.harness import exact, weak
 from bench.harness.formulas import (
     W2_MAX_N,
     discretization_error,
@@ -345,11 +345,18 @@ def _median(v):
     return float(v.median())
 
 
+def path_solution(ctx) -> torch.Tensor:
+    """The cell's float64 solve on the SDE reference's Brownian path (made once per cell)."""
+    return ctx.memo("path_solution", lambda: ctx.solve_float64(brownian=ctx.brownian_path()))
+
+
 def _discretization(metric, ctx):
     """Median per-sample error of a float64 solve from the same x_T against the reference: the
-    float64 dopri8 PF-ODE solution (deterministic solvers), or fine-grid Euler-Maruyama on the
-    same Brownian path (solvers that use the path); NaN for corrector-only samplers. Where the ODE
-    reference has an estimated error of its own (``ode_reference_error``) it is the floor."""
+    float64 dopri8 PF-ODE solution (deterministic solvers; where it has an estimated error of its own,
+    ``ode_reference_error``, that is the floor), or Euler-Maruyama on the solver's own grid refined
+    2^m-fold on the same Brownian path (solvers that use the path; its floor: the median distance of
+    that reference to the same at half the refinement, its own error, ``bench.harness.reference``);
+    NaN for corrector-only samplers."""
     floor = None
     if not ctx.solver.is_stochastic(**ctx.options):
         ref = ctx.ode_reference()  # references are shared results, not solving time
@@ -358,8 +365,9 @@ def _discretization(metric, ctx):
     elif ctx.solver.kind == "corrector":
         return math.nan
     else:
-        path, ref = ctx.sde_reference()
-        x = ctx.solve_float64(brownian=path)
+        ref = ctx.sde_reference()[1]
+        x = path_solution(ctx)
+        floor = _median(ctx.sde_reference_error())
     errors = per_sample_error(x, ref)
     return MetricResult(_median(errors), se=standard_error(metric, _median, errors, seed=ctx.seed), floor=floor)
 
@@ -374,6 +382,45 @@ def _discretization_cost(metric, costing) -> dict:
         solve = 0.0
     se = costing.timed_s(("se", metric.name), lambda x, y: standard_error(metric, _median, per_sample_error(x, y)))
     return {"solve": solve, "metrics": se}
+
+
+#: the weak error is at the floor within this many standard errors (it is a maximum over ~20 test
+#: functions: |N(0, 1)| exceeds 3 in about 5% of such maxima)
+WEAK_SE = 3.0
+
+
+def _weak(metric, ctx):
+    """max over the fixed test functions of |E_q[phi] - E_p[phi]| (``bench.harness.weak``): a sampler
+    that uses the Brownian path coupled with fine Euler-Maruyama on the same path and x_T, plus that
+    solution's own weak error against the closed form; another sampler's samples alone against it."""
+    if not ctx.finite:
+        return {}
+    m, cell = ctx.model, ctx.cell
+    phi = ctx.cached(("weak_phi", cell.model_id), lambda: weak.phi_set(m))
+    if ctx.solver.is_stochastic(**ctx.options) and ctx.solver.kind != "corrector":
+        steps = weak.FINE_STEPS
+        fine = ctx.cached(("weak_ref", cell.model_id, ctx.path_kind, cell.exact_prior, cell.n, cell.seed, steps),
+                          lambda: weak.fine_solution(m, ctx.x_T(torch.float64).cpu(), ctx.fresh_path(), steps))
+        bias = ctx.cached(("weak_bias", cell.model_id, cell.exact_prior, steps, weak.N_FINE),
+                          lambda: weak.fine_weak_bias(m, phi, steps))
+        mean, se = weak.weak_difference(phi, path_solution(ctx), fine)
+        value, err, _ = weak.combine(mean, se, bias["bias"], bias["se"])
+    else:
+        target = ctx.cached(("weak_target", cell.model_id), lambda: weak.target_expectations(m, phi))
+        mean, se = weak.weak_difference(phi, ctx.x, None)
+        value, err, _ = weak.combine(mean, se, -target, torch.zeros_like(target))
+    return MetricResult(value, se=err)
+
+
+def _weak_at_floor(r: MetricResult, cell=None) -> bool:
+    """The weak error within ``WEAK_SE`` standard errors of 0: unresolved."""
+    return _finite(r.value) and _finite(r.se) and float(r.value) <= WEAK_SE * float(r.se)
+
+
+def _weak_cost(metric, costing) -> dict:
+    cls, opts = costing.solver, costing.options
+    coupled = cls.is_stochastic(**opts) and cls.kind != "corrector"
+    return {"solve": costing.solve64_s + costing.path_queries_s() if coupled else 0.0, "metrics": 0.001}
 
 
 def _exact_kl(metric, ctx):
@@ -545,6 +592,9 @@ for _metric in (
            better="zero", family="exact", applies="exact", gated=False, measure=_xent_gap,
            at_floor=within_se_of_zero,
            interval="standard errors of E_q[-log p] and of H (100,000 exact samples), in quadrature"),
+    Metric("weak", "weak error", r"weak error  (max over $\phi$ of $|E_q\phi - E_p\phi|$)", family="exact",
+           applies="exact", measure=_weak, cost=_weak_cost, at_floor=_weak_at_floor,
+           interval="standard error of the coupled two-level estimate (bench.harness.weak) of the maximizing phi"),
     Metric("mode_tv", "mode-weight TV", "mode-weight error (TV of component shares)", family="exact",
            applies="exact", needs=("held_out",), floor=True, noise_floor=_mode_tv_floor, measure=_mode_tv,
            at_floor=below_noise_floor, interval="delta method over samples"),

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.at_floor import ZERO_VALUED, value_at_floor
-from bench.harness.metrics import METRICS, Metric
+from bench.harness.metrics import METRICS, WEAK_SE, Metric
 from bench.harness.verdicts import fit_order_asymptotic, tied_ranking
 from bench.report.data import discretization_floor, solver_class
 
@@ -19,8 +19,12 @@ __all__ = ["convergence_table", "best_per_budget", "rank_solvers", "first_measur
 BUDGETS = (5, 10, 20, 50)
 #: the level of the rankings' and order fits' tests
 LEVEL = 0.95
-#: the SDE reference must be at least this many times finer than a fitted cell
+#: the SDE reference must be at least this many times finer than a fitted cell (cells stored with a
+#: uniform fine-grid reference, without its error estimate)
 SDE_REFERENCE_RATIO = 4
+#: a stochastic solver's error is resolved when above this many times the SDE reference's own error
+#: (its distance to the same path at half the refinement, stored as ``discretization_floor``)
+SDE_FLOOR_FACTOR = 3
 #: the distribution metrics a ranking uses, in order of preference (the first measured)
 RANKING_PREFERENCE = ("sliced_w2", "energy", "w2", "mmd2")
 
@@ -72,9 +76,10 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
     declared order).
 
     Per step count the error is the median over seeds. A point is resolved when finite, above
-    ``discretization_floor`` and, for stochastic solvers, on a grid at least
-    ``SDE_REFERENCE_RATIO`` times coarser than the fine-grid reference; both read from the reference
-    settings stored with the cells (per model)."""
+    ``discretization_floor`` (deterministic solvers) or ``SDE_FLOOR_FACTOR`` x the largest stored
+    error of the SDE reference (stochastic solvers: the reference is Euler-Maruyama on the solver's
+    own grid refined 2^m-fold, ``bench.harness.reference``); cells stored without that estimate (a
+    uniform fine grid) keep only grids at least ``SDE_REFERENCE_RATIO`` times coarser than it."""
     rows = []
     sample = df[(df["task"] == "sample") & df["ok"]]
     for (rid, model, label), g in sample.groupby(["run_id", "model", "label"], sort=True):
@@ -86,7 +91,8 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         row = {"run": rid, "model": model, "solver": label, "declared": declared_txt, "fitted": "",
                "interval": "", "status": "", "fitted_value": math.nan,
                "declared_value": declared if declared is not None else math.nan,
-               "order of": "", "points": 0, "steps": "", "flag": "", "floor": floor, "sde_steps": sde_steps}
+               "order of": "", "points": 0, "steps": "", "flag": "", "floor": floor, "sde_steps": sde_steps,
+               **_weak_fit(g, meta)}
         rows.append(row)
         if meta.get("kind") == "corrector":
             row.update(fitted="n/a", **{"order of": "corrector: no pathwise reference"})
@@ -97,7 +103,11 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         stochastic = bool(meta.get("stochastic", False))
         row["order of"] = "strong (vs fine-grid EM, same path)" if stochastic else "ODE (vs dopri8 reference)"
         per = g.dropna(subset=["steps"]).groupby("steps")["discretization"].median()
-        if stochastic:
+        ref_err = g["discretization_floor"].to_numpy(float) if "discretization_floor" in g else np.array([])
+        if stochastic and np.isfinite(ref_err).any():  # the reference on the solver's own grid, with its error
+            row["order of"] = "strong (vs EM on the refined own grid, same path)"
+            floor = row["floor"] = SDE_FLOOR_FACTOR * float(np.nanmax(ref_err))
+        elif stochastic:  # cells stored before: a uniform fine grid, no error estimate
             per = per[per.index * SDE_REFERENCE_RATIO <= sde_steps]
         fit = fit_order_asymptotic([float(s) for s in per.index], [float(e) for e in per.values],
                                    declared=declared, floor=floor)
@@ -112,9 +122,46 @@ def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
         row["interval"] = f"[{fit['low']:.2f}, {fit['high']:.2f}]"
         if fit["status"] == "differs":
             row["flag"] = fit["note"] or "differs"
-    cols = ["run", "model", "solver", "order of", "fitted", "interval", "declared", "status", "points", "steps",
-            "flag", "fitted_value", "declared_value", "floor", "sde_steps"]
-    return pd.DataFrame(rows, columns=cols)
+    for row in rows:
+        if row["weak status"] == "differs" and not row["flag"]:
+            row["flag"] = "weak order differs"
+    return pd.DataFrame(rows, columns=[*CONVERGENCE_COLUMNS, *WEAK_COLUMNS])
+
+
+CONVERGENCE_COLUMNS = ("run", "model", "solver", "order of", "fitted", "interval", "declared", "status", "points",
+                       "steps", "flag", "fitted_value", "declared_value", "floor", "sde_steps")
+#: the weak order's columns, next to the strong one's
+WEAK_COLUMNS = ("weak fitted", "weak interval", "weak declared", "weak status", "weak steps", "weak_fitted_value")
+
+
+def _weak_fit(g: pd.DataFrame, meta: dict) -> dict:
+    """The weak order of a stochastic solver: the ``weak`` metric (``bench.harness.weak``; per step
+    count the median over seeds, resolved when above ``WEAK_SE`` x its standard error) fitted by the
+    rules of the strong fit (``fit_order_asymptotic``) against the declared ``weak_order``."""
+    out = {"weak fitted": "", "weak interval": "", "weak declared": "", "weak status": "", "weak steps": "",
+           "weak_fitted_value": math.nan}
+    if not meta.get("stochastic") and meta.get("kind") != "corrector":
+        return out
+    declared = meta.get("weak_order")
+    out["weak declared"] = f"{declared:g}" if declared is not None else "none claimed"
+    if "weak" not in g or g["steps"].isna().all() or not np.isfinite(g["weak"].to_numpy(float)).any():
+        out["weak fitted"] = "not measured"
+        return out
+    c = g.dropna(subset=["steps", "weak"])
+    se = c["weak_se"] if "weak_se" in c else pd.Series(np.nan, index=c.index)
+    resolved = c[c["weak"].to_numpy(float) > WEAK_SE * se.to_numpy(float)]
+    per = resolved.groupby("steps")["weak"].median()
+    fit = fit_order_asymptotic([float(s) for s in per.index], [float(e) for e in per.values],
+                               declared=None if declared is None else float(declared))
+    out["weak status"] = fit["status"]
+    if fit["range"]:
+        out["weak steps"] = f"{fit['range'][0]}-{fit['range'][1]}"
+    if not math.isfinite(fit["slope"]):
+        out["weak fitted"] = "unresolved"
+        return out
+    out.update({"weak fitted": f"{fit['slope']:.2f}", "weak interval": f"[{fit['low']:.2f}, {fit['high']:.2f}]",
+                "weak_fitted_value": fit["slope"]})
+    return out
 
 
 # --------------------------------------------------------------------------------------------
