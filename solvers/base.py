@@ -25,8 +25,11 @@ Metadata (class attributes, read by the registry, the tests and the harness):
                   (tests/test_convergence.py) fits it for every stochastic case that declares one.
                   Declared: 1 for euler_maruyama, reverse_diffusion, ancestral, ddim (eta > 0) and
                   torchsde_euler/milstein (Euler-Maruyama's weak order, Kloeden & Platen 1992,
-                  Ch. 14). To be declared where measured: dpmpp_2m_sde, dpmpp_3m_sde,
-                  edm_stochastic, torchsde_srk, pc with Langevin.
+                  Ch. 14); 2 for dpmpp_2m_sde and dpmpp_3m_sde (measured: 2.18 and 2.17). None, as
+                  measured by the same test on gmm2d-vp: edm_stochastic (S_churn 40: errors level
+                  off at 0.03 from 64 steps, churn's gamma = S_churn / N changes the limit with N),
+                  torchsde_srk (slope 0.40 over 16..128), pc with Langevin (0.18: the corrector's
+                  bias depends on snr, not on the step).
     noise_option  the option whose value switches the noise on (> 0) or off (0): ddim's ``eta``,
                   edm_stochastic's ``S_churn``, dpmpp_2m_sde's ``eta``; None for the others. With it,
                   ``is_stochastic``, ``uses_brownian`` and ``declared_order`` follow its value
