@@ -88,13 +88,15 @@ def load_suite_text(text):
     (["run", "SUITE", "--n", "1000000001", "--dry-run"], "--n"),
     (["sample", "gmm2d-vp", "euler", "--n", "1000000001"], "--n"),
     (["sample", "gmm2d-vp", "euler", "--n", "100000000"], "memory"),
-    (["sample", "gmm2d-vp", "euler", "--steps", "1000000000", "--n", "8"], "memory"),
+    (["sample", "gmm2d-vp", "euler", "--steps", "1000000000", "--n", "8"], "--steps"),  # limits.STEPS_MAX
     (["likelihood", "gmm64-vp", "--n", "1000000"], "memory"),
     (["demo", "--n", "1000000000"], "memory"),
-    (["tune", "gmm2d-vp", "euler", "--nfe", "10000000"], "memory"),
+    (["tune", "gmm2d-vp", "euler", "--nfe", "10000000"], "--nfe"),  # limits.STEPS_MAX
+    (["tune", "gmm2d-vp", "euler", "--nfe", "1000000", "--n", "100000"], "memory"),
     (["recommend", "gmm2d-vp", "--nfe", "5", "--n", "1000000000", "--solvers", "euler"], "memory"),
 ], ids=["run dry-run n 1e9", "run n beyond max", "sample n beyond max", "sample n 1e8", "sample steps 1e9",
-        "likelihood n 1e6 64-d", "demo n 1e9", "tune nfe 1e7", "recommend n 1e9"])
+        "likelihood n 1e6 64-d", "demo n 1e9", "tune nfe 1e7", "tune nfe 1e6 n 1e5",
+        "recommend n 1e9"])
 def test_sizes_beyond_memory_are_refused_before_allocation(argv, needle, tmp_path, capsys):
     argv = [str(suite_file(tmp_path)) if a == "SUITE" else a for a in argv]
     store = tmp_path / "s.sqlite"
