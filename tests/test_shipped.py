@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from bench.harness import execute, shipped, tuned
+from bench.harness import execute, make_shipped, shipped, tuned
 from bench.harness.cache import DiskCache
 from bench.harness.store import Store
 from bench.harness.suite import load_suite
@@ -24,7 +24,7 @@ def _shipped_on(monkeypatch):
 def test_shipped_artefacts_are_current_and_small():
     index = json.loads((shipped.DATA_DIR / "index.json").read_text())
     assert index["code"] == shipped.code_hash(), (
-        "the shipped artefacts were made by other code: remake them with `python -m bench.harness.shipped`")
+        "the shipped artefacts were made by other code: remake them with `python -m bench.harness.make_shipped`")
     assert index["torch"] == torch.__version__
     data = shipped.load_index()
     assert data["entries"] and data["grids"]
@@ -117,11 +117,11 @@ def test_collect_round_trip(tmp_path):
     cache.save({"kind": "floor", "key": ["floor", "gmm2d-vp", 3], "model": "gmm2d-vp"}, value)
     cache.save({"kind": "exact", "key": ["exact", "m@abc", 3], "model": "m@abc"}, torch.ones(2))  # a spec: not shipped
     store = Store(tmp_path / "s.sqlite")
-    entries, grids, tensors = shipped.collect(store, cache.root)
+    entries, grids, tensors = make_shipped.collect(store, cache.root)
     store.close()
     assert len(entries) == 1 and not grids
     (text, enc), = entries.items()
-    back = shipped._decode(enc, tensors)
+    back = shipped.decode(enc, tensors)
     torch.testing.assert_close(back["floor"][0], value["floor"][0])
     assert back["floor"][1:] == value["floor"][1:] and back["n"] == [1, 2]
     assert json.loads(text)["model"] == "gmm2d-vp"

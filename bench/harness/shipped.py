@@ -1,9 +1,9 @@
 """Shipped artefacts: the quick suite's tuned grids and shared results, made once and shipped.
 
-    python -m bench.harness.shipped [--suite quick] [--jobs 2]   # remake bench/harness/shipped/
+    python -m bench.harness.make_shipped [--suite quick] [--jobs 2]   # remake bench/harness/shipped/
 
-The script runs the suite (``quick`` by default) into a temporary store with the shipped
-artefacts switched off, then ships whatever that run put into its ``<store>.cache/``
+The script (``bench.harness.make_shipped``) runs the suite (``quick`` by default) into a temporary
+store with the shipped artefacts switched off, then ships whatever that run put into its ``<store>.cache/``
 (references, exact / held-out sets, noise floors: ``bench.harness.cache``) and its ``grids``
 table (tuned grids: ``bench.harness.tuned``) for the shipped models (built-in exact models and
 checkpoints; never a user's model spec): ``index.json`` (keys, numbers, grids) and
@@ -18,18 +18,16 @@ without it. ``SDEBENCH_NO_SHIPPED=1`` switches the shipped artefacts off.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
 import os
 import pathlib
-import sys
-import tempfile
 
 import torch
 
-__all__ = ["DATA_DIR", "code_hash", "enabled", "lookup", "contains", "grid", "grid_key", "make", "load_index"]
+__all__ = ["DATA_DIR", "code_hash", "enabled", "lookup", "contains", "grid", "grid_key", "load_index", "encode",
+           "decode", "is_shipped_model"]
 
 DATA_DIR = pathlib.Path(__file__).with_name("shipped")
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -69,7 +67,7 @@ def load_index() -> dict:
         tensors = load_file(str(DATA_DIR / "tensors.safetensors"))
     except (OSError, ValueError):
         return empty
-    entries = {k: _decode(v, tensors) for k, v in index["entries"].items()}
+    entries = {k: decode(v, tensors) for k, v in index["entries"].items()}
     return {"code": index["code"], "entries": entries, "grids": index["grids"]}
 
 
@@ -91,106 +89,51 @@ def contains(key: dict) -> bool:
     return enabled() and _canonical(key) in load_index()["entries"]
 
 
-def grid_key(tuning: dict) -> str:
-    """A tuned grid's shipped key: its tuning key, the model's fingerprint and the torch version."""
-    from bench.harness.execute import model_fingerprint
-
-    return json.dumps({"tuning": tuning, "model": model_fingerprint(tuning["model"]), "torch": torch.__version__},
-                      sort_keys=True, default=str)
+def grid_key(tuning: dict, fingerprint: str) -> str:
+    """A tuned grid's shipped key: its tuning key, the model's fingerprint
+    (``execute.model_fingerprint``) and the torch version."""
+    return json.dumps({"tuning": tuning, "model": fingerprint, "torch": torch.__version__}, sort_keys=True, default=str)
 
 
-def grid(tuning: dict) -> dict | None:
-    """The shipped ``TunedGrid.to_dict()`` for a tuning key (``tuned.tuning_key``), or None."""
+def grid(tuning: dict, fingerprint) -> dict | None:
+    """The shipped ``TunedGrid.to_dict()`` for a tuning key (``tuned.tuning_key``), or None;
+    ``fingerprint(model_id)`` gives the model's fingerprint (called only when grids are shipped)."""
     if not enabled() or not load_index()["grids"]:
         return None
-    return load_index()["grids"].get(grid_key(tuning))
+    return load_index()["grids"].get(grid_key(tuning, fingerprint(tuning["model"])))
 
 
 # values: tensors, numbers, strings, dicts / lists / tuples of them (what the disk cache holds)
-def _encode(value, tensors: dict):
+def encode(value, tensors: dict):
     if isinstance(value, torch.Tensor):
         name = f"t{len(tensors)}"
         tensors[name] = value.detach().cpu().contiguous()
         return {"__tensor__": name}
     if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v, tensors) for v in value]}
+        return {"__tuple__": [encode(v, tensors) for v in value]}
     if isinstance(value, list):
-        return [_encode(v, tensors) for v in value]
+        return [encode(v, tensors) for v in value]
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise TypeError(f"a shipped dict needs string keys, got {list(value)!r}")
-        return {"__dict__": {k: _encode(v, tensors) for k, v in value.items()}}
+        return {"__dict__": {k: encode(v, tensors) for k, v in value.items()}}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot ship a {type(value).__name__}")
 
 
-def _decode(value, tensors: dict):
+def decode(value, tensors: dict):
     if isinstance(value, dict):
         if "__tensor__" in value:
             return tensors[value["__tensor__"]]
         if "__tuple__" in value:
-            return tuple(_decode(v, tensors) for v in value["__tuple__"])
-        return {k: _decode(v, tensors) for k, v in value["__dict__"].items()}
+            return tuple(decode(v, tensors) for v in value["__tuple__"])
+        return {k: decode(v, tensors) for k, v in value["__dict__"].items()}
     if isinstance(value, list):
-        return [_decode(v, tensors) for v in value]
+        return [decode(v, tensors) for v in value]
     return value
 
 
-def _shipped_model(model_id: str) -> bool:
+def is_shipped_model(model_id: str) -> bool:
     """Named models only (a user's model spec, ``name@fingerprint``, is never shipped)."""
     return "@" not in model_id
-
-
-def collect(store, cache_dir) -> tuple[dict, dict, dict]:
-    """(entries, grids, tensors) of what a run put into ``cache_dir`` and ``store``'s grids table."""
-    tensors: dict = {}
-    entries, grids = {}, {}
-    for f in sorted(pathlib.Path(cache_dir).glob("*.pt")):
-        blob = torch.load(f, map_location="cpu", weights_only=True)
-        key = json.loads(blob["key"])
-        if _shipped_model(str(key.get("model", ""))):
-            entries[blob["key"]] = _encode(blob["value"], tensors)
-    for (k,) in store.db.execute("SELECT key FROM grids ORDER BY key").fetchall():
-        row = store.grid(k)
-        if _shipped_model(str(row["tuning"]["model"])):
-            grids[grid_key(row["tuning"])] = row["grid"]
-    return entries, grids, tensors
-
-
-def make(suite_name: str = "quick", jobs: int = 2, out: pathlib.Path = DATA_DIR, stream=sys.stderr) -> dict:
-    """Run ``suite_name`` afresh (shipped artefacts off) and ship what it cached; returns sizes."""
-    from safetensors.torch import save_file
-
-    from bench.harness.runner import run_suite
-    from bench.harness.store import Store
-    from bench.harness.suite import load_suite
-
-    os.environ["SDEBENCH_NO_SHIPPED"] = "1"  # inherited by the workers: nothing is read from an old index
-    with tempfile.TemporaryDirectory(prefix="sdebench-shipped-") as tmp:
-        store = Store(pathlib.Path(tmp) / "store.sqlite")
-        run_suite(load_suite(suite_name), store, jobs=jobs, stream=stream)
-        entries, grids, tensors = collect(store, pathlib.Path(tmp) / "store.sqlite.cache")
-        store.close()
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "tensors.safetensors"))
-    index = {"code": code_hash(), "torch": torch.__version__, "suite": suite_name, "entries": entries, "grids": grids}
-    (out / "index.json").write_text(json.dumps(index, sort_keys=True, indent=0) + "\n")
-    load_index.cache_clear()
-    sizes = {f.name: f.stat().st_size for f in out.iterdir()}
-    stream.write(f"shipped {len(entries)} shared results and {len(grids)} grids to {out}: "
-                 + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(sizes.items())) + "\n")
-    return sizes
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.harness.shipped", description=__doc__.split("\n\n")[0])
-    p.add_argument("--suite", default="quick")
-    p.add_argument("--jobs", type=int, default=2)
-    args = p.parse_args(argv)
-    make(args.suite, args.jobs)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

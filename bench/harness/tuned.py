@@ -34,6 +34,7 @@ import torch
 
 import solvers
 from bench.harness import shipped
+from bench.harness.execute import model_fingerprint
 from bench.harness.reference import in_lambda, ode_reference
 from bench.zoo import models
 
@@ -188,7 +189,7 @@ def _tune_in_parallel(cells, store, tune, runner, stream) -> tuple[dict, set]:
     for c in cells:
         if c.grid in TUNED and c.times is None:
             h = _hash(tuning_key(c, tune))
-            if h not in reps and store.grid(h) is None and shipped.grid(tuning_key(c, tune)) is None:
+            if h not in reps and store.grid(h) is None and shipped.grid(tuning_key(c, tune), model_fingerprint) is None:
                 reps[h] = c
     failed, fresh = {}, set()
     if len(reps) < 2:
@@ -243,7 +244,7 @@ def resolve_grids(cells, store=None, *, tune: dict | None = None, stream=None, t
         h = _hash(key)
         if h not in memo:
             row = store.grid(h) if store is not None else None
-            ship = shipped.grid(key) if row is None else None
+            ship = shipped.grid(key, model_fingerprint) if row is None else None
             if row is not None:
                 g, reused = solvers.TunedGrid(**_fields(row["grid"])), True
             elif ship is not None:  # shipped with the package (bench.harness.shipped): into the store as if tuned
