@@ -61,7 +61,7 @@ def test_shipped_grid_equals_retuned(quick_cells):
         x.steps for x in quick_cells if x.grid == "tuned")]
     cell = cells[0]
     key = tuned.tuning_key(cell, tune)
-    ship = shipped.grid(key)
+    ship = shipped.grid(key, execute.model_fingerprint)
     assert ship is not None, "the quick suite's tuned grid is not shipped"
     fresh = tuned.tune_for_cell(cell, tune)
     torch.testing.assert_close(torch.tensor(ship["times"], dtype=torch.float64), fresh.times, rtol=0, atol=1e-12)
@@ -101,7 +101,7 @@ def test_changed_key_or_code_is_recomputed(quick_cells, monkeypatch):
     shipped.load_index.cache_clear()
     try:
         assert not shipped.contains(dk) and shipped.grid(tuned.tuning_key(
-            next(c for c in quick_cells if c.grid == "tuned"), load_suite("quick").tune)) is None
+            next(c for c in quick_cells if c.grid == "tuned"), load_suite("quick").tune), execute.model_fingerprint) is None
     finally:
         monkeypatch.undo()
         shipped.load_index.cache_clear()
