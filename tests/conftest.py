@@ -171,3 +171,12 @@ def uninstall_plugin():
     solvers.registry._LOADED.discard(PLUGIN_SOLVER)
     for name in ("plug_models", "plug_solvers"):
         sys.modules.pop(name, None)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The multi-node Ray test runs first. Run after another test's local Ray session on the same
+    machine (tests/test_harness.py's), its run failed with OwnerDiedError after the worker node was
+    killed (an object the driver had put was reported lost), even with its driver in a fresh
+    process; run first, or alone, it passes. The cause is not found yet (see the closing note)."""
+    first = [i for i in items if i.nodeid.startswith("tests/test_ray_cluster.py")]
+    items[:] = first + [i for i in items if i not in first]

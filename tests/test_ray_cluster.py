@@ -23,6 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+import solvers  # noqa: E402
 from bench.harness import executors  # noqa: E402
 from bench.harness.runner import run_suite  # noqa: E402
 from bench.harness.store import Store  # noqa: E402
@@ -180,6 +181,7 @@ def plugin(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(mods))
     yield
     sys.modules.pop("sdebench_cluster_plugin", None)
+    solvers.registry._REGISTRY.pop("plugin_euler", None)  # registered in this process by the local run
 
 
 def test_cluster_without_shared_disk_survives_a_lost_node(tmp_path, plugin, monkeypatch):

@@ -115,7 +115,7 @@ def test_a_second_run_reads_every_reference_from_the_disk_cache(small, tmp_path,
         raise AssertionError("reference solved again")
 
     monkeypatch.setattr(execute, "ode_reference", no)
-    monkeypatch.setattr(execute, "sde_reference", no)
+    monkeypatch.setattr(execute, "sde_reference_pair", no)
     assert estimate(suite.cells(), cache).reference_s == 0.0  # the estimate knows it is cached
     second = runner.run_suite(suite, store, progress=False)
     a, b = store.cells(first).set_index("key"), store.cells(second).set_index("key")
