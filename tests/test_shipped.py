@@ -126,3 +126,21 @@ def test_collect_round_trip(tmp_path):
     assert back["floor"][1:] == value["floor"][1:] and back["n"] == [1, 2]
     assert json.loads(text)["model"] == "gmm2d-vp"
 
+
+
+@pytest.mark.parametrize("name", ["tensors.safetensors", "index.json"])
+def test_damaged_shipped_files_are_ignored(name, tmp_path, monkeypatch):
+    """A truncated tensor file or a malformed index means nothing is shipped (recomputed), not a crash."""
+    import shutil
+
+    shutil.copytree(shipped.DATA_DIR, tmp_path / "d")
+    damaged = {"tensors.safetensors": (shipped.DATA_DIR / name).read_bytes()[:1000],
+               "index.json": json.dumps({"code": shipped.code_hash()}).encode()}[name]
+    (tmp_path / "d" / name).write_bytes(damaged)
+    monkeypatch.setattr(shipped, "DATA_DIR", tmp_path / "d")
+    shipped.load_index.cache_clear()
+    try:
+        assert shipped.load_index()["entries"] == {} and shipped.lookup({"k": 1}, lambda: "made") == "made"
+    finally:
+        monkeypatch.undo()
+        shipped.load_index.cache_clear()

@@ -57,18 +57,19 @@ def enabled() -> bool:
 def load_index() -> dict:
     """The shipped index, its tensors resolved: {"code", "entries": {canonical key: value},
     "grids": {grid key: TunedGrid dict}}; empty when absent, unreadable or made by other code."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     empty = {"code": None, "entries": {}, "grids": {}}
-    try:
+    try:  # a damaged index or tensor file (truncated, hand-edited) is as if nothing were shipped
         index = json.loads((DATA_DIR / "index.json").read_text())
         if index.get("code") != code_hash():
             return empty
-        from safetensors.torch import load_file
-
         tensors = load_file(str(DATA_DIR / "tensors.safetensors"))
-    except (OSError, ValueError):
+        entries = {k: decode(v, tensors) for k, v in index["entries"].items()}
+        return {"code": index["code"], "entries": entries, "grids": dict(index["grids"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError):
         return empty
-    entries = {k: decode(v, tensors) for k, v in index["entries"].items()}
-    return {"code": index["code"], "entries": entries, "grids": index["grids"]}
 
 
 def _canonical(key: dict) -> str:
