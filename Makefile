@@ -8,15 +8,22 @@ PY     := $(VENV)/bin/python
 
 .PHONY: setup setup-test run demo test lint typecheck bench clean
 
-# the main job needs the package alone; the tests add the test and ray extras on top
+# The main job needs the package alone; the tests add the test and ray extras on top.
+# torch comes through pip, which finds a machine's local build (pip.conf find-links) and skips
+# byte-compiling its 3,000 modules (--no-compile: 13 s instead of 27 s here); everything else
+# through uv (https://docs.astral.sh/uv/), which installs the rest in 5 s where pip takes 50 s.
+# With torch installed first, uv keeps it (the package asks for torch>=2.1). Without uv:
+# make setup PIP="$(PY) -m pip install".
+PIP ?= $(VENV)/bin/uv pip install --python $(PY)
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)" -e .   # one resolve: the pinned torch and the package together
+	$(PY) -m pip install --quiet --no-compile "$(TORCH)" uv
+	$(PIP) --quiet -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[test,ray]"
+	$(PIP) --quiet -e ".[test,ray]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -79,6 +79,18 @@ def test_the_estimate_measures_on_a_small_batch_and_scales(monkeypatch):
     assert large > 20 * small  # scaled to the batch, not measured at it
 
 
+def test_a_path_query_costs_the_same_first_time_as_after(monkeypatch):
+    """The first measurement of a Brownian path query is returned scaled like the cached one
+    (a loop variable once overwrote the batch size there: the first stochastic cell of each path
+    kind was costed at 1000x its path queries, and quick's estimate said 20 minutes for 2)."""
+    clock = iter(range(10**6))
+    monkeypatch.setattr(estimate_mod.time, "perf_counter", lambda: float(next(clock)))
+    cal, cls = estimate_mod._Calibration(), solvers.get("euler_maruyama")
+    first = cal.path_step_s(cls, "gmm2d-vp", (1000, 2))
+    assert first == cal.path_step_s(cls, "gmm2d-vp", (1000, 2)) == pytest.approx(1 / 16)
+    assert cal.path_step_s(cls, "gmm2d-vp", (4000, 2)) == pytest.approx(first * 4000 / estimate_mod.CAL_N)
+
+
 def load_suite_text(text):
     return Suite(tomllib.loads(text), "<test>", text)
 

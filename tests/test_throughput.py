@@ -181,3 +181,15 @@ def test_the_estimate_measures_with_the_cells_threads_and_restores_the_callers(s
         assert set(seen) == {1} and torch.get_num_threads() == 2  # the suite's threads = 1, the caller's kept
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_wave_is_dispatched_dearest_first_when_there_is_an_estimate():
+    class C:
+        def __init__(self, key):
+            self.key = key
+
+    cells = [C(k) for k in "abcd"]
+    costed = runner.Progress(4, enabled=False, costs={"a": 1.0, "b": 5.0, "c": 2.0})
+    assert [c.key for c in runner._Committer(None, 1, costed, {}).longest_first(cells)] == ["b", "c", "a", "d"]
+    bare = runner.Progress(4, enabled=False)  # --quiet: no estimate, the suite's order
+    assert [c.key for c in runner._Committer(None, 1, bare, {}).longest_first(cells)] == list("abcd")

@@ -190,8 +190,8 @@ class _Calibration:
             path = brownian_path_for(cls, sde, key[2], seed=0, exact=True)
             ts = torch.linspace(float(sde.T), float(sde.eps), 1025, dtype=torch.float64)[:17].tolist()
             t0 = time.perf_counter()
-            for a, b in zip(ts[:-1], ts[1:]):
-                path.increment(a, b)
+            for t, s in zip(ts[:-1], ts[1:]):
+                path.increment(t, s)
             self.paths[key] = (time.perf_counter() - t0) / 16
         return self.paths[key] * shape[0] / b
 

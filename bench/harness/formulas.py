@@ -79,18 +79,16 @@ def sliced_wasserstein_se(x: torch.Tensor, y: torch.Tensor, *, boot: int = 100, 
     index draws, in batches of ``chunk``), to rounding."""
     px, py = (p.T.contiguous() for p in _projections(x, y, projections, 0))  # (projections, n)
     n_proj, n = px.shape
-    sx, ix = px.sort(dim=-1)
-    sy, iy = py.sort(dim=-1)
-    sx, sy = sx.flatten(), sy.flatten()
-    slots = torch.arange(n_proj * n, device=px.device)
+    sx, ix = (v.flatten() for v in px.sort(dim=-1))
+    sy, iy = (v.flatten() for v in py.sort(dim=-1))
     g = torch.Generator().manual_seed(seed)
     reps = []
     for start in range(0, boot, chunk):
         draws = torch.randint(0, n, (min(chunk, boot - start), n), generator=g).to(px.device)
         for idx in draws:
             c = torch.bincount(idx, minlength=n)
-            a = sx[torch.repeat_interleave(slots, c[ix].flatten(), output_size=n_proj * n)]
-            b = sy[torch.repeat_interleave(slots, c[iy].flatten(), output_size=n_proj * n)]
+            a = torch.repeat_interleave(sx, c[ix], output_size=n_proj * n)
+            b = torch.repeat_interleave(sy, c[iy], output_size=n_proj * n)
             reps.append(((a - b) ** 2).mean().sqrt())
     return float(torch.stack(reps).std())
 

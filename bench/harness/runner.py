@@ -269,8 +269,15 @@ class _Committer:
         for wave in series.waves(pending) if series is not None else [pending]:
             if series is not None:
                 wave = [_with_floor(c, series.at_floor(c, self.finished)) for c in wave]
-            for cell, result in runner.map(fn, wave, **kw):
+            for cell, result in runner.map(fn, self.longest_first(wave), **kw):
                 self.commit(cell, result)
+
+    def longest_first(self, wave):
+        """The wave's cells, the dearest first by the estimate (when there is one; else in the
+        suite's order): a dear cell dispatched last would leave the other workers idle while it
+        runs (longest-processing-time-first scheduling)."""
+        costs = self.bar.costs
+        return sorted(wave, key=lambda c: -costs.get(c.key, 0.0)) if costs else list(wave)
 
     def commit(self, cell, result):
         now = time.perf_counter()
