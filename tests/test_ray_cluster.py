@@ -88,7 +88,8 @@ grids = ["tuned"]
 
 #: Ray >= 2.5x turns token authentication on for `ray start`; the token lives in ~/.ray, which other
 #: Ray users of this machine (and earlier runs) share, and a driver holding another one is refused
-#: ("InvalidAuthToken"). One machine's throw-away cluster runs without it: nodes and driver alike.
+#: ("InvalidAuthToken"). One machine's throw-away cluster runs without it: nodes and driver alike
+#: (tests/conftest.py sets it for the whole session: a process keeps its first ray.init's mode).
 NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}
 
 

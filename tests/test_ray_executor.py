@@ -131,3 +131,32 @@ def _write(tmp_path):
     p = tmp_path / "s.toml"
     p.write_text(SUITE)
     return p
+
+
+def test_a_failed_ray_map_cancels_its_tasks_and_keeps_the_connection():
+    """A map that raises (here a task's error) cancels its own tasks; the run's connection and what
+    it put stay until ``close`` (they were shut down and reconnected mid-run before)."""
+    ray = pytest.importorskip("ray")
+    ex = executors.RayExecutor()
+    try:
+        with pytest.raises(ValueError):
+            list(ex.map(int, ["1", "x", "3"]))
+        assert ray.is_initialized()
+        assert sorted(r for _, r in ex.map(int, ["4", "5"])) == [4, 5]
+    finally:
+        ex.close()
+    assert not ray.is_initialized()
+
+
+def test_a_worker_that_cannot_reach_the_driver_is_said_as_such():
+    ray = pytest.importorskip("ray")
+
+    class Unreachable:
+        exceptions = ray.exceptions
+
+        @staticmethod
+        def get(ref):
+            raise ray.exceptions.OwnerDiedError("00ff", None, "")
+
+    with pytest.raises(executors.InputError, match="authentication mode"):
+        executors._get(Unreachable, None)

@@ -133,6 +133,10 @@ class RayExecutor:
       driver calls ``start(cells)`` before any ``map``;
     - a task whose worker or node dies is retried by Ray (``RETRIES`` times) on another; its
       result comes back once, so the driver commits each cell once;
+    - a map that fails or is interrupted cancels its own tasks; the connection and the objects
+      put stay for the run's next map (the driver goes on after a failed shared result) until
+      ``close``; a worker that cannot fetch them (unreachable driver, another authentication
+      mode) is reported as that, not as lost objects;
     - ``traffic``: bytes that travelled (the pickled task arguments, shared values put, results).
     """
 
@@ -218,13 +222,14 @@ class RayExecutor:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    result = ray.get(ref)
+                    result = _get(ray, ref)
                     self.traffic["results"] += len(pickle.dumps(result))
                     yield pending.pop(ref), result
             finished = True
         finally:
-            if not finished:
-                self.close()
+            if not finished:  # interrupted or failed: this map's tasks are cancelled; the connection
+                for ref in pending:  # and what was put stay for the run's next map, until ``close``
+                    ray.cancel(ref)
 
     def close(self):
         self._refs.clear()
@@ -242,6 +247,18 @@ def _remote(ray):
     if "call" not in _REMOTE:
         _REMOTE["call"] = ray.remote(_call)
     return _REMOTE["call"]
+
+
+def _get(ray, ref):
+    """A task's result; a worker that could not fetch an object this driver put (OwnerDiedError
+    while the driver is alive) is a set-up problem, said as one."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.OwnerDiedError as e:
+        raise InputError("a Ray worker could not fetch the shared results this driver put "
+                         f"({type(e).__name__}): the worker nodes must reach the driver's address, and the driver "
+                         "must use the cluster's authentication mode (RAY_AUTH_MODE; a process keeps the mode of "
+                         "its first ray.init, so connect from a fresh process)") from None
 
 
 def _call(fn, item, keys=(), *values):

@@ -34,6 +34,7 @@ plotly.js inlined once per page).
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import platform
 
 import matplotlib
@@ -242,10 +243,10 @@ def all_cells(ctx: ReportContext) -> list:
 def _versions() -> dict:
     v = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
          "pandas": pd.__version__, "matplotlib": matplotlib.__version__, "seaborn": sns.__version__}
-    for mod in ("torchdiffeq", "torchsde", "ot"):
+    for dist in ("torchdiffeq", "torchsde", "POT"):  # read from the metadata: importing POT takes 2 s
         try:
-            v["POT" if mod == "ot" else mod] = __import__(mod).__version__
-        except Exception:
+            v[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return v
 
