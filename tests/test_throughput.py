@@ -193,3 +193,15 @@ def test_a_wave_is_dispatched_dearest_first_when_there_is_an_estimate():
     assert [c.key for c in runner._Committer(None, 1, costed, {}).longest_first(cells)] == ["b", "c", "a", "d"]
     bare = runner.Progress(4, enabled=False)  # --quiet: no estimate, the suite's order
     assert [c.key for c in runner._Committer(None, 1, bare, {}).longest_first(cells)] == list("abcd")
+
+
+def test_start_brings_the_process_workers_up_before_the_first_map():
+    from bench.harness.executors import ProcessExecutor
+
+    ex = ProcessExecutor(jobs=2)
+    try:
+        ex.start([])
+        assert len(ex._pool._processes) == 2  # up while the driver estimates, not at the first cell
+        assert sorted(r for _, r in ex.map(abs, [-1, -2])) == [1, 2]
+    finally:
+        ex.close()

@@ -53,6 +53,16 @@ class LocalExecutor:
         pass
 
 
+#: what a worker process needs to run a cell: imported once, by the forkserver, before it forks
+#: the workers (else each worker imports torch and the harness itself, seconds each)
+WORKER_PRELOAD = ("bench.harness.execute",)
+
+
+def _ready() -> bool:
+    """A no-op task: submitted by ``ProcessExecutor.start`` to bring the workers up early."""
+    return True
+
+
 def _one_thread():
     """Worker initializer: one torch thread per worker (N workers on N cores do not oversubscribe)."""
     import torch
@@ -66,8 +76,9 @@ def _one_thread():
 
 class ProcessExecutor:
     """Cells in ``jobs`` worker processes of this machine (``concurrent.futures``; the forkserver
-    start method where available, else spawn: never fork a process that holds torch threads),
-    one torch thread each; results come back as they finish."""
+    start method where available, its server preloading ``WORKER_PRELOAD``, else spawn: never fork
+    a process that holds torch threads), one torch thread each; results come back as they finish.
+    ``start(cells)`` brings the workers up while the driver estimates the run."""
 
     name = "process"
 
@@ -86,11 +97,20 @@ class ProcessExecutor:
             from concurrent.futures import ProcessPoolExecutor
 
             method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            context = mp.get_context(method)
+            if method == "forkserver":
+                context.set_forkserver_preload(list(WORKER_PRELOAD))  # applies when the server starts
             self._env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
             os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by the workers
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=mp.get_context(method),
-                                             initializer=_one_thread)
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_one_thread)
         return self._pool
+
+    def start(self, cells):
+        """Start the workers now (the driver calls this before it tunes and estimates): one no-op
+        task each, not waited for."""
+        pool = self._start()
+        for _ in range(self.jobs):
+            pool.submit(_ready)
 
     def map(self, fn, cells):
         from concurrent.futures import as_completed

