@@ -294,3 +294,13 @@ def test_drift_needs_more_than_jitter():
     assert len(DriftRule(0.05).events(series(drift), SERIES["time"])) == 1
     better = [1.0 / 1.04**k for k in range(8)]  # improving: no drift mark
     assert DriftRule(0.05).events(series(better), SERIES["time"]) == []
+
+
+def test_chart_json_cannot_end_its_script_and_writes_nan_as_null():
+    import json
+
+    from bench.report.interactive import _script_json
+
+    text = _script_json({"name": "</script><b>&", "y": [1.0, float("nan"), float("inf")]})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"name": "</script><b>&", "y": [1.0, None, None]}

@@ -3,6 +3,7 @@ parallel workers (--jobs) and the cost estimate (--dry-run)."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -200,8 +201,13 @@ def test_start_brings_the_process_workers_up_before_the_first_map():
 
     ex = ProcessExecutor(jobs=2)
     try:
+        t0 = time.perf_counter()
         ex.start([])
-        assert len(ex._pool._processes) == 2  # up while the driver estimates, not at the first cell
+        assert time.perf_counter() - t0 < 1.0  # returns at once: the driver estimates meanwhile
+        deadline = time.perf_counter() + 120
+        while len(ex._pool._processes) < 2 and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        assert len(ex._pool._processes) == 2  # up before the first map, not at the first cell
         assert sorted(r for _, r in ex.map(abs, [-1, -2])) == [1, 2]
     finally:
         ex.close()

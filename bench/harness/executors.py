@@ -107,10 +107,20 @@ class ProcessExecutor:
 
     def start(self, cells):
         """Start the workers now (the driver calls this before it tunes and estimates): one no-op
-        task each, not waited for."""
+        task each, submitted from a thread (the first submit waits for the forkserver's preload,
+        seconds that the driver spends estimating meanwhile)."""
+        import threading
+
         pool = self._start()
-        for _ in range(self.jobs):
-            pool.submit(_ready)
+
+        def bring_up():
+            try:
+                for _ in range(self.jobs):
+                    pool.submit(_ready)
+            except RuntimeError:  # the run ended first (bad input found while tuning): nothing to start
+                pass
+
+        threading.Thread(target=bring_up, daemon=True).start()
 
     def map(self, fn, cells):
         from concurrent.futures import as_completed

@@ -1,8 +1,9 @@
 """Interactive versions of the report's quality-vs-NFE and work-precision figures (plotly).
 
 The HTML report inlines plotly.js once (``script()``, ~4.8 MB, so the page works offline) and each
-chart as a ``<div>`` plus a few lines of ``Plotly.newPlot`` with the figure's JSON (plotly escapes
-``<`` and ``>`` in it, so names from suites cannot close the script). The Markdown keeps the PNGs.
+chart as a ``<div>`` plus a few lines of ``Plotly.newPlot`` with the figure's JSON, written here as
+plotly.js reads it (``<``, ``>`` and ``&`` escaped, so names from suites cannot close the script;
+plotly's Python figure objects validated every property, ~1 s a chart). The Markdown keeps the PNGs.
 
 Panels are faceted by solver family (``family``: single-step ODE, multistep ODE, reverse SDE,
 adaptive; from the cell's recorded solver metadata and the registered class), so no panel holds
@@ -13,6 +14,7 @@ plotly installed, ``available()`` is False and the report keeps its static figur
 """
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -105,36 +107,74 @@ def _log_ticks(values):
 
 
 class _Chart:
-    """A grid of panels (rows x families) with one legend entry per solver and family toggles."""
+    """A grid of panels (rows x families) with one legend entry per solver and family toggles.
+
+    Written as plotly.js's JSON directly (traces, axes, annotations, shapes: what plotly's
+    ``make_subplots`` / ``add_scatter`` / ``add_hline`` would produce, without their per-property
+    validation, which took ~1 s a chart): ``_domains`` is make_subplots's grid."""
+
+    SPACING = 0.05  # between columns; between rows ROW_SPACING (none for one row)
+    ROW_SPACING = 0.09
 
     def __init__(self, df, rows, title, row_titles):
-        from plotly.subplots import make_subplots
-
         self.fams = [f for f in FAMILIES if f in set(df["family"])]
         self.series = sorted(df["series"].unique(), key=lambda s: (FAMILIES.index(
             df.loc[df["series"] == s, "family"].iloc[0]), s))
         self.color = {s: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(self.series)}
         self.runs = sorted(df["run_id"].unique())
-        self.fig = make_subplots(rows=rows, cols=len(self.fams), column_titles=list(self.fams),
-                                 row_titles=row_titles, horizontal_spacing=0.05, vertical_spacing=0.09 if rows > 1
-                                 else 0.0)
         self.title, self.rows, self.legend_done, self.traces = title, rows, set(), []
+        self.data: list = []
+        self.layout: dict = {"annotations": [], "shapes": []}
+        self.filled: set = set()  # panels with a trace (a floor line is drawn only there)
+        xs, ys = self._domains(rows, len(self.fams), row_titles=bool(row_titles))
+        for row in range(1, rows + 1):
+            for col in range(1, len(self.fams) + 1):
+                k = self._k(row, col)
+                self.layout[f"xaxis{k}"] = {"anchor": f"y{k}", "domain": xs[col - 1]}
+                self.layout[f"yaxis{k}"] = {"anchor": f"x{k}", "domain": ys[row - 1]}
+        title_font = {"size": 16}
+        for fam, (lo, hi) in zip(self.fams, xs):
+            self.layout["annotations"].append({"font": title_font, "showarrow": False, "text": fam, "x": (lo + hi) / 2,
+                                               "xanchor": "center", "xref": "paper", "y": 1.0, "yanchor": "bottom",
+                                               "yref": "paper"})
+        for text, (lo, hi) in zip(row_titles or (), ys):
+            self.layout["annotations"].append({"font": title_font, "showarrow": False, "text": text, "textangle": 90,
+                                               "x": xs[-1][1], "xanchor": "left", "xref": "paper", "y": (lo + hi) / 2,
+                                               "yanchor": "middle", "yref": "paper"})
+
+    @classmethod
+    def _domains(cls, rows, cols, row_titles):
+        """Axis domains as plotly's make_subplots lays them out: columns over [0, 0.98] when rows
+        have titles (else [0, 1]), rows from the top."""
+        right, v = (0.98 if row_titles else 1.0), (cls.ROW_SPACING if rows > 1 else 0.0)
+        w, h = (right - cls.SPACING * (cols - 1)) / cols, (1.0 - v * (rows - 1)) / rows
+        xs = [[c * (w + cls.SPACING), c * (w + cls.SPACING) + w] for c in range(cols)]
+        ys = [[1.0 - r * (h + v) - h, 1.0 - r * (h + v)] for r in range(rows)]
+        return xs, ys
+
+    def _k(self, row, col) -> str:
+        k = (row - 1) * len(self.fams) + col
+        return "" if k == 1 else str(k)
 
     def add(self, p, row, what, errors=True, x_label=None):
         for col, fam in enumerate(self.fams, 1):
             for (rid, series), s in p[p["family"] == fam].groupby(["run_id", "series"], sort=True):
                 s = s.sort_values("x")
                 custom, tmpl = _hover(s, what, x_label)
-                err = dict(type="data", array=s["se"].fillna(0).tolist(), visible=True, thickness=1, width=2) if (
-                    errors and np.isfinite(s["se"]).any()) else None
                 name = series if len(self.runs) == 1 else f"{series} (run {rid})"
-                self.fig.add_scatter(x=s["x"], y=s["y"], mode="lines+markers", name=name, legendgroup=name,
-                                     showlegend=name not in self.legend_done, customdata=custom,
-                                     hovertemplate=tmpl, error_y=err, row=row, col=col,
-                                     legendrank=1000 + self.series.index(series),
-                                     line=dict(color=self.color[series], width=1.6,
-                                               dash=_DASH[self.runs.index(rid) % len(_DASH)]),
-                                     marker=dict(size=6))
+                k = self._k(row, col)
+                trace = {"type": "scatter", "x": s["x"].tolist(), "y": s["y"].tolist(), "mode": "lines+markers",
+                         "name": name, "legendgroup": name, "showlegend": name not in self.legend_done,
+                         "customdata": custom.tolist(), "hovertemplate": tmpl, "xaxis": f"x{k}", "yaxis": f"y{k}",
+                         "legendrank": 1000 + self.series.index(series),
+                         "line": {"color": self.color[series], "width": 1.6,
+                                  "dash": _DASH[self.runs.index(rid) % len(_DASH)]},
+                         "marker": {"size": 6}}
+                if errors and np.isfinite(s["se"]).any():
+                    trace["error_y"] = {"type": "data", "array": s["se"].fillna(0).tolist(), "visible": True,
+                                        "thickness": 1, "width": 2}
+                self.data.append(trace)
+                self.filled.add(k)
                 self.legend_done.add(name)
                 self.traces.append(fam)
 
@@ -143,17 +183,23 @@ class _Chart:
         log = bool(len(values)) and (values > 0).all()
         ticks = (count_ticks(values, 1.25, 10) if counts else _log_ticks(values)) if log else None
         for col in range(1, len(self.fams) + 1):
-            upd = self.fig.update_xaxes if axis == "x" else self.fig.update_yaxes
-            upd(type="log" if log else "linear", title_text=title if (axis == "x" or col == 1) else None, row=row,
-                col=col, showgrid=True, gridcolor="#e9ecef", zeroline=False, linecolor="#adb5bd", mirror=True,
-                title_font_size=11, tickfont_size=10, tickvals=ticks, ticktext=[f"{t:g}" for t in ticks or []])
+            a = self.layout[f"{axis}axis{self._k(row, col)}"]
+            a.update(type="log" if log else "linear", showgrid=True, gridcolor="#e9ecef", zeroline=False,
+                     linecolor="#adb5bd", mirror=True, tickfont={"size": 10})
+            if axis == "x" or col == 1:
+                a["title"] = {"text": title, "font": {"size": 11}}
+            if ticks:
+                a.update(tickvals=list(ticks), ticktext=[f"{t:g}" for t in ticks])
 
     def floor(self, row, floors):
         floors = [f for f in floors if np.isfinite(f)]
         if floors:
+            y, line = float(np.median(floors)), {"color": "#868e96", "dash": "dash", "width": 1}
             for col in range(1, len(self.fams) + 1):
-                self.fig.add_hline(y=float(np.median(floors)), line_dash="dash", line_color="#868e96",
-                                   line_width=1, row=row, col=col)
+                k = self._k(row, col)
+                if k in self.filled:
+                    self.layout["shapes"].append({"type": "line", "line": line, "x0": 0, "x1": 1,
+                                                  "xref": f"x{k} domain", "y0": y, "y1": y, "yref": f"y{k}"})
 
     def html(self, div_id) -> str:
         n = len(self.traces)
@@ -163,17 +209,40 @@ class _Chart:
             buttons.append(dict(label=f"{fam} on/off", method="restyle", args=[{"visible": "legendonly"}, idx],
                                 args2=[{"visible": True}, idx]))
         height, top, bottom = 250 * self.rows + 170, 135, 50
-        self.fig.update_layout(
-            template="none", height=height, margin=dict(l=70, r=20, t=top, b=bottom),
-            title=dict(text=self.title, font_size=14, x=0.01), font=dict(family="DejaVu Sans, Arial", size=11),
-            hovermode="closest", legend=dict(font_size=10, groupclick="togglegroup"),
+        self.layout.update(
+            height=height, margin=dict(l=70, r=20, t=top, b=bottom),
+            title=dict(text=self.title, font={"size": 14}, x=0.01), font=dict(family="DejaVu Sans, Arial", size=11),
+            hovermode="closest", legend=dict(font={"size": 10}, groupclick="togglegroup"),
             updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0.0, xanchor="left",
                               y=1 + 34 / (height - top - bottom), yanchor="bottom", showactive=False,
-                              font_size=10)])
-        spec = self.fig.to_json()  # plotly's JSON escapes < and >: no name from a suite can end the script
+                              font={"size": 10})])
+        spec = _script_json({"data": self.data, "layout": self.layout})
         return (f'<div class="plot" id="{div_id}"></div><script type="text/javascript">(function(){{'
                 f'var s={spec};Plotly.newPlot("{div_id}",s.data,s.layout,{{responsive:true,displaylogo:false}});'
                 f"}})();</script>")
+
+
+def _script_json(obj) -> str:
+    """JSON safe inside a <script> element: <, > and & escaped (as plotly's own to_json does), so
+    no name from a suite can end the script; NaN and infinities written as null (as plotly does)."""
+    text = json.dumps(_finite(obj), default=_json_default, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _json_default(v):
+    if isinstance(v, np.generic):
+        return _finite(v.item())
+    raise TypeError(f"not JSON serializable: {type(v).__name__}")
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _with_family(g):
