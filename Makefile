@@ -14,7 +14,7 @@ PY     := $(VENV)/bin/python
 # first, uv keeps it (the package asks for torch>=2.1). Nothing is byte-compiled for the main job
 # (Python compiles what it imports); the tests' many processes get all of site-packages compiled
 # once, on 2 cores (a machine with PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every
-# import in every process). Without uv: make setup PIP="$(PY) -m pip install".
+# import in every process). Without uv: make setup PIP=".venv/bin/python -m pip install".
 PIP ?= $(VENV)/bin/uv pip install --python $(PY)
 
 $(VENV)/.installed: pyproject.toml

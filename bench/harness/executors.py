@@ -163,10 +163,10 @@ class RayExecutor:
       driver calls ``start(cells)`` before any ``map``;
     - a task whose worker or node dies is retried by Ray (``RETRIES`` times) on another; its
       result comes back once, so the driver commits each cell once;
-    - a map that fails or is interrupted cancels its own tasks; the connection and the objects
-      put stay for the run's next map (the driver goes on after a failed shared result) until
-      ``close``; a worker that cannot fetch them (unreachable driver, another authentication
-      mode) is reported as that, not as lost objects;
+    - a map that fails or is interrupted keeps the connection and the objects put for the run's
+      next map (the driver goes on after a failed shared result) until ``close``; a worker that
+      cannot fetch them (unreachable driver, another authentication mode) is reported as that,
+      not as lost objects;
     - ``traffic``: bytes that travelled (the pickled task arguments, shared values put, results).
     """
 
@@ -236,30 +236,27 @@ class RayExecutor:
         return keys, tuple(self._refs[k] for k in keys)
 
     def map(self, fn, cells, shared=None):
+        """Each cell as a task; (cell, result) as they finish. A map that fails or is interrupted
+        leaves its other tasks running and the connection open (``close`` ends both): cancelling
+        a task that completes meanwhile aborts Ray 2.60's driver (RAY_CHECK "Tried to complete
+        task that was not pending", task_manager.cc), so their results are dropped instead."""
         import pickle
 
         ray = self._connect()
-        finished = False
-        try:
-            pending = {}
-            for cell in cells:
-                keys, refs = self._shared_refs(cell, shared)
-                gpu = 1 if getattr(_cell_of(cell), "device", "cpu") == "cuda" else 0
-                task = _remote(ray).options(num_cpus=1, num_gpus=gpu, max_retries=self.RETRIES, retry_exceptions=False)
-                pending[task.remote(fn, cell, keys, *refs)] = cell
-                self.traffic["tasks"] += 1
-                self.traffic["args"] += len(pickle.dumps((fn, cell, keys)))
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    result = _get(ray, ref)
-                    self.traffic["results"] += len(pickle.dumps(result))
-                    yield pending.pop(ref), result
-            finished = True
-        finally:
-            if not finished:  # interrupted or failed: this map's tasks are cancelled; the connection
-                for ref in pending:  # and what was put stay for the run's next map, until ``close``
-                    ray.cancel(ref)
+        pending = {}
+        for cell in cells:
+            keys, refs = self._shared_refs(cell, shared)
+            gpu = 1 if getattr(_cell_of(cell), "device", "cpu") == "cuda" else 0
+            task = _remote(ray).options(num_cpus=1, num_gpus=gpu, max_retries=self.RETRIES, retry_exceptions=False)
+            pending[task.remote(fn, cell, keys, *refs)] = cell
+            self.traffic["tasks"] += 1
+            self.traffic["args"] += len(pickle.dumps((fn, cell, keys)))
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                result = _get(ray, ref)
+                self.traffic["results"] += len(pickle.dumps(result))
+                yield pending.pop(ref), result
 
     def close(self):
         self._refs.clear()
