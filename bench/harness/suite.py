@@ -489,18 +489,18 @@ class Suite:
     def _reference(self, model):
         """The suite's reference settings, with a per-model table overriding them, e.g.
         reference = { ode_rtol = 1e-10, "digits-vp" = { ode_rtol = 1e-7 } }, and the model's own
-        [[models]] table's reference last."""
-        ref = {k: v for k, v in self.reference.items() if not isinstance(v, dict)}
-        ref = {**ref, **self.reference.get(model, {}), **self.model_table.entries[model].reference}
-        if "ode_rtol" not in self._given_reference(model) and \
+        [[models]] table's reference last; a discrete-time model's ode_rtol is ``DISCRETE_ODE_RTOL``
+        unless the suite file gives one."""
+        ref = self._merged(self.reference, model)
+        if "ode_rtol" not in self._merged(self.reference_given, model) and \
                 isinstance(self.model_table.load(model).sde, solvers.DiscreteVP):
             ref["ode_rtol"] = DISCRETE_ODE_RTOL
         return ref
 
-    def _given_reference(self, model) -> dict:
-        """The reference settings the suite file itself gives for ``model`` (no defaults)."""
-        top = {k: v for k, v in self.reference_given.items() if not isinstance(v, dict)}
-        return {**top, **self.reference_given.get(model, {}), **self.model_table.entries[model].reference}
+    def _merged(self, reference: dict, model) -> dict:
+        """``reference``'s top-level settings, then its table for ``model``, then the model's own."""
+        top = {k: v for k, v in reference.items() if not isinstance(v, dict)}
+        return {**top, **reference.get(model, {}), **self.model_table.entries[model].reference}
 
     def _common(self, model, seed):
         exact, entry = models.is_exact(model), self.model_table.entries[model]

@@ -29,9 +29,8 @@ phi(X_h) - phi(X_0) has a small variance),
 and the two terms' standard errors add in quadrature (independent samples). A sampler that does not
 use the Brownian path (a corrector alone) has no coupling: E_q[phi] - E_p[phi] is then its n samples'
 mean against the closed form. The reported value is max_phi |estimate_phi|, its standard error the
-one of the maximizing phi; the smallest weak error it resolves is ~2 x that (``weak_resolution``),
-dominated at the suite's n by the second term's 1/sqrt(N_FINE) (printed by ``python -m
-bench.harness.weak``).
+one of the maximizing phi; the smallest weak error it resolves is ~2 x that, dominated at the
+suite's n by the second term's 1/sqrt(N_FINE).
 """
 from __future__ import annotations
 
@@ -43,8 +42,8 @@ import torch
 import solvers
 from solvers import InputError
 
-__all__ = ["PhiSet", "phi_set", "exact_expectations", "weak_difference", "fine_weak_bias",
-           "N_FOURIER", "FREQ", "FEATURE_SEED", "PAIRS_MAX_D", "N_FINE", "FINE_STEPS"]
+__all__ = ["PhiSet", "phi_set", "exact_expectations", "target_expectations", "fine_solution", "fine_weak_bias",
+           "weak_difference", "combine", "N_FOURIER", "FREQ", "FEATURE_SEED", "PAIRS_MAX_D", "N_FINE", "FINE_STEPS"]
 
 N_FOURIER = 8
 FREQ = 1.5

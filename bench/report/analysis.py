@@ -138,8 +138,7 @@ def _weak_fit(g: pd.DataFrame, meta: dict) -> dict:
     """The weak order of a stochastic solver: the ``weak`` metric (``bench.harness.weak``; per step
     count the median over seeds, resolved when above ``WEAK_SE`` x its standard error) fitted by the
     rules of the strong fit (``fit_order_asymptotic``) against the declared ``weak_order``."""
-    out = {"weak fitted": "", "weak interval": "", "weak declared": "", "weak status": "", "weak steps": "",
-           "weak_fitted_value": math.nan}
+    out = {**dict.fromkeys(WEAK_COLUMNS, ""), "weak_fitted_value": math.nan}
     if not meta.get("stochastic") and meta.get("kind") != "corrector":
         return out
     declared = meta.get("weak_order")
