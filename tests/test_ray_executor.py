@@ -160,3 +160,20 @@ def test_a_worker_that_cannot_reach_the_driver_is_said_as_such():
 
     with pytest.raises(executors.InputError, match="authentication mode"):
         executors._get(Unreachable, None)
+
+
+def test_an_unreachable_cluster_address_is_refused_at_once():
+    """Ray retries a dead address for minutes; the executor probes it first."""
+    import socket
+    import time
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    t0 = time.perf_counter()
+    with pytest.raises(executors.InputError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        executors.RayExecutor(address=f"127.0.0.1:{port}").start([])
+    assert time.perf_counter() - t0 < 10
+    assert "HOST:PORT" in executors._unreachable("nonsense")
+    assert executors._unreachable(None) is None and executors._unreachable("auto") is None

@@ -202,6 +202,9 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():  # started (or connected) here: shut down by ``close``
+            why = _unreachable(self.address)
+            if why:  # Ray itself retries a dead address for minutes before it gives up
+                raise InputError(f"cannot reach the Ray cluster at {self.address}: {why}")
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          **({"runtime_env": self._env} if self._env else {}))
@@ -274,6 +277,23 @@ def _remote(ray):
     if "call" not in _REMOTE:
         _REMOTE["call"] = ray.remote(_call)
     return _REMOTE["call"]
+
+
+def _unreachable(address: str | None, timeout: float = 5.0) -> str | None:
+    """Why a cluster ``address`` (``HOST:PORT``, or ``ray://HOST:PORT``) does not accept a TCP
+    connection within ``timeout`` seconds; None when it does, or for no address, "auto" and "local"."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return None
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return f"not HOST:PORT ({address!r})"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def _get(ray, ref):

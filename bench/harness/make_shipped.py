@@ -23,6 +23,7 @@ from bench.harness.execute import model_fingerprint
 from bench.harness.runner import run_suite
 from bench.harness.store import Store
 from bench.harness.suite import load_suite
+from solvers import InputError
 
 __all__ = ["collect", "make", "main"]
 
@@ -68,7 +69,13 @@ def main(argv=None) -> int:
     p.add_argument("--suite", default="quick")
     p.add_argument("--jobs", type=int, default=2)
     args = p.parse_args(argv)
-    make(args.suite, args.jobs)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        make(args.suite, args.jobs)
+    except InputError as e:  # an unknown suite, a bad suite file: one line, not a traceback
+        print(f"make_shipped: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
